@@ -1,0 +1,51 @@
+// The interface between the API layer (api.cpp) and the compute backends.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model.hpp"
+
+namespace ttfs {
+
+// Where a run writes its results. All pointers are host memory owned by the session, sized for
+// the session's max_batch; a backend writes the first n images' worth.
+struct RunOutputs {
+    int32_t* predictions = nullptr;  // [n]
+    float* potentials = nullptr;     // [n * num_classes]
+    // Per layer index (size == model.layers.size()); nullptr for maxpool/flatten layers.
+    std::vector<int32_t*> spike_counts;  // [n] neurons that fired, per image
+    std::vector<int32_t*> spike_times;   // [n * layer size], -1 = never; all nullptr when the
+                                         // session does not record spike times
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    // images: n * input size float32, HWC, already scaled. 1 <= n <= max_batch (checked by the
+    // caller). Returns TTFS_OK or a status with `error` set. Must not throw.
+    virtual ttfs_status run(const float* images, int32_t n, const RunOutputs& out,
+                            std::string& error) = 0;
+    // CPU worker threads (0 = hardware concurrency); backends without threads ignore it.
+    virtual void set_threads(int32_t threads) { (void)threads; }
+};
+
+// CPU backend (cpu_backend.cpp). engine: TTFS_ENGINE_STEPPED or TTFS_ENGINE_ANALYTIC; the
+// caller has already checked windows_allow_analytic() for the analytic engine.
+ttfs_status make_cpu_backend(std::shared_ptr<const Model> model, ttfs_engine engine,
+                             int32_t max_batch, std::unique_ptr<Backend>& out, std::string& error);
+
+// CUDA backend (cuda_backend.cu, or cuda_stub.cpp when CUDA is not compiled in, which returns
+// TTFS_ERR_BACKEND_UNAVAILABLE). Never throws; CUDA errors become TTFS_ERR_CUDA.
+ttfs_status make_cuda_backend(std::shared_ptr<const Model> model, ttfs_engine engine,
+                              int32_t max_batch, std::unique_ptr<Backend>& out, std::string& error);
+
+// Usable CUDA devices: 0 without CUDA, driver or device. Never fails.
+int32_t cuda_device_count();
+bool cuda_compiled();
+// e.g. "CUDA 13.0, architectures 80-real;90-real;75-virtual" or "CUDA not compiled in".
+const char* cuda_build_description();
+
+}  // namespace ttfs

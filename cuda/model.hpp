@@ -1,0 +1,82 @@
+// The in-memory model: what format_reader.cpp produces from a validated .ttfs file and what
+// every backend consumes. Immutable once built; shared between sessions via shared_ptr.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ttfs.h"
+
+namespace ttfs {
+
+struct Shape {
+    int32_t h = 0, w = 0, c = 0;
+    int64_t size() const { return int64_t(h) * w * c; }
+};
+
+struct Layer {
+    std::string name;
+    ttfs_layer_kind kind = TTFS_LAYER_INPUT;
+    int32_t depth = -1;  // neuron layers 0, 1, 2 ...; -1 otherwise
+    Shape in, out;       // in == previous layer's out (input layer: in == out)
+
+    // conv2d (kernel) and maxpool (pool size)
+    int32_t kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0;
+    ttfs_padding padding = TTFS_PADDING_VALID;
+    int32_t pad_top = 0, pad_left = 0;  // derived: TensorFlow SAME split, 0 for VALID
+    ttfs_pool_mode pool_mode = TTFS_POOL_OR;
+
+    // conv2d: HWIO [kh, kw, in_c, out_c]; dense: [in, out]. bias: [out_c] (zeros when the file
+    // has none).
+    std::vector<float> weights, bias;
+
+    // Neuron parameters (input, conv2d, dense).
+    float tau_fire = 0, td_fire = 0, tau_integ = 0, td_integ = 0, vth0 = 0;
+    int32_t integ_start = 0, integ_end = 0, fire_start = 0, fire_end = 0;
+    float input_divisor = 0;  // input layer only
+
+    // Derived by finalize_model():
+    // fire_threshold[j] = vth0 * exp(-(float(j) - td_fire) / tau_fire), j in [0, fire_end-fire_start)
+    // integ_kernel[i]   = exp(-(float(i) - td_integ) / tau_integ),     i in [0, integ_end-integ_start)
+    // (the t == 0 integration uses weight exactly 1 whatever the table says; see kernel_at()).
+    std::vector<float> fire_threshold, integ_kernel;
+    bool fires = false;  // false for maxpool/flatten, and the output layer under vmem readout
+
+    bool has_neurons() const {
+        return kind == TTFS_LAYER_INPUT || kind == TTFS_LAYER_CONV2D || kind == TTFS_LAYER_DENSE;
+    }
+    // Does this (non-input) neuron layer integrate synaptic input arriving at global step t?
+    bool integrates_at(int32_t t) const { return t == 0 || (t >= integ_start && t < integ_end); }
+    // The kernel applied to input arriving at step t; only valid where integrates_at(t).
+    float kernel_at(int32_t t) const { return t == 0 ? 1.0f : integ_kernel[size_t(t - integ_start)]; }
+    int32_t fire_len() const { return fire_end - fire_start; }
+};
+
+struct Model {
+    uint32_t format_version = 0;
+    int32_t time_steps = 0;
+    ttfs_readout readout = TTFS_READOUT_VMEM;
+    std::vector<Layer> layers;  // layers[0] is the input layer, layers.back() the output layer
+    std::string metadata;       // JSON text, may be empty
+
+    const Layer& input() const { return layers.front(); }
+    const Layer& output() const { return layers.back(); }
+    int32_t num_classes() const { return int32_t(layers.back().out.size()); }
+};
+
+// Computes the derived fields (tables, fires, padding split). Called by the reader after
+// validation; test code that builds a Model by hand calls it too.
+void finalize_model(Model& model);
+
+// True when every neuron layer's membrane potential is complete before its fire window opens,
+// so the analytic engine applies. Otherwise false, with `why` naming the layers and windows.
+bool windows_allow_analytic(const Model& model, std::string& why);
+
+// Parse and validate a model file held in memory. On failure returns the status of
+// docs/FORMAT.md and sets `error` to a message naming the field, the value and what was
+// expected; `out` is then unspecified. Never throws (std::bad_alloc included).
+ttfs_status read_model(const uint8_t* data, size_t size, Model& out, std::string& error);
+
+}  // namespace ttfs
