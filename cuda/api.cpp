@@ -1,3 +1,1041 @@
-// PLACEHOLDER: replaced by the real API boundary.
+// The C ABI boundary (include/ttfs.h): handle checking, argument validation, result buffers and
+// error reporting. Nothing in here computes spikes; it hands validated work to a Backend.
+//
+// Every entry point runs its body inside guarded(), so no C++ exception crosses the boundary:
+// std::bad_alloc becomes TTFS_ERR_OUT_OF_MEMORY, anything else TTFS_ERR_INTERNAL, and the
+// message of the last failure on a thread is kept in a thread_local string.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
+
+#include "backend.hpp"
+#include "build_config.h"
+#include "model.hpp"
 #include "ttfs.h"
-extern "C" TTFS_API const char* ttfs_version_string(void) { return "0.1.0"; }
+#include "ttfs_math.h"
+
+// ---- Handles ------------------------------------------------------------------------------
+
+struct ttfs_model {
+    std::shared_ptr<const ttfs::Model> model;
+};
+
+struct ttfs_session {
+    std::shared_ptr<const ttfs::Model> model;  // keeps the model alive after ttfs_model_free
+    std::unique_ptr<ttfs::Backend> backend;
+    ttfs_backend backend_kind = TTFS_BACKEND_CPU;
+    ttfs_engine engine = TTFS_ENGINE_STEPPED;
+    int32_t max_batch = 0;
+    uint32_t flags = 0;
+
+    // Result buffers sized for max_batch; outputs points into them for the backend.
+    std::vector<int32_t> predictions;
+    std::vector<float> potentials;
+    std::vector<std::vector<int32_t>> spike_counts;  // per layer; empty for maxpool/flatten
+    std::vector<std::vector<int32_t>> spike_times;   // per layer; empty unless recorded
+    ttfs::RunOutputs outputs;
+    std::vector<float> staging;  // uint8 images converted to float32, allocated on first use
+
+    int32_t last_batch = 0;  // images in the last successful run; 0 = no results yet
+    // Set while a call uses the session; taken under the registry mutex (see acquire_session)
+    // so that ttfs_session_free cannot delete a session another thread is inside.
+    std::atomic<bool> busy{false};
+
+    bool records_spike_times() const { return (flags & TTFS_SESSION_RECORD_SPIKE_TIMES) != 0; }
+};
+
+namespace {
+
+// ---- Last error ---------------------------------------------------------------------------
+
+thread_local std::string last_error_message;
+
+// For when even building a message fails: short enough for the small-string buffer, so
+// assigning it allocates nothing.
+void set_error_out_of_memory() noexcept {
+    last_error_message.clear();
+    try {
+        last_error_message = "out of memory";
+    } catch (...) {
+    }
+}
+
+// Sets the thread's message. Never throws.
+void set_error(const std::string& message) noexcept {
+    try {
+        last_error_message = message;
+    } catch (...) {
+        set_error_out_of_memory();
+    }
+}
+
+ttfs_status fail(ttfs_status status, const std::string& message) noexcept {
+    set_error(message);
+    return status;
+}
+
+// fail() for the exception handlers: builds "function: text detail" without letting a second
+// exception (say, std::bad_alloc while out of memory) escape.
+ttfs_status fail_noexcept(ttfs_status status, const char* function, const char* text,
+                          const char* detail = "") noexcept {
+    try {
+        return fail(status, std::string(function) + ": " + text + detail);
+    } catch (...) {
+        set_error_out_of_memory();
+        return status;
+    }
+}
+
+// Runs an entry point's body; turns every exception into a status and a message.
+template <typename Body>
+ttfs_status guarded(const char* function, Body&& body) noexcept {
+    try {
+        return body();
+    } catch (const std::bad_alloc&) {
+        return fail_noexcept(TTFS_ERR_OUT_OF_MEMORY, function, "out of memory");
+    } catch (const std::exception& e) {
+        return fail_noexcept(TTFS_ERR_INTERNAL, function,
+                             "internal error (a bug in libttfs; please report it): ", e.what());
+    } catch (...) {
+        return fail_noexcept(TTFS_ERR_INTERNAL, function,
+                             "unknown internal error (a bug in libttfs; please report it)");
+    }
+}
+
+// ---- Registries of live handles -------------------------------------------------------------
+
+// Every call checks its handle against these before touching it, so a NULL, freed, made-up
+// or wrong-kind pointer is refused instead of dereferenced. Deliberately never destroyed: a
+// handle freed from another library's exit handler must still find a working registry.
+struct Registry {
+    std::mutex mutex;
+    std::unordered_set<const void*> models;
+    std::unordered_set<const void*> sessions;
+};
+
+Registry& registry() {
+    static Registry* instance = new Registry();
+    return *instance;
+}
+
+std::string handle_text(const void* handle) {
+    std::ostringstream text;
+    if (handle == nullptr)
+        text << "NULL";
+    else
+        text << handle;
+    return text.str();
+}
+
+// The model behind a handle, or nullptr (with the error set) if the handle is not a live model.
+// The shared_ptr is copied under the lock, so a concurrent ttfs_model_free cannot pull the model
+// out from under the caller.
+std::shared_ptr<const ttfs::Model> lookup_model(const ttfs_model* handle, const char* function,
+                                                ttfs_status& status) {
+    {
+        Registry& reg = registry();
+        std::lock_guard<std::mutex> lock(reg.mutex);
+        if (handle != nullptr && reg.models.count(handle) != 0) return handle->model;
+    }
+    bool is_session = false;
+    if (handle != nullptr) {
+        Registry& reg = registry();
+        std::lock_guard<std::mutex> lock(reg.mutex);
+        is_session = reg.sessions.count(handle) != 0;
+    }
+    status = fail(TTFS_ERR_INVALID_HANDLE,
+                  std::string(function) + ": model handle " + handle_text(handle) +
+                      (is_session ? " is a session, not a model"
+                                  : " is not a live model (NULL, already freed, or never returned "
+                                    "by ttfs_model_load_file/ttfs_model_load_memory)"));
+    return nullptr;
+}
+
+std::string bad_session_text(const void* handle, const char* function) {
+    bool is_model = false;
+    if (handle != nullptr) {
+        Registry& reg = registry();
+        std::lock_guard<std::mutex> lock(reg.mutex);
+        is_model = reg.models.count(handle) != 0;
+    }
+    return std::string(function) + ": session handle " + handle_text(handle) +
+           (is_model ? " is a model, not a session"
+                     : " is not a live session (NULL, already freed, or never returned by "
+                       "ttfs_session_create)");
+}
+
+// Marks a session busy for the duration of one call; releases it on scope exit.
+class SessionUse {
+public:
+    SessionUse() = default;
+    SessionUse(const SessionUse&) = delete;
+    SessionUse& operator=(const SessionUse&) = delete;
+    ~SessionUse() {
+        if (session_ != nullptr) session_->busy.store(false, std::memory_order_release);
+    }
+    ttfs_session* get() const { return session_; }
+    void adopt(ttfs_session* session) { session_ = session; }
+
+private:
+    ttfs_session* session_ = nullptr;
+};
+
+// Checks the handle and takes the session's busy flag, both under the registry lock.
+ttfs_status acquire_session(const ttfs_session* handle, const char* function, SessionUse& use) {
+    {
+        Registry& reg = registry();
+        std::lock_guard<std::mutex> lock(reg.mutex);
+        if (handle != nullptr && reg.sessions.count(handle) != 0) {
+            auto* session = const_cast<ttfs_session*>(handle);
+            bool expected = false;
+            if (!session->busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
+                return fail(TTFS_ERR_BUSY,
+                            std::string(function) + ": session " + handle_text(handle) +
+                                " is in use by another thread (a session must be used by one "
+                                "thread at a time; create one session per thread)");
+            use.adopt(session);
+            return TTFS_OK;
+        }
+    }
+    return fail(TTFS_ERR_INVALID_HANDLE, bad_session_text(handle, function));
+}
+
+// Immutable session fields (backend, engine) need the handle check but not the busy flag.
+const ttfs_session* check_session(const ttfs_session* handle, const char* function,
+                                  ttfs_status& status) {
+    {
+        Registry& reg = registry();
+        std::lock_guard<std::mutex> lock(reg.mutex);
+        if (handle != nullptr && reg.sessions.count(handle) != 0) return handle;
+    }
+    status = fail(TTFS_ERR_INVALID_HANDLE, bad_session_text(handle, function));
+    return nullptr;
+}
+
+ttfs_status null_argument(const char* function, const char* name) {
+    return fail(TTFS_ERR_INVALID_ARGUMENT,
+                std::string(function) + ": " + name + " is NULL; expected a valid pointer");
+}
+
+// ---- Loading --------------------------------------------------------------------------------
+
+ttfs_status load_model(const uint8_t* data, size_t size, const std::string& source,
+                       ttfs_model** out) {
+    auto model = std::make_shared<ttfs::Model>();
+    std::string error;
+    // The reader rejects size 0 itself; give it a real pointer so it never sees NULL.
+    static const uint8_t empty = 0;
+    ttfs_status status = ttfs::read_model(data != nullptr ? data : &empty, size, *model, error);
+    if (status != TTFS_OK) {
+        if (error.empty()) error = "the model was rejected without a message";
+        return fail(status, source.empty() ? error : source + ": " + error);
+    }
+    auto handle = std::make_unique<ttfs_model>();
+    handle->model = std::move(model);
+    {
+        Registry& reg = registry();
+        std::lock_guard<std::mutex> lock(reg.mutex);
+        reg.models.insert(handle.get());
+    }
+    *out = handle.release();
+    return TTFS_OK;
+}
+
+std::string errno_text(int error) { return std::generic_category().message(error); }
+
+// Reads a whole file in chunks (works for pipes and files whose size changes too).
+ttfs_status read_file(const char* path, std::vector<uint8_t>& bytes) {
+    std::FILE* file = std::fopen(path, "rb");
+    if (file == nullptr) {
+        int error = errno;
+        return fail(TTFS_ERR_IO, std::string("cannot open model file '") + path +
+                                     "': " + errno_text(error));
+    }
+    struct Closer {
+        std::FILE* file;
+        ~Closer() { std::fclose(file); }
+    } closer{file};
+    constexpr size_t chunk = size_t(1) << 20;
+    size_t used = 0;
+    for (;;) {
+        bytes.resize(used + chunk);
+        size_t got = std::fread(bytes.data() + used, 1, chunk, file);
+        used += got;
+        if (got < chunk) break;
+    }
+    if (std::ferror(file)) {
+        int error = errno;
+        return fail(TTFS_ERR_IO, std::string("cannot read model file '") + path +
+                                     "': " + errno_text(error));
+    }
+    bytes.resize(used);
+    return TTFS_OK;
+}
+
+// ---- Sessions -------------------------------------------------------------------------------
+
+const char* backend_name(int32_t backend) {
+    switch (backend) {
+        case TTFS_BACKEND_AUTO: return "auto";
+        case TTFS_BACKEND_CPU: return "cpu";
+        case TTFS_BACKEND_CUDA: return "cuda";
+        default: return "?";
+    }
+}
+
+// Physical memory in bytes, or 0 when the system does not say.
+uint64_t physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    const long page_size = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page_size > 0) return uint64_t(pages) * uint64_t(page_size);
+#endif
+    return 0;
+}
+
+// a * b, or false if it does not fit in size_t.
+bool checked_mul(size_t a, size_t b, size_t& out) {
+    if (a != 0 && b > std::numeric_limits<size_t>::max() / a) return false;
+    out = a * b;
+    return true;
+}
+
+// Sizes the session's result buffers for max_batch images and points outputs at them.
+ttfs_status allocate_results(ttfs_session& session) {
+    const ttfs::Model& model = *session.model;
+    const size_t batch = size_t(session.max_batch);
+    // Add up every element first so a huge max_batch gets a clear message rather than a failed
+    // allocation halfway through.
+    size_t total = 0;
+    bool fits = true;
+    auto add = [&](size_t a, size_t b) {
+        size_t product = 0;
+        fits = fits && checked_mul(a, b, product) && total + product >= total;
+        total += product;
+    };
+    add(batch, 1);                              // predictions
+    add(batch, size_t(model.num_classes()));    // potentials
+    for (const ttfs::Layer& layer : model.layers) {
+        if (!layer.has_neurons()) continue;
+        add(batch, 1);  // spike counts
+        if (session.records_spike_times()) add(batch, size_t(layer.out.size()));
+    }
+    // Every result element is 4 bytes. Refusing more than the machine's physical memory up
+    // front matters on Linux, where overcommit would let the allocation "succeed" and the
+    // zero-filling below would then bring in the OOM killer instead of a status code.
+    const uint64_t physical = physical_memory_bytes();
+    fits = fits && total <= std::numeric_limits<size_t>::max() / 4;
+    if (!fits || (physical != 0 && uint64_t(total) * 4 > physical)) {
+        std::ostringstream msg;
+        msg << "ttfs_session_create: max_batch " << session.max_batch << " needs ";
+        if (fits)
+            msg << uint64_t(total) * 4 << " bytes of result buffers";
+        else
+            msg << "more result memory than this machine can address";
+        if (session.records_spike_times()) msg << " (spike times are recorded for every layer)";
+        if (physical != 0) msg << ", more than this machine's " << physical << " bytes of memory";
+        msg << "; use a smaller max_batch";
+        return fail(TTFS_ERR_OUT_OF_MEMORY, msg.str());
+    }
+
+    session.predictions.assign(batch, 0);
+    session.potentials.assign(batch * size_t(model.num_classes()), 0.0f);
+    session.spike_counts.resize(model.layers.size());
+    session.spike_times.resize(model.layers.size());
+    session.outputs.predictions = session.predictions.data();
+    session.outputs.potentials = session.potentials.data();
+    session.outputs.spike_counts.assign(model.layers.size(), nullptr);
+    session.outputs.spike_times.assign(model.layers.size(), nullptr);
+    for (size_t i = 0; i < model.layers.size(); ++i) {
+        const ttfs::Layer& layer = model.layers[i];
+        if (!layer.has_neurons()) continue;
+        session.spike_counts[i].assign(batch, 0);
+        session.outputs.spike_counts[i] = session.spike_counts[i].data();
+        if (session.records_spike_times()) {
+            session.spike_times[i].assign(batch * size_t(layer.out.size()), -1);
+            session.outputs.spike_times[i] = session.spike_times[i].data();
+        }
+    }
+    return TTFS_OK;
+}
+
+ttfs_status create_backend(ttfs_session& session, int32_t requested) {
+    std::string error;
+    ttfs_status status;
+    if (requested == TTFS_BACKEND_CUDA) {
+        if (ttfs::cuda_compiled() && ttfs::cuda_device_count() == 0)
+            return fail(TTFS_ERR_BACKEND_UNAVAILABLE,
+                        "ttfs_session_create: backend 'cuda' asked for, but no usable CUDA "
+                        "device was found (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides "
+                        "them); use backend 'cpu' or 'auto'");
+        status = ttfs::make_cuda_backend(session.model, session.engine, session.max_batch,
+                                         session.backend, error);
+        session.backend_kind = TTFS_BACKEND_CUDA;
+    } else if (requested == TTFS_BACKEND_AUTO && ttfs::cuda_device_count() > 0) {
+        status = ttfs::make_cuda_backend(session.model, session.engine, session.max_batch,
+                                         session.backend, error);
+        session.backend_kind = TTFS_BACKEND_CUDA;
+        if (status != TTFS_OK) {
+            // auto promises a working session whenever the CPU can run it.
+            error.clear();
+            session.backend.reset();
+            status = ttfs::make_cpu_backend(session.model, session.engine, session.max_batch,
+                                            session.backend, error);
+            session.backend_kind = TTFS_BACKEND_CPU;
+        }
+    } else {
+        status = ttfs::make_cpu_backend(session.model, session.engine, session.max_batch,
+                                        session.backend, error);
+        session.backend_kind = TTFS_BACKEND_CPU;
+    }
+    if (status == TTFS_OK && session.backend == nullptr)
+        return fail(TTFS_ERR_INTERNAL, std::string("ttfs_session_create: the ") +
+                                           backend_name(session.backend_kind) +
+                                           " backend reported success but made no backend");
+    if (status != TTFS_OK) {
+        if (error.empty()) error = "the backend failed without a message";
+        return fail(status, std::string("ttfs_session_create: backend '") +
+                                backend_name(session.backend_kind) + "': " + error);
+    }
+    return TTFS_OK;
+}
+
+// ---- Running --------------------------------------------------------------------------------
+
+// Checks everything about a run's arguments that does not depend on the pixel type.
+ttfs_status check_run(const ttfs_session& session, const void* images, size_t images_len,
+                      int32_t n, const int32_t* predictions, size_t predictions_len,
+                      const float* potentials, size_t potentials_len, const char* function) {
+    if (images == nullptr) return null_argument(function, "images");
+    if (n < 1 || n > session.max_batch) {
+        std::ostringstream msg;
+        msg << function << ": n = " << n << " images; expected 1 <= n <= max_batch ("
+            << session.max_batch << ", set at ttfs_session_create)";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    const ttfs::Shape& shape = session.model->input().out;
+    const size_t expected_images = size_t(n) * size_t(shape.size());
+    if (images_len != expected_images) {
+        std::ostringstream msg;
+        msg << function << ": images_len = " << images_len << "; expected exactly n * h * w * c = "
+            << n << " * " << shape.h << " * " << shape.w << " * " << shape.c << " = "
+            << expected_images;
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    if (predictions != nullptr && predictions_len < size_t(n)) {
+        std::ostringstream msg;
+        msg << function << ": predictions_len = " << predictions_len << "; expected at least n = "
+            << n;
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    const size_t classes = size_t(session.model->num_classes());
+    if (potentials != nullptr && potentials_len < size_t(n) * classes) {
+        std::ostringstream msg;
+        msg << function << ": potentials_len = " << potentials_len
+            << "; expected at least n * classes = " << n << " * " << classes << " = "
+            << size_t(n) * classes;
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    return TTFS_OK;
+}
+
+ttfs_status run_batch(ttfs_session& session, const float* images, int32_t n,
+                      int32_t* predictions, float* potentials, const char* function) {
+    session.last_batch = 0;  // a failed run leaves no (partial) results behind
+    std::string error;
+    ttfs_status status = session.backend->run(images, n, session.outputs, error);
+    if (status != TTFS_OK) {
+        if (error.empty()) error = "the backend failed without a message";
+        return fail(status, std::string(function) + ": " + error);
+    }
+    session.last_batch = n;
+    if (predictions != nullptr) std::copy_n(session.predictions.data(), n, predictions);
+    if (potentials != nullptr)
+        std::copy_n(session.potentials.data(), size_t(n) * size_t(session.model->num_classes()),
+                    potentials);
+    return TTFS_OK;
+}
+
+// Validation shared by the spike-time and spike-count queries; returns the layer on success.
+const ttfs::Layer* check_layer_query(const ttfs_session& session, int32_t layer, const void* out,
+                                     bool spike_times, const char* function,
+                                     ttfs_status& status) {
+    if (out == nullptr) {
+        status = null_argument(function, "out");
+        return nullptr;
+    }
+    const auto count = int32_t(session.model->layers.size());
+    if (layer < 0 || layer >= count) {
+        std::ostringstream msg;
+        msg << function << ": layer = " << layer << "; expected 0 <= layer < " << count;
+        status = fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        return nullptr;
+    }
+    const ttfs::Layer& info = session.model->layers[size_t(layer)];
+    if (!info.has_neurons()) {
+        std::ostringstream msg;
+        msg << function << ": layer " << layer << " ('" << info.name << "') is a "
+            << (info.kind == TTFS_LAYER_MAXPOOL ? "maxpool" : "flatten")
+            << " layer, which has no neurons; expected an input, conv2d or dense layer";
+        status = fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        return nullptr;
+    }
+    if (spike_times && !session.records_spike_times()) {
+        status = fail(TTFS_ERR_NO_RESULTS,
+                      std::string(function) +
+                          ": the session does not record spike times; create it with the flag "
+                          "TTFS_SESSION_RECORD_SPIKE_TIMES");
+        return nullptr;
+    }
+    if (session.last_batch == 0) {
+        status = fail(TTFS_ERR_NO_RESULTS,
+                      std::string(function) + ": the session has no results yet; run a batch "
+                                              "first (ttfs_session_run_f32/ttfs_session_run_u8)");
+        return nullptr;
+    }
+    return &info;
+}
+
+ttfs_status check_out_len(size_t out_len, size_t needed, const char* function, int32_t layer) {
+    if (out_len >= needed) return TTFS_OK;
+    std::ostringstream msg;
+    msg << function << ": out_len = " << out_len << " for layer " << layer
+        << "; expected at least " << needed;
+    return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+}
+
+// ---- Build information ----------------------------------------------------------------------
+
+#define TTFS_STR2(x) #x
+#define TTFS_STR(x) TTFS_STR2(x)
+constexpr const char* version_text =
+    TTFS_STR(TTFS_VERSION_MAJOR) "." TTFS_STR(TTFS_VERSION_MINOR) "." TTFS_STR(TTFS_VERSION_PATCH);
+
+std::string make_build_info() {
+    std::ostringstream text;
+    text << "ttfs " << version_text << " (ABI " << TTFS_ABI_VERSION << "), " << TTFS_BUILD_COMPILER
+         << ", CUDA compiled: " << (ttfs::cuda_compiled() ? "yes" : "no") << " ("
+         << ttfs::cuda_build_description() << "), devices: " << ttfs::cuda_device_count();
+    return text.str();
+}
+
+}  // namespace
+
+// ---- Library information ----------------------------------------------------------------------
+
+extern "C" {
+
+TTFS_API const char* ttfs_version_string(void) { return version_text; }
+
+TTFS_API int32_t ttfs_abi_version(void) { return TTFS_ABI_VERSION; }
+
+TTFS_API int32_t ttfs_cuda_compiled(void) { return ttfs::cuda_compiled() ? 1 : 0; }
+
+TTFS_API ttfs_status ttfs_cuda_device_count(int32_t* count) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        if (count == nullptr) return null_argument(function, "count");
+        *count = ttfs::cuda_device_count();
+        return TTFS_OK;
+    });
+}
+
+TTFS_API const char* ttfs_build_info(void) {
+    // Computed once (thread-safe static initialisation); a failure leaves a fixed line.
+    static const std::string* info = []() -> const std::string* {
+        try {
+            return new std::string(make_build_info());
+        } catch (...) {
+            return nullptr;
+        }
+    }();
+    return info != nullptr ? info->c_str() : "ttfs (build information unavailable)";
+}
+
+TTFS_API const char* ttfs_status_name(int32_t status) {
+    switch (status) {
+#define TTFS_NAME(code) \
+    case code: return #code;
+        TTFS_NAME(TTFS_OK)
+        TTFS_NAME(TTFS_ERR_INVALID_ARGUMENT)
+        TTFS_NAME(TTFS_ERR_INVALID_HANDLE)
+        TTFS_NAME(TTFS_ERR_OUT_OF_MEMORY)
+        TTFS_NAME(TTFS_ERR_IO)
+        TTFS_NAME(TTFS_ERR_UNSUPPORTED)
+        TTFS_NAME(TTFS_ERR_BACKEND_UNAVAILABLE)
+        TTFS_NAME(TTFS_ERR_CUDA)
+        TTFS_NAME(TTFS_ERR_NO_RESULTS)
+        TTFS_NAME(TTFS_ERR_BUSY)
+        TTFS_NAME(TTFS_ERR_INTERNAL)
+        TTFS_NAME(TTFS_ERR_TRUNCATED_HEADER)
+        TTFS_NAME(TTFS_ERR_BAD_MAGIC)
+        TTFS_NAME(TTFS_ERR_UNSUPPORTED_VERSION)
+        TTFS_NAME(TTFS_ERR_TRUNCATED_DATA)
+        TTFS_NAME(TTFS_ERR_TRAILING_BYTES)
+        TTFS_NAME(TTFS_ERR_BAD_CRC)
+        TTFS_NAME(TTFS_ERR_OFFSET_OUT_OF_RANGE)
+        TTFS_NAME(TTFS_ERR_DIM_OVERFLOW)
+        TTFS_NAME(TTFS_ERR_UNKNOWN_LAYER_TYPE)
+        TTFS_NAME(TTFS_ERR_BAD_FIELD)
+        TTFS_NAME(TTFS_ERR_SHAPE_CHAIN)
+        TTFS_NAME(TTFS_ERR_BAD_VALUE)
+#undef TTFS_NAME
+        default: return "unknown status";
+    }
+}
+
+TTFS_API const char* ttfs_last_error(void) { return last_error_message.c_str(); }
+
+// ---- Models -----------------------------------------------------------------------------------
+
+TTFS_API ttfs_status ttfs_model_load_file(const char* path, ttfs_model** out) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        if (path == nullptr) return null_argument(function, "path");
+        if (out == nullptr) return null_argument(function, "out");
+        std::vector<uint8_t> bytes;
+        ttfs_status status = read_file(path, bytes);
+        if (status != TTFS_OK) return status;
+        return load_model(bytes.data(), bytes.size(), path, out);
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_load_memory(const void* data, size_t size_bytes, ttfs_model** out) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        if (data == nullptr && size_bytes != 0) return null_argument(function, "data");
+        if (out == nullptr) return null_argument(function, "out");
+        return load_model(static_cast<const uint8_t*>(data), size_bytes, "", out);
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_free(ttfs_model* model) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        if (model == nullptr) return TTFS_OK;
+        {
+            Registry& reg = registry();
+            std::lock_guard<std::mutex> lock(reg.mutex);
+            if (reg.models.erase(model) == 0) {
+                const bool is_session = reg.sessions.count(model) != 0;
+                return fail(TTFS_ERR_INVALID_HANDLE,
+                            std::string(function) + ": model handle " + handle_text(model) +
+                                (is_session ? " is a session, not a model (use ttfs_session_free)"
+                                            : " is not a live model (already freed, or never "
+                                              "returned by a ttfs_model_load function); nothing "
+                                              "was freed"));
+            }
+        }
+        // Sessions hold their own shared_ptr, so the model data lives on while they do.
+        delete model;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_layer_count(const ttfs_model* model, int32_t* count) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (count == nullptr) return null_argument(function, "count");
+        *count = int32_t(data->layers.size());
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_layer_info(const ttfs_model* model, int32_t layer,
+                                           ttfs_layer_info* info) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (info == nullptr) return null_argument(function, "info");
+        const auto count = int32_t(data->layers.size());
+        if (layer < 0 || layer >= count) {
+            std::ostringstream msg;
+            msg << function << ": layer = " << layer << "; expected 0 <= layer < " << count;
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        // The oldest caller knows at least struct_size and kind.
+        constexpr size_t minimum = offsetof(ttfs_layer_info, kind) + sizeof(info->kind);
+        if (info->struct_size < minimum) {
+            std::ostringstream msg;
+            msg << function << ": info->struct_size = " << info->struct_size
+                << "; expected at least " << minimum << " (set it to sizeof(ttfs_layer_info) = "
+                << sizeof(ttfs_layer_info) << ")";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+
+        const ttfs::Layer& src = data->layers[size_t(layer)];
+        ttfs_layer_info full;
+        std::memset(&full, 0, sizeof full);
+        full.struct_size = info->struct_size;
+        full.kind = src.kind;
+        full.depth = src.depth;
+        full.shape[0] = src.out.h;
+        full.shape[1] = src.out.w;
+        full.shape[2] = src.out.c;
+        const bool windowed = src.kind == TTFS_LAYER_CONV2D || src.kind == TTFS_LAYER_MAXPOOL;
+        full.kernel[0] = windowed ? src.kernel_h : 0;
+        full.kernel[1] = windowed ? src.kernel_w : 0;
+        full.stride[0] = windowed ? src.stride_h : 0;
+        full.stride[1] = windowed ? src.stride_w : 0;
+        full.padding = windowed ? src.padding : TTFS_PADDING_VALID;
+        full.pool_mode = src.kind == TTFS_LAYER_MAXPOOL ? src.pool_mode : TTFS_POOL_OR;
+        if (src.has_neurons()) {
+            full.tau_fire = src.tau_fire;
+            full.td_fire = src.td_fire;
+            full.tau_integ = src.tau_integ;
+            full.td_integ = src.td_integ;
+            full.vth0 = src.vth0;
+            full.integ_window[0] = src.integ_start;
+            full.integ_window[1] = src.integ_end;
+            full.fire_window[0] = src.fire_start;
+            full.fire_window[1] = src.fire_end;
+        }
+        full.name = src.name.c_str();  // owned by the model, which outlives the handle's use
+
+        // Write only the fields that lie wholly inside the caller's struct_size.
+        struct Field {
+            size_t end;
+        };
+        const Field ends[] = {
+            {offsetof(ttfs_layer_info, kind) + sizeof full.kind},
+            {offsetof(ttfs_layer_info, depth) + sizeof full.depth},
+            {offsetof(ttfs_layer_info, shape) + sizeof full.shape},
+            {offsetof(ttfs_layer_info, kernel) + sizeof full.kernel},
+            {offsetof(ttfs_layer_info, stride) + sizeof full.stride},
+            {offsetof(ttfs_layer_info, padding) + sizeof full.padding},
+            {offsetof(ttfs_layer_info, pool_mode) + sizeof full.pool_mode},
+            {offsetof(ttfs_layer_info, tau_fire) + sizeof full.tau_fire},
+            {offsetof(ttfs_layer_info, td_fire) + sizeof full.td_fire},
+            {offsetof(ttfs_layer_info, tau_integ) + sizeof full.tau_integ},
+            {offsetof(ttfs_layer_info, td_integ) + sizeof full.td_integ},
+            {offsetof(ttfs_layer_info, vth0) + sizeof full.vth0},
+            {offsetof(ttfs_layer_info, integ_window) + sizeof full.integ_window},
+            {offsetof(ttfs_layer_info, fire_window) + sizeof full.fire_window},
+            {offsetof(ttfs_layer_info, name) + sizeof full.name},
+        };
+        size_t end = 0;
+        for (const Field& field : ends)
+            if (field.end <= info->struct_size) end = std::max(end, field.end);
+        const size_t begin = offsetof(ttfs_layer_info, kind);
+        std::memcpy(reinterpret_cast<char*>(info) + begin, reinterpret_cast<const char*>(&full) + begin,
+                    end - begin);
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_input_shape(const ttfs_model* model, int32_t shape[3]) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (shape == nullptr) return null_argument(function, "shape");
+        const ttfs::Shape& in = data->input().out;
+        shape[0] = in.h;
+        shape[1] = in.w;
+        shape[2] = in.c;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_num_classes(const ttfs_model* model, int32_t* classes) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (classes == nullptr) return null_argument(function, "classes");
+        *classes = data->num_classes();
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_time_steps(const ttfs_model* model, int32_t* time_steps) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (time_steps == nullptr) return null_argument(function, "time_steps");
+        *time_steps = data->time_steps;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_readout(const ttfs_model* model, int32_t* readout) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (readout == nullptr) return null_argument(function, "readout");
+        *readout = data->readout;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_input_divisor(const ttfs_model* model, float* divisor) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (divisor == nullptr) return null_argument(function, "divisor");
+        *divisor = data->input().input_divisor;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_model_metadata(const ttfs_model* model, const char** json) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (json == nullptr) return null_argument(function, "json");
+        *json = data->metadata.c_str();
+        return TTFS_OK;
+    });
+}
+
+// ---- Sessions -----------------------------------------------------------------------------------
+
+TTFS_API ttfs_status ttfs_session_create(const ttfs_model* model, int32_t backend, int32_t engine,
+                                         int32_t max_batch, uint32_t flags, ttfs_session** out) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (out == nullptr) return null_argument(function, "out");
+        if (backend != TTFS_BACKEND_AUTO && backend != TTFS_BACKEND_CPU &&
+            backend != TTFS_BACKEND_CUDA) {
+            std::ostringstream msg;
+            msg << function << ": backend = " << backend
+                << "; expected TTFS_BACKEND_AUTO (0), TTFS_BACKEND_CPU (1) or TTFS_BACKEND_CUDA (2)";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        if (engine != TTFS_ENGINE_STEPPED && engine != TTFS_ENGINE_ANALYTIC) {
+            std::ostringstream msg;
+            msg << function << ": engine = " << engine
+                << "; expected TTFS_ENGINE_STEPPED (0) or TTFS_ENGINE_ANALYTIC (1)";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        if (max_batch < 1) {
+            std::ostringstream msg;
+            msg << function << ": max_batch = " << max_batch << "; expected at least 1";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        if ((flags & ~uint32_t(TTFS_SESSION_RECORD_SPIKE_TIMES)) != 0) {
+            std::ostringstream msg;
+            msg << function << ": flags = 0x" << std::hex << flags
+                << "; expected 0 or TTFS_SESSION_RECORD_SPIKE_TIMES (0x1)";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        if (engine == TTFS_ENGINE_ANALYTIC) {
+            std::string why;
+            if (!ttfs::windows_allow_analytic(*data, why))
+                return fail(TTFS_ERR_UNSUPPORTED, std::string(function) + ": " + why);
+        }
+
+        auto session = std::make_unique<ttfs_session>();
+        session->model = std::move(data);
+        session->engine = static_cast<ttfs_engine>(engine);
+        session->max_batch = max_batch;
+        session->flags = flags;
+        status = allocate_results(*session);
+        if (status != TTFS_OK) return status;
+        status = create_backend(*session, backend);
+        if (status != TTFS_OK) return status;
+        {
+            Registry& reg = registry();
+            std::lock_guard<std::mutex> lock(reg.mutex);
+            reg.sessions.insert(session.get());
+        }
+        *out = session.release();
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_free(ttfs_session* session) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        if (session == nullptr) return TTFS_OK;
+        {
+            Registry& reg = registry();
+            std::lock_guard<std::mutex> lock(reg.mutex);
+            if (reg.sessions.count(session) == 0) {
+                const bool is_model = reg.models.count(session) != 0;
+                return fail(TTFS_ERR_INVALID_HANDLE,
+                            std::string(function) + ": session handle " + handle_text(session) +
+                                (is_model ? " is a model, not a session (use ttfs_model_free)"
+                                          : " is not a live session (already freed, or never "
+                                            "returned by ttfs_session_create); nothing was freed"));
+            }
+            // A session in use elsewhere is not freed under that call's feet.
+            bool expected = false;
+            if (!session->busy.compare_exchange_strong(expected, true))
+                return fail(TTFS_ERR_BUSY, std::string(function) + ": session " +
+                                               handle_text(session) +
+                                               " is in use by another thread; free it after "
+                                               "that call returns");
+            reg.sessions.erase(session);
+        }
+        delete session;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_backend(const ttfs_session* session, int32_t* backend) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        const ttfs_session* s = check_session(session, function, status);
+        if (s == nullptr) return status;
+        if (backend == nullptr) return null_argument(function, "backend");
+        *backend = s->backend_kind;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_engine(const ttfs_session* session, int32_t* engine) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        const ttfs_session* s = check_session(session, function, status);
+        if (s == nullptr) return status;
+        if (engine == nullptr) return null_argument(function, "engine");
+        *engine = s->engine;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_set_threads(ttfs_session* session, int32_t threads) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        if (threads < 0) {
+            std::ostringstream msg;
+            msg << function << ": threads = " << threads
+                << "; expected 0 (one per hardware thread) or a positive count";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        use.get()->backend->set_threads(threads);
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_run_f32(ttfs_session* session, const float* images,
+                                          size_t images_len, int32_t n, int32_t* predictions,
+                                          size_t predictions_len, float* potentials,
+                                          size_t potentials_len) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        ttfs_session& s = *use.get();
+        status = check_run(s, images, images_len, n, predictions, predictions_len, potentials,
+                           potentials_len, function);
+        if (status != TTFS_OK) return status;
+        return run_batch(s, images, n, predictions, potentials, function);
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_run_u8(ttfs_session* session, const uint8_t* images,
+                                         size_t images_len, int32_t n, int32_t* predictions,
+                                         size_t predictions_len, float* potentials,
+                                         size_t potentials_len) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        ttfs_session& s = *use.get();
+        status = check_run(s, images, images_len, n, predictions, predictions_len, potentials,
+                           potentials_len, function);
+        if (status != TTFS_OK) return status;
+        // Sized for max_batch on first use so later runs never reallocate.
+        const size_t input_size = size_t(s.model->input().out.size());
+        if (s.staging.size() < size_t(s.max_batch) * input_size)
+            s.staging.resize(size_t(s.max_batch) * input_size);
+        const float divisor = s.model->input().input_divisor;
+        for (size_t i = 0; i < images_len; ++i) s.staging[i] = ttfs::scale_pixel(images[i], divisor);
+        return run_batch(s, s.staging.data(), n, predictions, potentials, function);
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_last_batch_size(const ttfs_session* session, int32_t* n) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        if (n == nullptr) return null_argument(function, "n");
+        if (use.get()->last_batch == 0)
+            return fail(TTFS_ERR_NO_RESULTS, std::string(function) +
+                                                 ": the session has no results yet; run a batch "
+                                                 "first (ttfs_session_run_f32/ttfs_session_run_u8)");
+        *n = use.get()->last_batch;
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_spike_times(const ttfs_session* session, int32_t layer,
+                                              int32_t* out, size_t out_len) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        const ttfs_session& s = *use.get();
+        const ttfs::Layer* info = check_layer_query(s, layer, out, true, function, status);
+        if (info == nullptr) return status;
+        const size_t needed = size_t(s.last_batch) * size_t(info->out.size());
+        status = check_out_len(out_len, needed, function, layer);
+        if (status != TTFS_OK) return status;
+        std::copy_n(s.spike_times[size_t(layer)].data(), needed, out);
+        return TTFS_OK;
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_spike_counts(const ttfs_session* session, int32_t layer,
+                                               int32_t* out, size_t out_len) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        const ttfs_session& s = *use.get();
+        const ttfs::Layer* info = check_layer_query(s, layer, out, false, function, status);
+        if (info == nullptr) return status;
+        const size_t needed = size_t(s.last_batch);
+        status = check_out_len(out_len, needed, function, layer);
+        if (status != TTFS_OK) return status;
+        std::copy_n(s.spike_counts[size_t(layer)].data(), needed, out);
+        return TTFS_OK;
+    });
+}
+
+}  // extern "C"

@@ -96,5 +96,6 @@
 #define TTFS_FMT_MAX_TENSOR_ELEMENTS 268435456
 #define TTFS_FMT_MAX_TIME_STEPS 1048576
 #define TTFS_FMT_MAX_METADATA_SIZE 16777216
+#define TTFS_FMT_MAX_WINDOW_STEPS 16777216    /* all window lengths of all layers added up (2^24) */
 
 #endif /* TTFS_FORMAT_H */

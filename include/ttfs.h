@@ -198,7 +198,10 @@ TTFS_API ttfs_status ttfs_session_set_threads(ttfs_session* session, int32_t thr
  *         images_len must equal exactly n * h * w * c.
  * predictions: n int32 predicted classes, or NULL (then predictions_len is ignored).
  * potentials: n x classes float32 output-layer membrane potentials at the last time step, or
- *         NULL. Under first_spike readout a class neuron that fired reports 0 (it was reset).
+ *         NULL. Under first_spike readout a class neuron that fired was reset to 0 and, with
+ *         non-overlapping windows, receives nothing afterwards, so it reports 0; with
+ *         overlapping windows (stepped engine only) it reports what it integrated after the
+ *         reset, as the reference simulation does.
  * Prediction: vmem readout = argmax of the potential (ties: lowest index); first_spike readout
  * = the class that fired first (ties: lowest index), or the argmax of the potential for an
  * image whose output layer never fired. */

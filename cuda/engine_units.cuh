@@ -1,0 +1,246 @@
+// The work of one unit (one image's neuron or pool unit) in each engine, host + device. The
+// CUDA kernels (analytic_kernels.cu, stepped_kernels.cu) are grid-stride loops over these
+// functions; keeping the bodies here lets a host build run exactly the code the GPU runs
+// (tests/gpu/emulator), which is how the kernels are checked on machines without a GPU.
+//
+// Order of float operations: docs/ENGINES.md. Every add and multiply goes through ttfs_math.h.
+#pragma once
+
+#include <climits>
+#include <cstdint>
+
+#include "device_layer.cuh"
+
+namespace ttfs {
+namespace gpu {
+
+// Arrival steps are binned in chunks of this many consecutive steps. A neuron walks its
+// presynaptic units once per chunk that holds an arrival (chunks without arrivals are skipped),
+// so the chunk size trades per-thread memory for passes; it does not limit how many steps or
+// spikes a neuron can receive.
+constexpr int32_t kStepChunk = 32;
+
+// Index of the lowest set bit of a non-zero word.
+TTFS_HD int32_t lowest_set_bit(uint32_t word) {
+#if defined(__CUDA_ARCH__)
+    return __ffs(int(word)) - 1;
+#else
+    return __builtin_ctz(word);
+#endif
+}
+
+// ---- analytic engine ---------------------------------------------------------------------
+
+// Input pixel with value x: fire_start + the first threshold-table index it reaches, or -1.
+TTFS_HD int32_t analytic_input_unit(const DeviceLayer& input, float x) {
+    if (!input.fires) return -1;
+    const int32_t j = first_crossing(x, input.fire_threshold, input.fire_len);
+    return j >= 0 ? input.fire_start + j : -1;
+}
+
+// maxpool unit idx (image-major, HWC): writes the steps it relays to
+// out_steps[idx * out_capacity ...], ascending, padded with -1. `or`: every distinct step of
+// its children; `earliest`: only the first. out_capacity must be at least the number of
+// distinct steps the children spike at (the backend sizes it so).
+TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64_t idx,
+                                int32_t* out_steps, int32_t out_capacity) {
+    const NeuronIndex at = split_neuron_index(pool, idx);
+    const int32_t in_capacity = below.capacity;
+    const int32_t* image_steps = below.steps + at.image * pool.in_size() * in_capacity;
+    int32_t* unit_out = out_steps + idx * out_capacity;
+
+    // Each pass finds the smallest child step after `relayed`; each child's list is ascending,
+    // so its first entry after `relayed` is its candidate.
+    const int32_t passes = pool.pool_mode == TTFS_POOL_EARLIEST ? 1 : out_capacity;
+    int32_t relayed = -1;
+    int32_t written = 0;
+    for (; written < passes; ++written) {
+        int32_t next = INT_MAX;
+        for (int32_t kr = 0; kr < pool.kernel_h; ++kr) {
+            const int32_t ih = at.oh * pool.stride_h - pool.pad_top + kr;
+            if (ih < 0 || ih >= pool.in_h) continue;
+            for (int32_t kc = 0; kc < pool.kernel_w; ++kc) {
+                const int32_t iw = at.ow * pool.stride_w - pool.pad_left + kc;
+                if (iw < 0 || iw >= pool.in_w) continue;
+                const int32_t* child =
+                    image_steps + ((int64_t(ih) * pool.in_w + iw) * pool.in_c + at.oc) * in_capacity;
+                for (int32_t e = 0; e < in_capacity; ++e) {
+                    const int32_t s = child[e];
+                    if (s < 0) break;
+                    if (s > relayed) {
+                        if (s < next) next = s;
+                        break;
+                    }
+                }
+            }
+        }
+        if (next == INT_MAX) break;
+        unit_out[written] = next;
+        relayed = next;
+    }
+    for (; written < out_capacity; ++written) unit_out[written] = -1;
+}
+
+// conv2d/dense neuron idx (image-major, HWC): the closed-form potential and first-spike time.
+// For each chunk of arrival steps the receptive field is walked in canonical order (kernel
+// row, kernel column, input channel) and each spiking unit's weight is added to the bin of its
+// step, so every bin is S(t) formed exactly as the stepped engine forms it (from +0.0f, in
+// canonical order). Bins are applied in ascending t; t == 0 carries the bias with weight 1.
+// potential may be nullptr; a neuron that fired reports 0.
+TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, int64_t idx,
+                                  int32_t* first_spike, float* potential) {
+    const NeuronIndex at = split_neuron_index(layer, idx);
+    const int32_t capacity = below.capacity;
+    const int32_t* image_steps = below.steps + at.image * layer.in_size() * capacity;
+
+    float membrane = 0.0f;
+    int32_t chunk_start = 0;  // the first chunk always starts at 0: the bias enters there
+    for (;;) {
+        const int32_t chunk_end = chunk_start + kStepChunk;
+        float bins[kStepChunk];
+        for (int32_t i = 0; i < kStepChunk; ++i) bins[i] = 0.0f;
+        uint32_t arrived = 0;          // bit i: some unit spikes at chunk_start + i
+        int32_t next_start = INT_MAX;  // earliest integrated arrival after this chunk
+
+        for (int32_t kr = 0; kr < layer.kernel_h; ++kr) {
+            const int32_t ih = at.oh * layer.stride_h - layer.pad_top + kr;
+            if (ih < 0 || ih >= layer.in_h) continue;
+            for (int32_t kc = 0; kc < layer.kernel_w; ++kc) {
+                const int32_t iw = at.ow * layer.stride_w - layer.pad_left + kc;
+                if (iw < 0 || iw >= layer.in_w) continue;
+                const int32_t* position_steps =
+                    image_steps + (int64_t(ih) * layer.in_w + iw) * layer.in_c * capacity;
+                const float* weight_row =
+                    layer.weights + (int64_t(kr) * layer.kernel_w + kc) * layer.in_c * layer.out_c + at.oc;
+                for (int32_t ic = 0; ic < layer.in_c; ++ic) {
+                    const int32_t* unit_steps = position_steps + int64_t(ic) * capacity;
+                    for (int32_t e = 0; e < capacity; ++e) {
+                        const int32_t s = unit_steps[e];
+                        if (s < 0) break;
+                        if (s < chunk_start || !integrates_at(layer, s)) continue;
+                        if (s >= chunk_end) {  // ascending list: the rest come later too
+                            if (s < next_start) next_start = s;
+                            break;
+                        }
+                        const int32_t bin = s - chunk_start;
+                        bins[bin] = add_rn(bins[bin], weight_row[int64_t(ic) * layer.out_c]);
+                        arrived |= 1u << bin;
+                    }
+                }
+            }
+        }
+
+        if (chunk_start == 0) {  // t == 0: the bias, with weight exactly 1, spikes or not
+            membrane = integrate(membrane, add_rn(bins[0], layer.bias[at.oc]), 1.0f);
+            arrived &= ~1u;
+        }
+        while (arrived != 0) {  // the remaining bins, ascending
+            const int32_t bin = lowest_set_bit(arrived);
+            arrived &= arrived - 1;
+            membrane = integrate(membrane, bins[bin], kernel_at(layer, chunk_start + bin));
+        }
+        if (next_start == INT_MAX) break;
+        chunk_start = next_start;
+    }
+
+    int32_t fired_at = -1;
+    if (layer.fires) {
+        const int32_t j = first_crossing(membrane, layer.fire_threshold, layer.fire_len);
+        if (j >= 0) {
+            fired_at = layer.fire_start + j;
+            membrane = 0.0f;  // reset, as the stepped engine does when it fires
+        }
+    }
+    first_spike[idx] = fired_at;
+    if (potential != nullptr) potential[idx] = membrane;
+}
+
+// ---- stepped engine ----------------------------------------------------------------------
+// Spikes of the current step travel as a 0/1 byte per unit ([image][unit]).
+
+// Input pixel idx at step t inside its fire window.
+TTFS_HD void stepped_input_unit(const DeviceLayer& input, const float* images, int64_t idx,
+                                int32_t t, int32_t* first_spike, uint8_t* spiked_now) {
+    uint8_t spiked = 0;
+    if (first_spike[idx] < 0 && reaches(images[idx], input.fire_threshold[t - input.fire_start])) {
+        first_spike[idx] = t;
+        spiked = 1;
+    }
+    spiked_now[idx] = spiked;
+}
+
+// maxpool unit idx at one step: `or` relays when any child spiked now; `earliest` only the
+// first time (relayed_before remembers it; unused for `or`).
+TTFS_HD void stepped_pool_unit(const DeviceLayer& pool, const uint8_t* below_spiked_now, int64_t idx,
+                               uint8_t* relayed_before, uint8_t* spiked_now) {
+    const NeuronIndex at = split_neuron_index(pool, idx);
+    const uint8_t* image_map = below_spiked_now + at.image * pool.in_size();
+    bool any_child = false;
+    for (int32_t kr = 0; kr < pool.kernel_h && !any_child; ++kr) {
+        const int32_t ih = at.oh * pool.stride_h - pool.pad_top + kr;
+        if (ih < 0 || ih >= pool.in_h) continue;
+        for (int32_t kc = 0; kc < pool.kernel_w; ++kc) {
+            const int32_t iw = at.ow * pool.stride_w - pool.pad_left + kc;
+            if (iw < 0 || iw >= pool.in_w) continue;
+            if (image_map[(int64_t(ih) * pool.in_w + iw) * pool.in_c + at.oc]) {
+                any_child = true;
+                break;
+            }
+        }
+    }
+    uint8_t relay = any_child ? 1 : 0;
+    if (pool.pool_mode == TTFS_POOL_EARLIEST && relay) {
+        if (relayed_before[idx]) relay = 0;  // only the first child spike passes
+        else relayed_before[idx] = 1;
+    }
+    spiked_now[idx] = relay;
+}
+
+// conv2d/dense neuron idx at step t. integrate_now: V = V + S(t) * kernel_at(t), S from +0.0f
+// over the receptive field in canonical order, plus the bias at t == 0; at t != 0 a neuron
+// that received no spike is left alone (V + 0*k == V), as the analytic engine only applies
+// steps with arrivals. fire_now: a neuron that has not fired and reaches the threshold fires
+// (first_spike = t, V = 0).
+TTFS_HD void stepped_neuron_unit(const DeviceLayer& layer, const uint8_t* below_spiked_now,
+                                 int64_t idx, int32_t t, bool integrate_now, bool fire_now,
+                                 float* membrane, int32_t* first_spike, uint8_t* spiked_now) {
+    const NeuronIndex at = split_neuron_index(layer, idx);
+    float v = membrane[idx];
+    if (integrate_now) {
+        const uint8_t* image_map = below_spiked_now + at.image * layer.in_size();
+        float synaptic_sum = 0.0f;
+        bool any_arrival = false;
+        for (int32_t kr = 0; kr < layer.kernel_h; ++kr) {
+            const int32_t ih = at.oh * layer.stride_h - layer.pad_top + kr;
+            if (ih < 0 || ih >= layer.in_h) continue;
+            for (int32_t kc = 0; kc < layer.kernel_w; ++kc) {
+                const int32_t iw = at.ow * layer.stride_w - layer.pad_left + kc;
+                if (iw < 0 || iw >= layer.in_w) continue;
+                const uint8_t* position_map = image_map + (int64_t(ih) * layer.in_w + iw) * layer.in_c;
+                const float* weight_row =
+                    layer.weights + (int64_t(kr) * layer.kernel_w + kc) * layer.in_c * layer.out_c + at.oc;
+                for (int32_t ic = 0; ic < layer.in_c; ++ic) {
+                    if (position_map[ic]) {
+                        synaptic_sum = add_rn(synaptic_sum, weight_row[int64_t(ic) * layer.out_c]);
+                        any_arrival = true;
+                    }
+                }
+            }
+        }
+        if (t == 0)
+            v = integrate(v, add_rn(synaptic_sum, layer.bias[at.oc]), 1.0f);
+        else if (any_arrival)
+            v = integrate(v, synaptic_sum, kernel_at(layer, t));
+    }
+    uint8_t spiked = 0;
+    if (fire_now && first_spike[idx] < 0 && reaches(v, layer.fire_threshold[t - layer.fire_start])) {
+        first_spike[idx] = t;
+        v = 0.0f;
+        spiked = 1;
+    }
+    membrane[idx] = v;
+    spiked_now[idx] = spiked;
+}
+
+}  // namespace gpu
+}  // namespace ttfs

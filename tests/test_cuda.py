@@ -1,0 +1,355 @@
+"""The CUDA backend: availability rules, and CPU == CUDA bit for bit.
+
+What must hold (include/ttfs.h, docs/ENGINES.md):
+
+- Without a CUDA device (or with a library built without CUDA), backend "cuda" is refused with
+  TTFS_ERR_BACKEND_UNAVAILABLE and a message saying what to do; backend "auto" runs on the CPU
+  and gives the CPU's results.
+- With a device: for random networks (tests/random_nets.py) and a long-window MNIST-shaped one
+  (tests/gpu/mnist_like.py), on both engines, the CUDA backend's first-spike times of every
+  neuron layer, spike counts, predictions and output potentials (as bit patterns) equal the CPU
+  backend's; CUDA analytic == CUDA stepped; the analytic engine refuses overlapping windows on
+  CUDA as on the CPU; batches are independent of each other and of the batch size.
+  A difference is reported with the layer, image, neuron and both steps or values.
+
+Where the device tests run:
+- on a GPU machine (tests/gpu/run_gpu_checks.sh sets TTFS_REQUIRE_CUDA=1, which turns "no
+  device" into a failure instead of a skip);
+- everywhere else, against the CUDA emulator (tests/gpu/emulator): the same cuda_backend.cu
+  host code and the same kernel bodies (cuda/engine_units.cuh) built for the host, with a fake
+  runtime that poisons new device memory and bounds-checks every copy and kernel.
+  test_emulated_cuda_backend builds it into build-cuda-emu/ and runs this file against it in a
+  subprocess. It cannot check nvcc's code generation or real concurrency; the GPU run does.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+for entry in (REPO, REPO / "tests", REPO / "tests" / "gpu"):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+import random_nets  # noqa: E402
+from mnist_like import mnist_like_images, mnist_like_model  # noqa: E402
+
+from export.ttfs_format import to_bytes  # noqa: E402
+
+try:
+    import pyttfs
+except OSError as exc:  # pyttfs.LibraryError: libttfs not built or not found
+    pytest.skip(f"libttfs is not available: {exc}", allow_module_level=True)
+
+EMULATED = "CUDA emulated" in pyttfs.build_info()
+HAS_DEVICE = pyttfs.cuda_compiled() and pyttfs.cuda_device_count() > 0
+REQUIRE_DEVICE = os.environ.get("TTFS_REQUIRE_CUDA") == "1"
+NO_DEVICE_REASON = ("no CUDA device (" + ("library built without CUDA" if not pyttfs.cuda_compiled()
+                                          else "CUDA compiled in, but no GPU or driver") +
+                    "); the CUDA emulator run (test_emulated_cuda_backend) covers these tests here")
+
+N_NETS = 60       # non-overlapping windows (T_s = T_d)
+N_TOUCHING = 10    # T_s = T_d - 1: still analytic
+N_OVERLAPPING = 16  # stepped only
+ENGINES = ("analytic", "stepped")
+
+
+@pytest.fixture
+def device():
+    """Skips (or, under TTFS_REQUIRE_CUDA=1, fails) when there is no CUDA device."""
+    if not HAS_DEVICE:
+        if REQUIRE_DEVICE:
+            pytest.fail(f"TTFS_REQUIRE_CUDA=1 but {NO_DEVICE_REASON.split(';')[0]}; "
+                        f"build info: {pyttfs.build_info()}")
+        pytest.skip(NO_DEVICE_REASON)
+
+
+# ---- running and comparing -----------------------------------------------------------------
+
+def neuron_layers(model):
+    return [i for i, info in enumerate(model.layers) if info.has_neurons]
+
+
+def run(model, backend, engine, images, max_batch=None, record=True, runs_on=None):
+    """Everything a session reports for one batch, as numpy arrays. runs_on: the backend the
+    session must report (default: backend itself)."""
+    with model.session(backend=backend, engine=engine, max_batch=max_batch or len(images),
+                       record_spike_times=record) as session:
+        assert session.backend == (runs_on or backend)
+        result = session.run(images)
+        out = {"predictions": result.predictions.copy(), "potentials": result.potentials.copy()}
+        for i in neuron_layers(model):
+            out[f"counts {i}"] = session.spike_counts(i)
+            if record:
+                out[f"times {i}"] = session.spike_times(i)
+    return out
+
+
+def differences(model, expected, actual, expected_name, actual_name):
+    """Human-readable differences between two run() results (empty when bit-identical)."""
+    problems = []
+    for i in neuron_layers(model):
+        key = f"times {i}"
+        if key not in expected or key not in actual:
+            continue
+        a, b = expected[key], actual[key]
+        bad = np.argwhere(a != b)
+        if len(bad):
+            n, h, w, c = bad[0]
+            problems.append(
+                f"layer {i} '{model.layers[i].name}': {len(bad)} first-spike times differ; first at "
+                f"image {n}, neuron (h={h}, w={w}, c={c}): {expected_name} step {a[n, h, w, c]}, "
+                f"{actual_name} step {b[n, h, w, c]} (-1 = never fired)")
+    for i in neuron_layers(model):
+        a, b = expected[f"counts {i}"], actual[f"counts {i}"]
+        if not np.array_equal(a, b):
+            n = int(np.argmax(a != b))
+            problems.append(f"layer {i} '{model.layers[i].name}': spike count of image {n}: "
+                            f"{expected_name} {a[n]}, {actual_name} {b[n]}")
+    a, b = expected["potentials"], actual["potentials"]
+    bad = np.argwhere(a.view(np.uint32) != b.view(np.uint32))
+    if len(bad):
+        n, c = bad[0]
+        problems.append(f"output potentials: {len(bad)} differ in their bits; first at image {n}, "
+                        f"class {c}: {expected_name} {a[n, c]!r}, {actual_name} {b[n, c]!r}")
+    a, b = expected["predictions"], actual["predictions"]
+    if not np.array_equal(a, b):
+        n = int(np.argmax(a != b))
+        problems.append(f"predictions differ; first at image {n}: {expected_name} {a[n]}, "
+                        f"{actual_name} {b[n]}")
+    return problems
+
+
+def assert_same(model, expected, actual, expected_name, actual_name, label):
+    problems = differences(model, expected, actual, expected_name, actual_name)
+    assert not problems, f"{label}\n  " + "\n  ".join(problems)
+
+
+def random_net(seed, **kind):
+    spec, images = random_nets.random_network(seed, **kind)
+    label = f"random net seed {seed} {kind or ''}: {random_nets.describe(spec)}"
+    return pyttfs.Model.from_bytes(to_bytes(spec)), images, label
+
+
+def long_window_net():
+    """A small MNIST-shaped net with the reference's 80-step windows: more than one 32-step
+    chunk of arrivals per neuron, `or` pools relaying up to four spikes per unit."""
+    spec, _ = mnist_like_model(seed=3, size=14, kernel=3, filters=(4, 8), t_window=80,
+                               time_steps=320, calibration_images=32)
+    images = mnist_like_images(12, size=14, seed=11)
+    return pyttfs.Model.from_bytes(to_bytes(spec)), images, "long-window MNIST-shaped net"
+
+
+# ---- no device -----------------------------------------------------------------------------
+
+@pytest.mark.skipif(HAS_DEVICE, reason="a CUDA device is present")
+def test_cuda_backend_without_device_is_unavailable():
+    model, _, _ = random_net(0)
+    for engine in ENGINES:
+        with pytest.raises(pyttfs.TtfsError) as caught:
+            model.session(backend="cuda", engine=engine)
+        assert caught.value.status == "TTFS_ERR_BACKEND_UNAVAILABLE"
+        assert caught.value.code == pyttfs.Status.ERR_BACKEND_UNAVAILABLE
+        assert "cuda" in caught.value.message.lower() and "cpu" in caught.value.message.lower(), \
+            caught.value.message
+
+
+@pytest.mark.skipif(HAS_DEVICE, reason="a CUDA device is present")
+def test_auto_without_device_runs_on_cpu_and_equals_cpu():
+    for seed in range(4):
+        model, images, label = random_net(seed)
+        for engine in ENGINES:
+            cpu = run(model, "cpu", engine, images)
+            auto = run(model, "auto", engine, images, runs_on="cpu")
+            assert_same(model, cpu, auto, "cpu", "auto", f"{label}, {engine}")
+
+
+def test_device_count_and_build_info_agree():
+    count = pyttfs.cuda_device_count()
+    assert isinstance(count, int) and count >= 0
+    info = pyttfs.build_info()
+    assert f"devices: {count}" in info, info
+    if pyttfs.cuda_compiled():
+        # cuda_build_description(): "CUDA <version>, architectures <list>"
+        assert "CUDA" in info and "architectures" in info, info
+    else:
+        assert count == 0
+
+
+# ---- with a device (real or emulated) ------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(N_NETS))
+def test_parity_random_nets(device, seed):
+    model, images, label = random_net(seed)
+    check_parity(model, images, label)
+
+
+@pytest.mark.parametrize("seed", range(N_TOUCHING))
+def test_parity_touching_windows(device, seed):
+    model, images, label = random_net(seed, touching=True)
+    check_parity(model, images, label)
+
+
+def test_parity_long_windows(device):
+    model, images, label = long_window_net()
+    results = check_parity(model, images, label)
+    # The net must exercise what it is here for: spikes in every hidden layer, arrivals spread
+    # over more than one 32-step chunk.
+    for i in neuron_layers(model)[:-1]:
+        times = results["cuda", "analytic"][f"times {i}"]
+        assert (times >= 0).mean() > 0.05, f"layer {model.layers[i].name} almost silent"
+    conv1 = results["cuda", "analytic"][f"times {model.layer_index('conv1')}"]
+    fired = conv1[conv1 >= 0]  # the arrival steps of conv2
+    assert fired.max() - fired.min() >= 32, (fired.min(), fired.max())
+
+
+def test_parity_large_batch(device):
+    """Hundreds of images per launch: many blocks per kernel, images far from the first."""
+    model, _, label = long_window_net()
+    images = mnist_like_images(300, size=14, seed=12)
+    check_parity(model, images, f"{label}, batch of {len(images)}")
+
+
+def check_parity(model, images, label):
+    results = {}
+    for engine in ENGINES:
+        results["cpu", engine] = run(model, "cpu", engine, images)
+        results["cuda", engine] = run(model, "cuda", engine, images)
+        assert_same(model, results["cpu", engine], results["cuda", engine], f"cpu {engine}",
+                    f"cuda {engine}", label)
+    assert_same(model, results["cuda", "stepped"], results["cuda", "analytic"], "cuda stepped",
+                "cuda analytic", label)
+    return results
+
+
+@pytest.mark.parametrize("seed", range(N_OVERLAPPING))
+def test_overlapping_windows_stepped_parity_and_analytic_refusal(device, seed):
+    model, images, label = random_net(seed, overlapping=True)
+    assert_same(model, run(model, "cpu", "stepped", images), run(model, "cuda", "stepped", images),
+                "cpu stepped", "cuda stepped", label)
+    with pytest.raises(pyttfs.TtfsError) as caught:
+        model.session(backend="cuda", engine="analytic")
+    assert caught.value.status == "TTFS_ERR_UNSUPPORTED", label
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batches_are_independent(device, engine):
+    """Results do not depend on the batch size, on what ran before in the session, or on
+    recording spike times."""
+    model, images, label = random_net(5)
+    n = len(images)
+    expected = run(model, "cpu", engine, images)
+    with model.session(backend="cuda", engine=engine, max_batch=3 * n,
+                       record_spike_times=True) as session:
+        # A large batch first (every image three times), then smaller ones reusing the buffers.
+        big = session.run(np.concatenate([images, images[::-1], images]))
+        for copy, order in ((0, slice(None)), (1, slice(None, None, -1)), (2, slice(None))):
+            part = slice(copy * n, (copy + 1) * n)
+            got = big.potentials[part][order]
+            assert np.array_equal(got.view(np.uint32), expected["potentials"].view(np.uint32)), \
+                f"{label}: copy {copy} of a batch of {3 * n}"
+        for size in (n, 1, 2):
+            result = session.run(images[:size])
+            got = {"predictions": result.predictions, "potentials": result.potentials}
+            for i in neuron_layers(model):
+                got[f"times {i}"] = session.spike_times(i)
+                got[f"counts {i}"] = session.spike_counts(i)
+            want = {key: value[:size] for key, value in expected.items()}
+            assert_same(model, want, got, "cpu", f"cuda batch of {size}", label)
+    not_recorded = run(model, "cuda", engine, images, record=False)
+    assert_same(model, expected, not_recorded, "cpu", "cuda without spike times", label)
+
+
+def test_uint8_input_matches_float_input(device):
+    model, images, label = long_window_net()
+    with model.session(backend="cuda", engine="analytic", max_batch=len(images)) as session:
+        from_bytes = session.run(images).potentials.copy()
+        divisor = np.float32(255.0)
+        from_floats = session.run(images.astype(np.float32) / divisor).potentials
+    assert np.array_equal(from_bytes.view(np.uint32), from_floats.view(np.uint32)), label
+
+
+# ---- emulator-only: failures of the CUDA runtime -------------------------------------------
+
+emulator_only = pytest.mark.skipif(not EMULATED, reason="needs the CUDA emulator's fault injection")
+
+
+@emulator_only
+def test_device_allocation_failure_is_a_cuda_error(monkeypatch):
+    model, _, _ = random_net(1)
+    monkeypatch.setenv("TTFS_EMULATED_MALLOC_LIMIT", "16")
+    with pytest.raises(pyttfs.TtfsError) as caught:
+        model.session(backend="cuda", engine="analytic", max_batch=8)
+    assert caught.value.status == "TTFS_ERR_CUDA"
+    message = caught.value.message
+    assert "cudaMalloc" in message and "out of memory" in message and "bytes for" in message, message
+    # auto promises a working session: it falls back to the CPU.
+    with model.session(backend="auto", max_batch=8) as session:
+        assert session.backend == "cpu"
+
+
+@emulator_only
+def test_no_device_reported_by_the_runtime(monkeypatch):
+    monkeypatch.setenv("TTFS_EMULATED_DEVICES", "0")
+    assert pyttfs.cuda_device_count() == 0
+    model, images, _ = random_net(2)
+    with pytest.raises(pyttfs.TtfsError) as caught:
+        model.session(backend="cuda")
+    assert caught.value.status == "TTFS_ERR_BACKEND_UNAVAILABLE"
+    with model.session(backend="auto", max_batch=len(images)) as session:
+        assert session.backend == "cpu"
+        session.run(images)
+
+
+# ---- the emulator run ----------------------------------------------------------------------
+
+EMULATOR_SOURCE = REPO / "tests" / "gpu" / "emulator"
+EMULATOR_BUILD = REPO / "build-cuda-emu"
+
+
+def test_emulated_cuda_backend(tmp_path):
+    """Builds the CUDA emulator and runs this file against it: the device tests above then run
+    the real backend code on the host (see the module docstring)."""
+    if EMULATED:
+        pytest.skip("this is the emulator run itself")
+    if HAS_DEVICE:
+        pytest.skip("a real CUDA device is present: the device tests ran on it")
+    cmake = shutil.which("cmake")
+    if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("cmake or a C++ compiler is missing: cannot build the CUDA emulator")
+    for command in ([cmake, "-S", str(EMULATOR_SOURCE), "-B", str(EMULATOR_BUILD)],
+                    [cmake, "--build", str(EMULATOR_BUILD), "-j", str(os.cpu_count() or 2)]):
+        built = subprocess.run(command, capture_output=True, text=True)
+        assert built.returncode == 0, (f"building the CUDA emulator failed: {' '.join(command)}\n"
+                                       f"{built.stdout[-4000:]}\n{built.stderr[-4000:]}")
+
+    report = tmp_path / "emulated.xml"
+    env = dict(os.environ, TTFS_LIBRARY=str(EMULATOR_BUILD / "libttfs.so"), TTFS_REQUIRE_CUDA="1")
+    env.pop("TTFS_EMULATED_DEVICES", None)
+    env.pop("TTFS_EMULATED_MALLOC_LIMIT", None)
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-p", "no:randomly", str(Path(__file__).resolve()),
+                             f"--junitxml={report}"],
+                            cwd=REPO, env=env, capture_output=True, text=True)
+    output = tested.stdout[-6000:] + tested.stderr[-3000:]
+    print(output)
+    assert tested.returncode == 0, f"the CUDA emulator run failed:\n{output}"
+
+    # The run must really have exercised the device tests, not skipped them.
+    cases = ElementTree.parse(report).getroot().iter("testcase")
+    ran = {case.get("name").split("[")[0] for case in cases
+           if case.find("skipped") is None and case.find("failure") is None
+           and case.find("error") is None}
+    for name in ("test_parity_random_nets", "test_parity_touching_windows",
+                 "test_parity_long_windows", "test_parity_large_batch",
+                 "test_batches_are_independent",
+                 "test_overlapping_windows_stepped_parity_and_analytic_refusal",
+                 "test_device_allocation_failure_is_a_cuda_error"):
+        assert name in ran, f"{name} did not pass in the emulator run:\n{output}"

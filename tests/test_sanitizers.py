@@ -1,0 +1,181 @@
+"""The C test programs and ttfs-infer under AddressSanitizer, LeakSanitizer and UBSan.
+
+Builds a CPU-only debug build with -DTTFS_SANITIZE=address,undefined into build-asan/ of the
+checkout (reused, and only rebuilt incrementally, once it exists), then runs there:
+abi_smoke on its hand-worked model, fuzz_loader (mutated model files) for a few thousand
+iterations, and ttfs-infer on small IDX sets, good and bad. Any sanitizer report fails the
+test, leaks included. Everything runs in subprocesses: nothing sanitized is loaded into pytest.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.ttfs_format import (build_model, conv2d, dense, flatten, input_layer, maxpool,
+                                write_model)
+from test_c_programs import write_abi_smoke_model
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_DIR = REPO / "build-asan"
+SANITIZERS = "address,undefined"
+# Budgets that keep the whole file well under 4 minutes on two cores (the first build is the
+# bulk of it; later runs rebuild only what changed).
+BUILD_TIMEOUT_S = 170
+RUN_TIMEOUT_S = 60
+FUZZ_ITERATIONS = 3000
+FUZZ_SEED = 20240611
+
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=23",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+}
+SANITIZER_MARKS = ("runtime error", "AddressSanitizer", "LeakSanitizer")
+
+
+def _run(command, timeout=RUN_TIMEOUT_S, env=None):
+    return subprocess.run([str(part) for part in command], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def asan_build():
+    """build-asan/, configured for the sanitizers and built (incrementally when it exists)."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not on the PATH; the sanitizer build needs it")
+    started = time.monotonic()
+    # Configuring an existing build directory only refreshes its cache, so it is always done:
+    # it also corrects a build-asan/ that was configured with other options.
+    configure = _run(["cmake", "-S", REPO, "-B", BUILD_DIR, "-DTTFS_CUDA=OFF",
+                      f"-DTTFS_SANITIZE={SANITIZERS}", "-DCMAKE_BUILD_TYPE=Debug",
+                      "-DTTFS_BUILD_TESTS=ON", "-DTTFS_BUILD_CLI=ON"], timeout=BUILD_TIMEOUT_S)
+    assert configure.returncode == 0, f"configuring {BUILD_DIR} failed:\n{configure.stdout}{configure.stderr}"
+    remaining = BUILD_TIMEOUT_S - (time.monotonic() - started)
+    build = _run(["cmake", "--build", BUILD_DIR, "-j2"], timeout=max(remaining, 10))
+    assert build.returncode == 0, f"building {BUILD_DIR} failed:\n{build.stdout[-6000:]}{build.stderr[-6000:]}"
+    return BUILD_DIR
+
+
+@pytest.fixture(scope="module")
+def sanitizer_env():
+    env = dict(os.environ)
+    env.update(SANITIZER_ENV)
+    # The sanitized binaries find their own libttfs through their RPATH; a library override
+    # meant for pytest must not send them to an unsanitized copy.
+    env.pop("LD_LIBRARY_PATH", None)
+    env.pop("LD_PRELOAD", None)
+    return env
+
+
+def assert_clean(result, what):
+    output = result.stdout + result.stderr
+    found = [mark for mark in SANITIZER_MARKS if mark in output]
+    assert not found, f"{what}: sanitizer report ({', '.join(found)}):\n{output[-8000:]}"
+
+
+def write_conv_model(path, readout):
+    """A small network that reaches every kind of layer: conv (SAME), earliest and or pooling,
+    flatten, dense; weights seeded, positive enough that most layers spike."""
+    rng = np.random.default_rng(7)
+    layers = [input_layer((6, 6, 1)),
+              conv2d("conv1", rng.normal(0.15, 0.3, (3, 3, 1, 3)), rng.normal(0, 0.05, 3),
+                     padding="same"),
+              maxpool("pool1", mode="earliest"),
+              conv2d("conv2", rng.normal(0.1, 0.3, (2, 2, 3, 4)), None),
+              maxpool("pool2", size=(2, 2), stride=(1, 1), mode="or"),
+              flatten(),
+              dense("fc", rng.normal(0.05, 0.4, (4, 3)), rng.normal(0, 0.05, 3))]
+    write_model(build_model(layers, time_steps=400, readout=readout), path)
+    return path
+
+
+def write_idx_images(path, images):
+    n, h, w = images.shape[:3]
+    with open(path, "wb") as out:
+        out.write(struct.pack(">IIII", 0x00000803, n, h, w))
+        out.write(images.astype(np.uint8).tobytes())
+
+
+def write_idx_labels(path, labels):
+    with open(path, "wb") as out:
+        out.write(struct.pack(">II", 0x00000801, len(labels)))
+        out.write(np.asarray(labels, dtype=np.uint8).tobytes())
+
+
+# How to run each C test program under the sanitizers, by the name of its source in tests/c/.
+def _abi_smoke_args(tmp_path):
+    return [write_abi_smoke_model(tmp_path / "abi_smoke.ttfs")]
+
+
+def _fuzz_loader_args(tmp_path):
+    return [write_conv_model(tmp_path / "fuzz_seed.ttfs", "first_spike"), FUZZ_ITERATIONS, FUZZ_SEED]
+
+
+C_PROGRAM_ARGS = {"abi_smoke": _abi_smoke_args, "fuzz_loader": _fuzz_loader_args}
+C_PROGRAMS = sorted(set(C_PROGRAM_ARGS) | {p.stem for p in (REPO / "tests" / "c").glob("*.c")})
+
+
+@pytest.mark.parametrize("name", C_PROGRAMS)
+def test_c_program_is_clean_under_sanitizers(name, asan_build, sanitizer_env, tmp_path):
+    source = REPO / "tests" / "c" / f"{name}.c"
+    if not source.is_file():
+        pytest.skip(f"{source} does not exist (yet): nothing to run for {name}")
+    if name not in C_PROGRAM_ARGS:
+        pytest.fail(f"{source} has no entry in C_PROGRAM_ARGS of {Path(__file__).name}: add how to "
+                    f"run it so that it is checked under the sanitizers too")
+    program = asan_build / "tests" / name
+    assert program.is_file(), f"{program} was not built from {source}"
+    result = _run([program, *C_PROGRAM_ARGS[name](tmp_path)], timeout=RUN_TIMEOUT_S,
+                  env=sanitizer_env)
+    assert_clean(result, name)
+    assert result.returncode == 0, f"{name} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+
+
+def test_ttfs_infer_is_clean_under_sanitizers(asan_build, sanitizer_env, tmp_path):
+    cli = asan_build / "ttfs-infer"
+    assert cli.is_file(), f"{cli} was not built"
+    rng = np.random.default_rng(11)
+    images = rng.integers(0, 256, (12, 6, 6), dtype=np.uint8)
+    images[0] = 0  # an image with no spikes at all
+    labels = rng.integers(0, 3, 12)
+    idx, label_file = tmp_path / "images.idx", tmp_path / "labels.idx"
+    write_idx_images(idx, images)
+    write_idx_labels(label_file, labels)
+    first_spike = write_conv_model(tmp_path / "first_spike.ttfs", "first_spike")
+    vmem = write_conv_model(tmp_path / "vmem.ttfs", "vmem")
+
+    runs = [
+        [first_spike, idx, "--labels", label_file, "--batch", "5", "--engine", "stepped"],
+        [first_spike, idx, "--labels", label_file, "--batch", "5", "--engine", "analytic", "--json"],
+        [vmem, idx, "--labels", label_file, "--backend", "cpu", "--threads", "2"],
+        [first_spike, idx, "--index", "3", "--labels", label_file, "--json"],
+        [vmem, idx, "--index", "11"],
+    ]
+    for args in runs:
+        result = _run([cli, *args], env=sanitizer_env)
+        assert_clean(result, f"ttfs-infer {args}")
+        assert result.returncode == 0, f"ttfs-infer {args} exited {result.returncode}:\n{result.stderr}"
+
+    # Failures leave through the error path: it must be as clean as the happy one.
+    corrupt = tmp_path / "corrupt.ttfs"
+    data = bytearray(first_spike.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    failing = [
+        [corrupt, idx],                                   # bad CRC
+        [first_spike, label_file],                        # labels are not images
+        [first_spike, idx, "--index", "12"],              # out of range
+        [first_spike, idx, "--backend", "cuda"],          # CPU-only build
+        [first_spike, idx, "--bogus"],                    # usage
+    ]
+    for args in failing:
+        result = _run([cli, *args], env=sanitizer_env)
+        assert_clean(result, f"ttfs-infer {args}")
+        assert result.returncode in (1, 2), f"ttfs-infer {args} exited {result.returncode}:\n{result.stderr}"
+        assert result.stderr.startswith("ttfs-infer: error: "), result.stderr
