@@ -39,4 +39,4 @@ test: venv build
 	TTFS_LIBRARY=$(CURDIR)/$(BUILD)/libttfs.so $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-cuda-emu
