@@ -41,6 +41,7 @@ chosen steps.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -177,6 +178,9 @@ class SimResult:
         start, end = self.fire_windows[layer]
         fst = self.first_spike_times[layer]
         table = self.thresholds[layer]
+        if len(table) == 0:  # an empty fire window: no check ever happened
+            nothing = np.full(fst.shape, np.nan, F32)
+            return nothing, nothing.copy()
         j = np.where(fst >= 0, fst - start, (end - start) - 1)
         margin = self.vmem_at_fire_check[layer] - table[np.clip(j, 0, len(table) - 1)]
         jp = j - 1
@@ -212,6 +216,7 @@ class _Plan:
     name: str
     kind: str
     shape: Tuple[int, int, int]
+    in_shape: Tuple[int, int, int] = (0, 0, 0)
     fires: bool = False
     fire_window: Tuple[int, int] = (0, 0)
     integ_window: Tuple[int, int] = (0, 0)
@@ -248,7 +253,8 @@ def _plans(spec, exp: str) -> List[_Plan]:
             raise ValueError(f"layer {i} '{layer.name}': out_shape is None; complete the spec "
                              f"with export.ttfs_format.build_model first")
         plan = _Plan(index=i, name=layer.name, kind=layer.kind,
-                     shape=tuple(int(v) for v in layer.out_shape))
+                     shape=tuple(int(v) for v in layer.out_shape),
+                     in_shape=plans[-1].shape if plans else (0, 0, 0))
         if layer.kind in NEURON_KINDS:
             nr = layer.neuron
             if nr is None or nr.fire_window is None:
@@ -289,6 +295,8 @@ class _Program:
     def __init__(self, plans: List[_Plan]):
         self.plans = plans
         self._compiled = {}
+        self.patch_convolutions = set()  # conv layers where tf.nn.conv2d failed verification
+        self._verified_batch_sizes = set()
         self._weights = {p.index: tf.constant(p.weights) for p in plans if p.weights is not None}
         self._bias = {p.index: tf.constant(p.bias) for p in plans if p.bias is not None}
         # tables live in variables so that new constants need no retracing (Simulator.set_constants)
@@ -382,7 +390,9 @@ class _Program:
                     synaptic = None
                     if "spikes" in integration:
                         w = self._weights[p.index]
-                        if p.kind == "conv2d":
+                        if p.kind == "conv2d" and p.index in self.patch_convolutions:
+                            synaptic = _patch_conv2d(spikes, w, p)
+                        elif p.kind == "conv2d":
                             synaptic = tf.nn.conv2d(spikes, w, p.stride, p.padding)
                         else:
                             flat = tf.reshape(spikes, [-1, w.shape[0]])
@@ -397,6 +407,36 @@ class _Program:
                     st["v"] = st["v"] + synaptic * k
                 spikes = self._fire(p, st, t, checks) if fires else None
         return state, checks
+
+    def verify_convolutions(self, batch: int) -> None:
+        """Check tf.nn.conv2d on every conv layer against a float64 numpy convolution, once
+        per batch size, on a random 0/1 map; a layer that fails uses _patch_conv2d instead.
+
+        Why: TensorFlow 2.21's oneDNN convolution (on by default on x86 CPUs) returns wrong
+        sums, sometimes uninitialised memory, for some shapes, e.g. one input channel, kernel
+        width 3, stride (1, 2) on a narrow map, at batch sizes >= 2. TF_ENABLE_ONEDNN_OPTS=0
+        (set before TensorFlow is imported) avoids it; this check catches it either way."""
+        if batch in self._verified_batch_sizes:
+            return
+        self._verified_batch_sizes.add(batch)
+        rng = np.random.default_rng(batch)
+        for p in self.plans:
+            if p.kind != "conv2d" or p.index in self.patch_convolutions:
+                continue
+            x = (rng.random((batch,) + p.in_shape) < 0.5).astype(F32)
+            got = tf.nn.conv2d(x, self._weights[p.index], p.stride, p.padding).numpy()
+            expected = _numpy_conv2d(x, p.weights, p.stride, p.padding)
+            scale = 1.0 + float(np.abs(p.weights).sum(axis=(0, 1, 2)).max())
+            if got.shape != expected.shape or \
+                    not np.all(np.abs(got - expected) <= 1e-4 * scale):
+                warnings.warn(
+                    f"layer {p.index} '{p.name}': tf.nn.conv2d (input {p.in_shape}, kernel "
+                    f"{p.kernel}, stride {p.stride}, {p.padding}, batch {batch}) disagrees "
+                    f"with a direct convolution (a TensorFlow oneDNN bug; "
+                    f"TF_ENABLE_ONEDNN_OPTS=0 avoids it); using extract_patches + matmul",
+                    RuntimeWarning, stacklevel=3)
+                self.patch_convolutions.add(p.index)
+                self._compiled.clear()  # retrace with the other convolution
 
     def initial_state(self, x: tf.Tensor) -> list:
         n = tf.shape(x)[0]
@@ -414,6 +454,42 @@ class _Program:
                 st["passed"] = tf.zeros(full, tf.bool)
             state.append(st)
         return state
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """TensorFlow's SAME padding along one axis: (before, after), the smaller half first."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _patch_conv2d(spikes, w, p: _Plan):
+    """conv2d as explicit zero padding + tf.image.extract_patches + matmul (slower than
+    tf.nn.conv2d; used where that failed verification)."""
+    if p.padding == "SAME":
+        (top, bottom), (left, right) = (_same_padding(p.in_shape[0], p.kernel[0], p.stride[0]),
+                                        _same_padding(p.in_shape[1], p.kernel[1], p.stride[1]))
+        spikes = tf.pad(spikes, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    patches = tf.image.extract_patches(spikes, [1, p.kernel[0], p.kernel[1], 1],
+                                       [1, p.stride[0], p.stride[1], 1], [1, 1, 1, 1], "VALID")
+    return tf.matmul(patches, tf.reshape(w, [-1, w.shape[-1]]))  # (kh, kw, c) patch order
+
+
+def _numpy_conv2d(x: np.ndarray, w: np.ndarray, stride, padding: str) -> np.ndarray:
+    """A direct float64 convolution (TensorFlow's VALID/SAME rules), for verification."""
+    n, h, wd, c = x.shape
+    kh, kw = w.shape[:2]
+    sh, sw = stride
+    if padding == "SAME":
+        (top, bottom), (left, right) = _same_padding(h, kh, sh), _same_padding(wd, kw, sw)
+        x = np.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)])
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    out = np.zeros((n, oh, ow, w.shape[3]))
+    for r in range(kh):
+        for q in range(kw):
+            window = x[:, r:r + (oh - 1) * sh + 1:sh, q:q + (ow - 1) * sw + 1:sw, :]
+            out += window.astype(np.float64) @ w[r, q].astype(np.float64)
+    return out
 
 
 # ---- Entry point ----------------------------------------------------------------------------
@@ -519,6 +595,7 @@ class Simulator:
         for lo in range(0, n, batch_size):
             x = tf.constant(x_all[lo:lo + batch_size])
             nb = int(x.shape[0])
+            program.verify_convolutions(nb)
             state = program.initial_state(x)
             over_time = []
             for t in range(steps):

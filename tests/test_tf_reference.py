@@ -286,6 +286,33 @@ def test_agrees_with_numpy_reference(seed, exp):
         np.testing.assert_array_equal(tf_result.predictions[clean], numpy_result.predictions[clean])
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.nn.conv2d.*:RuntimeWarning")
+def test_convolution_shapes_tensorflow_gets_wrong():
+    # TF 2.21's oneDNN conv2d returns wrong sums (even uninitialised memory) for one input
+    # channel, kernel width 3, stride (1, 2) on narrow maps at batch >= 2; the simulator
+    # verifies each conv layer per batch size and falls back to extract_patches + matmul
+    rng = np.random.default_rng(44)
+    layers = [input_layer((4, 3, 1)),
+              conv2d("conv1", rng.normal(0.3, 0.5, (1, 3, 1, 3)), rng.normal(0, 0.1, 3),
+                     stride=(1, 2), padding="valid"),
+              conv2d("conv2", rng.normal(0.2, 0.5, (2, 3, 3, 2)), stride=(1, 2), padding="same"),
+              flatten(), dense("out", rng.normal(0, 0.5, (8, 3)))]
+    spec = from_bytes(to_bytes(build_model(layers, 400)))
+    images = rng.integers(0, 256, (6, 4, 3, 1)).astype(np.uint8)
+    tf_result = sim(spec, images, batch_size=4, exp="float64")
+    numpy_result = ref.simulate(spec, images, sum_order="canonical")
+    compared, ties, problems, clean = compare(spec, images, tf_result, numpy_result)
+    assert not problems and not ties, "\n".join(problems + ties)
+    np.testing.assert_allclose(tf_result.output_potentials, numpy_result.potentials,
+                               rtol=1e-5, atol=1e-6)
+    # the fallback convolution itself, on a shape oneDNN gets wrong
+    plan = tfr._plans(spec, "float64")[1]
+    x = (rng.random((5,) + plan.in_shape) < 0.5).astype(F32)
+    got = tfr._patch_conv2d(tfr.tf.constant(x), tfr.tf.constant(plan.weights), plan).numpy()
+    np.testing.assert_allclose(got, tfr._numpy_conv2d(x, plan.weights, plan.stride, "VALID"),
+                               rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("seed", [5, 6])
 def test_agrees_with_numpy_reference_overlapping_windows(seed):
     # T_s < T_d: layers integrate while they fire; only a stepped simulation handles it

