@@ -184,6 +184,18 @@ def _metadata(options: Options, **extra) -> dict:
     return meta
 
 
+def _spec_choices(spec) -> dict:
+    """The conversion choices as the model file holds them (not as today's options say), so a
+    step re-run with other options cannot mislabel a model converted earlier."""
+    pool_modes = sorted({layer.pool_mode for layer in spec.layers if layer.kind == "maxpool"})
+    meta = spec.metadata if isinstance(spec.metadata, dict) else {}
+    return {"pool_mode": pool_modes[0] if len(pool_modes) == 1 else pool_modes,
+            "readout": spec.readout,
+            "time_fire_start": meta.get("time_fire_start"),
+            "time_fire_duration": meta.get("time_fire_duration"),
+            "time_steps": spec.time_steps}
+
+
 def step_convert(options: Options) -> ttfs_format.ModelSpec:
     """BN fusion, normalisation, and the untrained SNN (tau 20, td 0) as converted.ttfs."""
     from export.convert import to_model_spec
@@ -283,11 +295,13 @@ def step_export(options: Options) -> dict:
     train_record = _read_json(_require(options.run_dir / TRAIN_FILE, "train"))
     stats = _read_json(_require(options.run_dir / STATS_FILE, "stats"))
     tc = _read_json(_require(options.run_dir / TC_FILE, "train-tc"))
-    trained.metadata = _metadata(
-        options, lambdas=stats["lambdas"], stats_images=stats["images"],
-        tc_rule=tc["rule"], tc_passes=tc["passes"], tc_images=tc["images"],
-        ann_val_accuracy=train_record["val_accuracy"],
-        ann_test_accuracy=train_record["test_accuracy"], dataset=train_record["dataset"])
+    choices = _spec_choices(trained)
+    trained.metadata = {
+        "producer": "ttfs export", **choices, "stats_on": stats["on"],
+        "stats_images": stats["images"], "lambdas": stats["lambdas"], "tc_rule": tc["rule"],
+        "tc_passes": tc["passes"], "tc_images": tc["images"],
+        "ann_val_accuracy": train_record["val_accuracy"],
+        "ann_test_accuracy": train_record["test_accuracy"], "dataset": train_record["dataset"]}
     model_path = options.run_dir / MODEL_FILE
     ttfs_format.write_model(trained, model_path)
 
@@ -308,11 +322,7 @@ def step_export(options: Options) -> dict:
                 "test_accuracy": train_record["test_accuracy"],
                 "epochs": train_record.get("epochs"),
                 "best_epoch": train_record.get("best_epoch")},
-        "choices": {"pool_mode": options.pool_mode, "readout": options.readout,
-                    "tc_rule": tc["rule"], "stats_on": stats["on"],
-                    "time_fire_start": options.time_fire_start,
-                    "time_fire_duration": options.time_fire_duration,
-                    "time_steps": options.time_steps},
+        "choices": {**choices, "tc_rule": tc["rule"], "stats_on": stats["on"]},
         "lambdas": stats["lambdas"],
         "time_constants": tc["constants"],
         "snn_validation": {k: v for k, v in snn_val.items() if k != "predictions"},
