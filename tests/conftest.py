@@ -119,6 +119,7 @@ def dense_model_path(model_dir):
 
 TINY_RUN_ARGS = ["--epochs", "1", "--train-images", "300", "--stats-images", "300",
                  "--tc-images", "100", "--tc-passes", "1", "--tc-batch-size", "25", "--tc-save-every", "50", "--val-images", "100",
+                 "--test-images", "300", "--reference-images", "10",
                  "--no-progress"]
 
 

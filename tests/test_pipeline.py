@@ -39,9 +39,10 @@ def test_model_file_records_the_choices_and_trained_constants(tiny_run_dir):
     report = json.loads((tiny_run_dir / "report.json").read_text())
     tc = json.loads((tiny_run_dir / "tc.json").read_text())
     meta = spec.metadata
-    assert meta["pool_mode"] == "or" and meta["readout"] == "vmem"
-    assert meta["tc_rule"] == "reference"
-    assert [l.pool_mode for l in spec.layers if l.kind == "maxpool"] == ["or", "or"]
+    # The tiny run uses the defaults: earliest pooling, vmem readout, the paper's rule.
+    assert meta["pool_mode"] == "earliest" and meta["readout"] == "vmem"
+    assert meta["tc_rule"] == "paper"
+    assert [l.pool_mode for l in spec.layers if l.kind == "maxpool"] == ["earliest", "earliest"]
     assert spec.readout == "vmem"
     # The constants in the file are the trained ones, and integration constants are chained.
     neurons = [l for l in spec.layers if l.neuron is not None]
@@ -133,3 +134,18 @@ def test_a_step_without_its_inputs_says_which_step_to_run(tmp_path):
     assert result.returncode == 1
     assert "stats.json does not exist" in result.stderr
     assert "python -m export stats" in result.stderr
+
+
+def test_default_options_are_the_demo_configuration_and_the_reference_recipe_is_one_flag():
+    from export.__main__ import parse
+
+    step, options = parse(["all"])
+    assert step == "all"
+    assert (options.epochs, options.pool_mode, options.readout, options.stats_on,
+            options.tc_rule) == (15, "earliest", "vmem", "train", "paper")
+    _, reference = parse(["all", "--reference-recipe"])
+    assert (reference.epochs, reference.pool_mode, reference.stats_on, reference.tc_rule) == \
+        (500, "or", "test", "reference")
+    # an option given explicitly wins over the recipe
+    _, mixed = parse(["train", "--reference-recipe", "--epochs", "3", "--pool-mode=earliest"])
+    assert (mixed.epochs, mixed.pool_mode, mixed.stats_on) == (3, "earliest", "test")
