@@ -533,6 +533,34 @@ std::string make_build_info() {
     return text.str();
 }
 
+// One scalar (or pointer) out of a model or a session: check the handle, then the out-pointer,
+// then write what `get` reads. Every simple query below goes through these two.
+template <typename T, typename Get>
+ttfs_status query_model(const char* function, const ttfs_model* model, T* out,
+                        const char* out_name, Get get) {
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        auto data = lookup_model(model, function, status);
+        if (!data) return status;
+        if (out == nullptr) return null_argument(function, out_name);
+        *out = get(*data);
+        return TTFS_OK;
+    });
+}
+
+template <typename T, typename Get>
+ttfs_status query_session(const char* function, const ttfs_session* session, T* out,
+                          const char* out_name, Get get) {
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        const ttfs_session* s = check_session(session, function, status);
+        if (s == nullptr) return status;
+        if (out == nullptr) return null_argument(function, out_name);
+        *out = get(*s);
+        return TTFS_OK;
+    });
+}
+
 }  // namespace
 
 // ---- Library information ----------------------------------------------------------------------
@@ -647,15 +675,8 @@ TTFS_API ttfs_status ttfs_model_free(ttfs_model* model) {
 }
 
 TTFS_API ttfs_status ttfs_model_layer_count(const ttfs_model* model, int32_t* count) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        auto data = lookup_model(model, function, status);
-        if (!data) return status;
-        if (count == nullptr) return null_argument(function, "count");
-        *count = int32_t(data->layers.size());
-        return TTFS_OK;
-    });
+    return query_model(__func__, model, count, "count",
+                       [](const ttfs::Model& model) { return int32_t(model.layers.size()); });
 }
 
 TTFS_API ttfs_status ttfs_model_layer_info(const ttfs_model* model, int32_t layer,
@@ -758,63 +779,28 @@ TTFS_API ttfs_status ttfs_model_input_shape(const ttfs_model* model, int32_t sha
 }
 
 TTFS_API ttfs_status ttfs_model_num_classes(const ttfs_model* model, int32_t* classes) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        auto data = lookup_model(model, function, status);
-        if (!data) return status;
-        if (classes == nullptr) return null_argument(function, "classes");
-        *classes = data->num_classes();
-        return TTFS_OK;
-    });
+    return query_model(__func__, model, classes, "classes",
+                       [](const ttfs::Model& model) { return model.num_classes(); });
 }
 
 TTFS_API ttfs_status ttfs_model_time_steps(const ttfs_model* model, int32_t* time_steps) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        auto data = lookup_model(model, function, status);
-        if (!data) return status;
-        if (time_steps == nullptr) return null_argument(function, "time_steps");
-        *time_steps = data->time_steps;
-        return TTFS_OK;
-    });
+    return query_model(__func__, model, time_steps, "time_steps",
+                       [](const ttfs::Model& model) { return model.time_steps; });
 }
 
 TTFS_API ttfs_status ttfs_model_readout(const ttfs_model* model, int32_t* readout) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        auto data = lookup_model(model, function, status);
-        if (!data) return status;
-        if (readout == nullptr) return null_argument(function, "readout");
-        *readout = data->readout;
-        return TTFS_OK;
-    });
+    return query_model(__func__, model, readout, "readout",
+                       [](const ttfs::Model& model) { return int32_t(model.readout); });
 }
 
 TTFS_API ttfs_status ttfs_model_input_divisor(const ttfs_model* model, float* divisor) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        auto data = lookup_model(model, function, status);
-        if (!data) return status;
-        if (divisor == nullptr) return null_argument(function, "divisor");
-        *divisor = data->input().input_divisor;
-        return TTFS_OK;
-    });
+    return query_model(__func__, model, divisor, "divisor",
+                       [](const ttfs::Model& model) { return model.input().input_divisor; });
 }
 
 TTFS_API ttfs_status ttfs_model_metadata(const ttfs_model* model, const char** json) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        auto data = lookup_model(model, function, status);
-        if (!data) return status;
-        if (json == nullptr) return null_argument(function, "json");
-        *json = data->metadata.c_str();
-        return TTFS_OK;
-    });
+    return query_model(__func__, model, json, "json",
+                       [](const ttfs::Model& model) { return model.metadata.c_str(); });
 }
 
 // ---- Sessions -----------------------------------------------------------------------------------
@@ -906,27 +892,13 @@ TTFS_API ttfs_status ttfs_session_free(ttfs_session* session) {
 }
 
 TTFS_API ttfs_status ttfs_session_backend(const ttfs_session* session, int32_t* backend) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        const ttfs_session* s = check_session(session, function, status);
-        if (s == nullptr) return status;
-        if (backend == nullptr) return null_argument(function, "backend");
-        *backend = s->backend_kind;
-        return TTFS_OK;
-    });
+    return query_session(__func__, session, backend, "backend",
+                         [](const ttfs_session& s) { return int32_t(s.backend_kind); });
 }
 
 TTFS_API ttfs_status ttfs_session_engine(const ttfs_session* session, int32_t* engine) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        const ttfs_session* s = check_session(session, function, status);
-        if (s == nullptr) return status;
-        if (engine == nullptr) return null_argument(function, "engine");
-        *engine = s->engine;
-        return TTFS_OK;
-    });
+    return query_session(__func__, session, engine, "engine",
+                         [](const ttfs_session& s) { return int32_t(s.engine); });
 }
 
 TTFS_API ttfs_status ttfs_session_set_threads(ttfs_session* session, int32_t threads) {

@@ -283,17 +283,6 @@ def paper_targets(ann_layers) -> Callable[[np.ndarray], Dict[str, np.ndarray]]:
 # ---- The training loop ----------------------------------------------------------------------
 
 
-def _scale(spec, images) -> np.ndarray:
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        divisor = F32(spec.layers[0].input_divisor)
-        if not divisor > 0:
-            raise ValueError(f"input layer '{spec.layers[0].name}': input_divisor {divisor} "
-                             f"must be > 0 to scale uint8 images")
-        return (images.astype(F32) / divisor).astype(F32)
-    return images.astype(F32)
-
-
 def _save(save_dir: Path, record: dict) -> Path:
     save_dir.mkdir(parents=True, exist_ok=True)
     path = save_dir / f"time_constants_{record['images_seen']:08d}.json"
@@ -319,6 +308,8 @@ def train_time_constants(spec, images_uint8, targets_fn, *, rule: str = "referen
     value}, and per layer the update's diagnostics.
     """
     from tqdm.auto import tqdm
+
+    from export.tf_reference import to_float_images
 
     if rule not in RULES:
         raise ValueError(f"rule {rule!r} is not one of {RULES}")
@@ -362,7 +353,7 @@ def train_time_constants(spec, images_uint8, targets_fn, *, rule: str = "referen
                desc=f"time constants ({rule}, {snn})")
     for pass_index in range(passes):
         for lo, hi in batches:
-            x = _scale(spec, images[lo:hi])
+            x = to_float_images(spec, images[lo:hi])
             targets = dict(targets_fn(x))
             for name in tau_names:  # the input layer's target is the pixels themselves
                 if by_name[name].kind == "input":
