@@ -92,7 +92,23 @@ def _choice(value, table: dict, what: str) -> int:
     raise ValueError(f"{what} = {value!r}; expected one of {', '.join(map(repr, table))}")
 
 
-class Model:
+class _Closing:
+    """close() (defined by each subclass) on leaving a with-block and when garbage-collected."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # never raise from a finaliser (e.g. at interpreter exit)
+            pass
+
+
+class Model(_Closing):
     """A validated model file. Immutable; any number of sessions (and threads) may share it.
 
     Model(path) loads a .ttfs file; Model.from_bytes(data) loads one from memory.
@@ -186,18 +202,6 @@ class Model:
         if handle is not None:
             self._free(handle)
 
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # never raise from a finaliser (e.g. at interpreter exit)
-            pass
-
     def __repr__(self) -> str:
         source = self.path if self.path is not None else "<memory>"
         return (f"Model({source!r}, input_shape={self.input_shape}, classes={self.num_classes}, "
@@ -219,7 +223,7 @@ def _layer_index(layers: list, layer: Union[int, str]) -> int:
     raise TypeError(f"layer must be an index or a name, not {type(layer).__name__}")
 
 
-class Session:
+class Session(_Closing):
     """Runs a model on one backend. Use it from one thread at a time; create one per thread
     (they may share the Model). A call that finds it busy raises TtfsError ERR_BUSY."""
 
@@ -330,18 +334,6 @@ class Session:
             if status != 0:
                 self._handle = handle
                 _check(status)
-
-    def __enter__(self) -> "Session":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # never raise from a finaliser (e.g. at interpreter exit)
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"max_batch={self.max_batch}"
