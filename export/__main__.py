@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--learning-rate", type=float, default=d.learning_rate,
                    help="Adam learning rate (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    g.add_argument("--augment-shift", type=int, default=d.augment_shift, metavar="PIXELS",
+                   help="translate each training image by up to PIXELS per axis, anew every "
+                        "epoch (default: %(default)s, the reference: no augmentation)")
+    g.add_argument("--cosine-decay", action="store_true",
+                   help="cosine learning-rate decay to 0 over the epochs (default: constant, "
+                        "as the reference)")
     g.add_argument("--train-images", type=int, default=d.train_images,
                    help="use only the first N training images (default: all 55000)")
     g = common.add_argument_group("stats")

@@ -56,6 +56,8 @@ class Options:
     batch_size: int = 100
     learning_rate: float = 1e-3
     seed: int = 0
+    augment_shift: int = 0  # random translation of training images, pixels (0: reference)
+    cosine_decay: bool = False  # cosine learning-rate decay (False: reference, constant)
     train_images: Optional[int] = None  # use only the first N training images (tests, demos)
     stats_on: str = "train"  # "train" (no test leakage) or "test" (the reference's choice)
     stats_images: Optional[int] = None
@@ -152,9 +154,12 @@ def step_train(options: Options) -> dict:
         model = reference_cnn(seed=options.seed)
         history = train(model, data, epochs=options.epochs, batch_size=options.batch_size,
                         learning_rate=options.learning_rate, seed=options.seed,
-                        checkpoint=target, verbose=1 if options.progress else 2)
+                        checkpoint=target, verbose=1 if options.progress else 2,
+                        augment_shift=options.augment_shift,
+                        cosine_decay=options.cosine_decay)
         record.update(source="reference_cnn", epochs=options.epochs,
                       batch_size=options.batch_size, learning_rate=options.learning_rate,
+                      augment_shift=options.augment_shift, cosine_decay=options.cosine_decay,
                       seed=options.seed, train_images=len(data.train),
                       best_epoch=history.best_epoch,
                       seconds=round(history.seconds, 1),

@@ -148,3 +148,45 @@ def test_evaluate_counts_argmax_hits():
     for index, hot in enumerate([3, 0, 9, 5]):
         images[index, 0, hot, 0] = 255
     assert keras_model.evaluate(model, images, np.array([3, 0, 9, 1])) == 0.75
+
+
+def test_augmentation_translates_each_image_within_the_shift_and_keeps_labels():
+    rng = np.random.default_rng(5)
+    x = rng.random((37, 28, 28, 1), dtype=np.float32) + 0.5  # no zeros, so fill shows
+    y = np.arange(37) % 10
+    batches = keras_model._shifted_batches(keras, x, y, batch_size=10, shift=2, seed=0)
+    assert len(batches) == 4
+    seen = []
+    shifts = set()
+    for index in range(len(batches)):
+        images, labels = batches[index]
+        for image, label in zip(images, labels):
+            # find the original and the (dy, dx) that gives this image, by brute force
+            matches = []
+            for source in np.flatnonzero(y == label):
+                padded = np.pad(x[source], ((2, 2), (2, 2), (0, 0)))
+                for dy in range(5):
+                    for dx in range(5):
+                        if np.array_equal(padded[dy:dy + 28, dx:dx + 28], image):
+                            matches.append((source, dy - 2, dx - 2))
+            assert len(matches) == 1, f"batch {index}: not a translation of one image"
+            seen.append(matches[0][0])
+            shifts.add(matches[0][1:])
+    assert sorted(seen) == list(range(37)), "every image once per epoch"
+    assert len(shifts) > 5, f"shifts barely vary: {shifts}"
+
+
+def test_training_with_augmentation_and_cosine_decay_is_seeded():
+    data = tiny_mnist_like()
+    runs = []
+    for _ in range(2):
+        model = keras_model.reference_cnn(seed=3)
+        history = keras_model.train(model, data, epochs=2, batch_size=100, seed=7, verbose=0,
+                                    augment_shift=2, cosine_decay=True)
+        runs.append(model.get_weights())
+        assert len(history.history["val_accuracy"]) == 2
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="augment_shift"):
+        keras_model.train(keras_model.reference_cnn(seed=3), data, epochs=1, augment_shift=-1,
+                          verbose=0)
