@@ -186,8 +186,7 @@ def step_stats(options: Options) -> dict:
     _say(f"[stats] {options.percentile} percentile per neuron over {len(split)} "
          f"{options.stats_on} images")
     stats = collect_statistics(fused, split.images, percentile=options.percentile,
-                               progress=options.progress)
-    _say(stats.summary())
+                               progress=options.progress, verbose=True)
     record = {"on": options.stats_on, "images": len(split), "percentile": options.percentile,
               "lambdas": {k: float(v) for k, v in stats.lambdas.items()},
               "maxima": {k: float(v) for k, v in stats.maxima.items()}}
