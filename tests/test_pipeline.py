@@ -42,6 +42,9 @@ def test_model_file_records_the_choices_and_trained_constants(tiny_run_dir):
     # The tiny run uses the defaults: earliest pooling, vmem readout, the paper's rule.
     assert meta["pool_mode"] == "earliest" and meta["readout"] == "vmem"
     assert meta["tc_rule"] == "paper"
+    # the model file names where MNIST came from, but no path of the machine that made it
+    assert meta["dataset"].startswith("MNIST, ")
+    assert "/" not in json.dumps(meta), f"a path in the model's metadata: {meta}"
     assert [l.pool_mode for l in spec.layers if l.kind == "maxpool"] == ["earliest", "earliest"]
     assert spec.readout == "vmem"
     # The constants in the file are the trained ones, and integration constants are chained.
