@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--augment-shift", type=int, default=d.augment_shift, metavar="PIXELS",
                    help="translate each training image by up to PIXELS per axis, anew every "
                         "epoch (default: %(default)s, the reference: no augmentation)")
+    g.add_argument("--keep", choices=("best", "last"), default=d.keep,
+                   help="weights to keep: the best validation epoch (the reference) or the "
+                        "last epoch (default: %(default)s)")
     g.add_argument("--cosine-decay", action="store_true",
                    help="cosine learning-rate decay to 0 over the epochs (default: constant, "
                         "as the reference)")

@@ -240,13 +240,15 @@ def _shifted_batches(keras, x, y, batch_size: int, shift: int, seed: int):
 
 def train(model, data, epochs: int, batch_size: int = 100, learning_rate: float = 1e-3,
           seed: int = 0, checkpoint=None, verbose: int = 1, augment_shift: int = 0,
-          cosine_decay: bool = False) -> TrainingHistory:
+          cosine_decay: bool = False, keep: str = "best") -> TrainingHistory:
     """Train with Adam on softmax cross-entropy of the logits; keep the best-validation epoch.
 
     The reference recipe is the default (constant learning rate, no augmentation). Two
     options go beyond it: augment_shift > 0 translates every training image by up to that many
     pixels per axis, anew each epoch; cosine_decay lowers the learning rate along a cosine
-    from learning_rate to 0 over the epochs.
+    from learning_rate to 0 over the epochs. keep="last" keeps the weights of the final epoch
+    instead of the best-validation one (natural with cosine_decay, whose last epochs are the
+    most converged); best_epoch then names the final epoch.
 
     ``data`` has ``.train`` and ``.val`` splits (an export.datasets.Mnist, or anything with
     ``.images`` uint8 or float32 (n, h, w, c) and ``.labels``). After training the model holds
@@ -266,6 +268,8 @@ def train(model, data, epochs: int, batch_size: int = 100, learning_rate: float 
     x_train, y_train = _model_inputs(data.train)
     x_val, y_val = _model_inputs(data.val)
 
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep {keep!r}; expected 'best' or 'last'")
     if augment_shift < 0:
         raise ValueError(f"augment_shift {augment_shift}; expected >= 0")
     steps_per_epoch = (len(x_train) + batch_size - 1) // batch_size
@@ -277,13 +281,16 @@ def train(model, data, epochs: int, batch_size: int = 100, learning_rate: float 
     result = TrainingHistory(checkpoint=checkpoint)
 
     class KeepBestValidation(keras.callbacks.Callback):
-        """Remembers (and saves) the weights of the best validation accuracy so far."""
+        """Remembers (and saves) the weights of the best validation accuracy so far, and with
+        keep="last" those of the final epoch, whatever its accuracy."""
 
         best_weights = None
 
         def on_epoch_end(self, epoch, logs=None):
             accuracy = float((logs or {}).get("val_accuracy", float("nan")))
-            if math.isnan(result.best_val_accuracy) or accuracy > result.best_val_accuracy:
+            final = keep == "last" and epoch + 1 == epochs
+            if (math.isnan(result.best_val_accuracy) or accuracy > result.best_val_accuracy
+                    or final):
                 result.best_val_accuracy = accuracy
                 result.best_epoch = epoch + 1
                 self.best_weights = self.model.get_weights()

@@ -58,6 +58,7 @@ class Options:
     seed: int = 0
     augment_shift: int = 0  # random translation of training images, pixels (0: reference)
     cosine_decay: bool = False  # cosine learning-rate decay (False: reference, constant)
+    keep: str = "best"  # "best" validation epoch (reference) or the "last" epoch
     train_images: Optional[int] = None  # use only the first N training images (tests, demos)
     stats_on: str = "train"  # "train" (no test leakage) or "test" (the reference's choice)
     stats_images: Optional[int] = None
@@ -156,10 +157,11 @@ def step_train(options: Options) -> dict:
                         learning_rate=options.learning_rate, seed=options.seed,
                         checkpoint=target, verbose=1 if options.progress else 2,
                         augment_shift=options.augment_shift,
-                        cosine_decay=options.cosine_decay)
+                        cosine_decay=options.cosine_decay, keep=options.keep)
         record.update(source="reference_cnn", epochs=options.epochs,
                       batch_size=options.batch_size, learning_rate=options.learning_rate,
                       augment_shift=options.augment_shift, cosine_decay=options.cosine_decay,
+                      keep=options.keep,
                       seed=options.seed, train_images=len(data.train),
                       best_epoch=history.best_epoch,
                       seconds=round(history.seconds, 1),

@@ -190,3 +190,18 @@ def test_training_with_augmentation_and_cosine_decay_is_seeded():
     with pytest.raises(ValueError, match="augment_shift"):
         keras_model.train(keras_model.reference_cnn(seed=3), data, epochs=1, augment_shift=-1,
                           verbose=0)
+
+
+def test_keep_last_keeps_the_final_epoch(tmp_path):
+    data = tiny_mnist_like()
+    checkpoint = tmp_path / "last.keras"
+    model = keras_model.reference_cnn(seed=3)
+    history = keras_model.train(model, data, epochs=3, batch_size=100, seed=7, verbose=0,
+                                checkpoint=checkpoint, keep="last")
+    assert history.best_epoch == 3
+    assert history.best_val_accuracy == pytest.approx(history.history["val_accuracy"][-1])
+    saved = keras_model.load_user_model(checkpoint)
+    for a, b in zip(model.get_weights(), saved.get_weights()):
+        assert np.array_equal(a, b)
+    assert keras_model.evaluate(model, data.val.images, data.val.labels) == \
+        pytest.approx(history.history["val_accuracy"][-1], abs=1e-6)
