@@ -4,9 +4,20 @@
 // ttfs::Layer, in the order docs/ENGINES.md fixes, so the two engines give the same bits. Each
 // image is computed by one thread from start to end, so results do not depend on the thread
 // count or on which thread took which image.
+//
+// Both engines are event driven and share their arithmetic kernels: a step's presynaptic
+// spikes are scattered forward into the synaptic sums of the neurons they feed, and only the
+// neurons that received something integrate at that step (V + 0 * k == V for the others). The
+// stepped engine does that at every step and checks thresholds at every step; the analytic
+// engine lists each layer's spikes by step once (a counting sort), runs the same kernels only
+// at the steps where spikes arrive, and reads each neuron's fire step off its complete
+// potential. docs/BENCHMARKS.md has the measured speed and where the time goes.
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstring>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -18,24 +29,54 @@
 #include "backend.hpp"
 #include "ttfs_math.h"
 
+// The hot loops run across the output channels of one position: independent neurons, so SIMD
+// lanes change no neuron's order of operations and every instruction set gives the same bits.
+// GCC and Clang compile the functions marked TTFS_VECTOR_CLONES once per instruction set and
+// pick one when the library is loaded (ifunc), so a portable build uses AVX-512 or AVX2 where
+// the CPU has it and still runs on any x86-64. The scatter kernel has a hand-picked AVX-512
+// variant (TTFS_AVX512, chosen at run time) because its portable loop schedules worse there.
+// -ffp-contract=off holds in every variant: no fused multiply-add anywhere.
+#if defined(__clang__)
+#  if __clang_major__ >= 14
+#    define TTFS_CLONES_SUPPORTED 1
+#  endif
+#elif defined(__GNUC__)
+#  define TTFS_CLONES_SUPPORTED 1
+#endif
+#if defined(TTFS_CLONES_SUPPORTED) && defined(__x86_64__) && defined(__ELF__) && \
+    !defined(TTFS_NO_VECTOR_CLONES)
+#  define TTFS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#  define TTFS_PORTABLE_CLONES __attribute__((target_clones("avx2", "default")))
+#  define TTFS_AVX512 __attribute__((target("avx512f")))
+#  define TTFS_HAVE_AVX512_VARIANT 1
+#else
+#  define TTFS_VECTOR_CLONES
+#  define TTFS_PORTABLE_CLONES
+#  define TTFS_HAVE_AVX512_VARIANT 0
+#endif
+
 namespace ttfs {
 
 namespace {
 
 constexpr int32_t kNever = -1;  // first_spike_time of a neuron that has not fired
 
+// Synaptic sums and (padded copies of) weights hold a position's output channels in chunks of
+// kLanes floats, the tail padded with zeros, so the innermost loop has a fixed length the
+// compiler turns into whole vector registers (one AVX-512, two AVX2 or four SSE registers).
+constexpr int32_t kLanes = 16;
+
+int32_t padded_channels(int32_t channels) { return (channels + kLanes - 1) / kLanes * kLanes; }
+
 // conv2d and dense share one geometry: dense is a 1x1 VALID conv over its (1, 1, n) input.
 // Its [n, units] weights are then exactly HWIO [1, 1, n, units], and conv2d's canonical order
 // (kernel row, kernel column, input channel) reduces to dense's (input index ascending).
+// maxpool windows are described the same way (a kernel that keeps the channel).
 struct Projection {
     int32_t in_h, in_w, in_c, out_h, out_w, out_c;
     int32_t kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
 
     int32_t positions() const { return out_h * out_w; }
-    // First weight of (kernel row, kernel column, input channel); out_c consecutive floats.
-    size_t weight_row(int32_t kh, int32_t kw, int32_t ic) const {
-        return ((size_t(kh) * kernel_w + kw) * in_c + ic) * out_c;
-    }
 };
 
 Projection projection_of(const Layer& layer) {
@@ -60,20 +101,342 @@ OutputRange outputs_fed_by(int32_t i, int32_t pad, int32_t kernel, int32_t strid
     return {first, last};
 }
 
+struct UnitOrigin {
+    int32_t h, w, c;
+};
+
+// Where the spikes of a conv2d/dense/maxpool layer's input go: per input unit (HWC index) its
+// row, column and channel, and per input row / column the output rows / columns whose windows
+// hold it. Tables instead of divisions in the per-spike loops.
+struct Fanout {
+    std::vector<UnitOrigin> origin;
+    std::vector<OutputRange> rows, cols;
+};
+
+Fanout fanout_of(const Projection& g) {
+    Fanout fan;
+    fan.origin.resize(size_t(g.in_h) * size_t(g.in_w) * size_t(g.in_c));
+    size_t unit = 0;
+    for (int32_t h = 0; h < g.in_h; ++h)
+        for (int32_t w = 0; w < g.in_w; ++w)
+            for (int32_t c = 0; c < g.in_c; ++c) fan.origin[unit++] = {h, w, c};
+    for (int32_t h = 0; h < g.in_h; ++h)
+        fan.rows.push_back(outputs_fed_by(h, g.pad_top, g.kernel_h, g.stride_h, g.out_h));
+    for (int32_t w = 0; w < g.in_w; ++w)
+        fan.cols.push_back(outputs_fed_by(w, g.pad_left, g.kernel_w, g.stride_w, g.out_w));
+    return fan;
+}
+
+// first_crossing() for a non-increasing threshold table with a positive last entry, in O(1):
+// a positive float's bit pattern grows with its value, so the bits above `shift` of a
+// potential name a bucket of potentials, and bucket_start[b] is first_crossing() of the
+// largest potential of bucket b, a lower bound for every potential in it. A short scan from
+// there finds the exact first_crossing() (the same reaches() tests against the same table).
+struct CrossingIndex {
+    bool usable = false;
+    int32_t shift = 0;
+    uint32_t first_bucket = 0, last_bucket = 0;  // those of the lowest and the highest threshold
+    std::vector<int32_t> bucket_start;
+};
+
+uint32_t float_bits(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+float bits_float(uint32_t bits) {
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+CrossingIndex crossing_index_of(const std::vector<float>& table) {
+    CrossingIndex index;
+    if (table.empty()) return index;
+    for (size_t j = 1; j < table.size(); ++j)
+        if (!(table[j] <= table[j - 1])) return index;  // not non-increasing (NaN included)
+    const float lowest = table.back(), highest = table.front();
+    if (!(lowest > 0.0f) || !(highest < bits_float(0x7f800000u))) return index;  // not in (0, inf)
+    // Buckets of 1/128 of an octave (7 mantissa bits) where that keeps the index small;
+    // coarser buckets only mean longer scans.
+    constexpr uint32_t kMostBuckets = 4096;
+    index.shift = 16;
+    while ((float_bits(highest) >> index.shift) - (float_bits(lowest) >> index.shift) + 1 > kMostBuckets)
+        ++index.shift;
+    index.first_bucket = float_bits(lowest) >> index.shift;
+    index.last_bucket = float_bits(highest) >> index.shift;
+    const int32_t len = int32_t(table.size());
+    for (uint32_t b = index.first_bucket; b <= index.last_bucket; ++b) {
+        // The bucket's largest potential is >= lowest (b >= first_bucket), so it crosses.
+        const float largest = bits_float(((b + 1) << index.shift) - 1);
+        const int32_t start = first_crossing(largest, table.data(), len);
+        if (start < 0) return index;  // cannot happen for finite thresholds; stay safe
+        index.bucket_start.push_back(start);
+    }
+    index.usable = true;
+    return index;
+}
+
+// What the engines need to know about a layer beyond ttfs::Layer, computed once per session
+// and shared read-only by the worker threads.
+struct LayerPlan {
+    size_t source = 0;  // the layer whose spikes are this layer's output (flatten: the one below)
+    // conv2d, dense, maxpool
+    Projection projection{};
+    Fanout fanout;
+    // conv2d, dense
+    int32_t padded_c = 0;                // out_c rounded up to whole kLanes chunks
+    std::vector<float> padded_weights;   // HWIO with out channels padded to padded_c; empty when
+                                         // out_c is already whole chunks (then layer.weights)
+    // Neuron layers: below the lowest threshold no entry of the table can be reached.
+    float lowest_threshold = 0;
+    CrossingIndex crossing;
+    // The steps at which the layer's output can spike: [window_start, window_start +
+    // window_len); the fire window of a neuron layer, inherited through maxpool and flatten.
+    int32_t window_start = 0, window_len = 0;
+    size_t most_spikes = 0;  // per image, all units together (an `or` pool unit may spike often)
+
+    const float* weights(const Layer& layer) const {
+        return padded_weights.empty() ? layer.weights.data() : padded_weights.data();
+    }
+};
+
+std::vector<LayerPlan> plan_model(const Model& model) {
+    std::vector<LayerPlan> plans(model.layers.size());
+    for (size_t li = 0; li < model.layers.size(); ++li) {
+        const Layer& layer = model.layers[li];
+        LayerPlan& plan = plans[li];
+        plan.source = li;
+        if (layer.has_neurons()) {
+            const std::vector<float>& table = layer.fire_threshold;
+            if (!table.empty()) plan.lowest_threshold = *std::min_element(table.begin(), table.end());
+            plan.crossing = crossing_index_of(table);
+            if (layer.fires) {
+                plan.window_start = layer.fire_start;
+                plan.window_len = layer.fire_len();
+            }
+            plan.most_spikes = size_t(layer.out.size());
+        } else {
+            const LayerPlan& below = plans[li - 1];
+            plan.window_start = below.window_start;
+            plan.window_len = below.window_len;
+            plan.most_spikes = below.most_spikes;
+            if (layer.kind == TTFS_LAYER_FLATTEN) plan.source = below.source;  // HWC == flat order
+        }
+        if (layer.kind == TTFS_LAYER_MAXPOOL) {
+            plan.projection = projection_of(layer);  // the window geometry, as for conv2d
+            plan.fanout = fanout_of(plan.projection);
+            // A child spike is relayed by at most every unit whose window holds the child
+            // (ceil(kernel / stride) per axis); `earliest` relays at most once per unit.
+            const size_t most_parents =
+                size_t((layer.kernel_h + layer.stride_h - 1) / layer.stride_h) *
+                size_t((layer.kernel_w + layer.stride_w - 1) / layer.stride_w);
+            plan.most_spikes *= most_parents;
+            if (layer.pool_mode == TTFS_POOL_EARLIEST)
+                plan.most_spikes = std::min(plan.most_spikes, size_t(layer.out.size()));
+        } else if (layer.kind == TTFS_LAYER_CONV2D || layer.kind == TTFS_LAYER_DENSE) {
+            const Projection g = projection_of(layer);
+            plan.projection = g;
+            plan.fanout = fanout_of(g);
+            plan.padded_c = padded_channels(g.out_c);
+            if (plan.padded_c != g.out_c) {
+                const size_t rows = layer.weights.size() / size_t(g.out_c);
+                plan.padded_weights.assign(rows * size_t(plan.padded_c), 0.0f);
+                for (size_t r = 0; r < rows; ++r)
+                    std::copy(layer.weights.begin() + ptrdiff_t(r * size_t(g.out_c)),
+                              layer.weights.begin() + ptrdiff_t((r + 1) * size_t(g.out_c)),
+                              plan.padded_weights.begin() + ptrdiff_t(r * size_t(plan.padded_c)));
+            }
+        }
+    }
+    return plans;
+}
+
+// ---- Kernels shared by both engines ---------------------------------------------------------
+
+#if defined(__GNUC__)
+#  define TTFS_INLINE inline __attribute__((always_inline))  // so that it lands in every clone
+#else
+#  define TTFS_INLINE inline
+#endif
+
+#if TTFS_HAVE_AVX512_VARIANT
+// kLanes floats as one value (GCC/Clang vector extension): lane-wise IEEE adds. Only used in
+// the AVX-512 variant, where it is one register.
+typedef float Chunk __attribute__((vector_size(kLanes * sizeof(float))));
+#endif
+
+// sum += weight over N floats (a whole number of chunks), lane by lane. WIDE: chunk by chunk as
+// whole AVX-512 registers (the compiler then hoists the loads); else a fixed-length loop that
+// each clone vectorises at its own width.
+template <int N, bool WIDE>
+TTFS_INLINE void add_row(float* __restrict sum, const float* __restrict weight) {
+#if TTFS_HAVE_AVX512_VARIANT
+    if constexpr (WIDE) {
+        for (int32_t q = 0; q < N / kLanes; ++q) {
+            Chunk s, w;
+            std::memcpy(&s, sum + q * kLanes, sizeof s);
+            std::memcpy(&w, weight + q * kLanes, sizeof w);
+            s = s + w;
+            std::memcpy(sum + q * kLanes, &s, sizeof s);
+        }
+        return;
+    }
+#endif
+    for (int32_t k = 0; k < N; ++k) sum[k] = add_rn(sum[k], weight[k]);
+}
+
+// Scatters one step's presynaptic spikes (units ascending in HWC order) into the synaptic sums
+// of the neurons they feed: sums[position * padded_c + oc] = S(t) of that neuron. For a fixed
+// output position the kernel row and column grow with the input row and column (kh = ih + pad
+// - oh * stride), so every neuron receives its weights in canonical (kernel row, column,
+// channel) order, each added to a sum that started at +0. Positions that receive something are
+// flagged and listed in `touched`; returns how many were listed. CHUNKS > 0: padded_c is
+// CHUNKS * kLanes, known at compile time (the common widths get whole-register code).
+template <int CHUNKS, bool WIDE>
+TTFS_INLINE int32_t scatter_spikes_n(const Projection& g, const Fanout& fan, int32_t padded_c,
+                                     const float* weights, const int32_t* units, int32_t count,
+                                     float* sums, uint8_t* flagged, int32_t* touched) {
+    // Locals, so that the stores below cannot make the compiler reload them.
+    const int32_t out_w = g.out_w, kernel_w = g.kernel_w, stride_h = g.stride_h, stride_w = g.stride_w;
+    const int32_t pad_top = g.pad_top, pad_left = g.pad_left;
+    const int32_t chunks = CHUNKS > 0 ? CHUNKS : padded_c / kLanes;
+    const ptrdiff_t row_c = CHUNKS > 0 ? ptrdiff_t(CHUNKS) * kLanes : ptrdiff_t(padded_c);
+    const ptrdiff_t kernel_cell = ptrdiff_t(g.in_c) * row_c;  // weights of one (kh, kw)
+    const ptrdiff_t next_ow = -ptrdiff_t(stride_w) * kernel_cell;            // kw -= stride_w
+    const ptrdiff_t next_oh = -ptrdiff_t(stride_h) * kernel_w * kernel_cell;  // kh -= stride_h
+    const UnitOrigin* origin = fan.origin.data();
+    const OutputRange* rows_fed = fan.rows.data();
+    const OutputRange* cols_fed = fan.cols.data();
+    int32_t listed = 0;
+    for (int32_t s = 0; s < count; ++s) {
+        const UnitOrigin o = origin[units[s]];
+        const OutputRange rows = rows_fed[o.h], cols = cols_fed[o.w];
+        const int32_t kh = o.h + pad_top - rows.first * stride_h;  // in [0, kernel_h)
+        const int32_t kw = o.w + pad_left - cols.first * stride_w;
+        // Offsets, not pointers, step through the kernel: they pass below 0 after the last use.
+        ptrdiff_t first_row = (ptrdiff_t(kh) * kernel_w + kw) * kernel_cell + ptrdiff_t(o.c) * row_c;
+        for (int32_t oh = rows.first; oh <= rows.last; ++oh, first_row += next_oh) {
+            ptrdiff_t row = first_row;
+            int32_t position = oh * out_w + cols.first;
+            for (int32_t ow = cols.first; ow <= cols.last; ++ow, ++position, row += next_ow) {
+                if (!flagged[position]) {
+                    flagged[position] = 1;
+                    touched[listed++] = position;
+                }
+                float* sum = sums + ptrdiff_t(position) * row_c;
+                const float* weight = weights + row;
+                if (CHUNKS > 0)
+                    add_row<CHUNKS * kLanes, WIDE>(sum, weight);
+                else
+                    for (int32_t v = 0; v < chunks; ++v) add_row<kLanes, WIDE>(sum + v * kLanes, weight + v * kLanes);
+            }
+        }
+    }
+    return listed;
+}
+
+template <bool WIDE>
+TTFS_INLINE int32_t scatter_spikes_any(const Projection& g, const Fanout& fan, int32_t padded_c,
+                                       const float* weights, const int32_t* units, int32_t count,
+                                       float* sums, uint8_t* flagged, int32_t* touched) {
+    switch (padded_c / kLanes) {
+        case 1: return scatter_spikes_n<1, WIDE>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+        case 2: return scatter_spikes_n<2, WIDE>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+        case 4: return scatter_spikes_n<4, WIDE>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+        default: return scatter_spikes_n<0, WIDE>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+    }
+}
+
+TTFS_PORTABLE_CLONES
+int32_t scatter_spikes_portable(const Projection& g, const Fanout& fan, int32_t padded_c,
+                                const float* weights, const int32_t* units, int32_t count,
+                                float* sums, uint8_t* flagged, int32_t* touched) {
+    return scatter_spikes_any<false>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+}
+
+#if TTFS_HAVE_AVX512_VARIANT
+TTFS_AVX512
+int32_t scatter_spikes_avx512(const Projection& g, const Fanout& fan, int32_t padded_c,
+                              const float* weights, const int32_t* units, int32_t count,
+                              float* sums, uint8_t* flagged, int32_t* touched) {
+    return scatter_spikes_any<true>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+}
+#endif
+
+int32_t scatter_spikes(const Projection& g, const Fanout& fan, int32_t padded_c,
+                       const float* weights, const int32_t* units, int32_t count, float* sums,
+                       uint8_t* flagged, int32_t* touched) {
+#if TTFS_HAVE_AVX512_VARIANT
+    static const bool avx512 = __builtin_cpu_supports("avx512f");
+    if (avx512)
+        return scatter_spikes_avx512(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+#endif
+    return scatter_spikes_portable(g, fan, padded_c, weights, units, count, sums, flagged, touched);
+}
+
+// Step 0, where every neuron integrates because the bias enters then (after the weights, with
+// weight exactly 1): V = +0 + (S(0) + bias) * kernel, from a membrane that is +0 before step 0.
+// Leaves every sum +0 and every flag clear.
+TTFS_VECTOR_CLONES
+void integrate_step_zero(int32_t positions, int32_t out_c, int32_t padded_c, const float* bias,
+                         float kernel, float* sums, float* membrane, uint8_t* flagged) {
+    for (int32_t p = 0; p < positions; ++p) {
+        float* __restrict sum = sums + ptrdiff_t(p) * padded_c;
+        float* __restrict v = membrane + ptrdiff_t(p) * out_c;
+        for (int32_t oc = 0; oc < out_c; ++oc) {
+            v[oc] = integrate(0.0f, add_rn(sum[oc], bias[oc]), kernel);
+            sum[oc] = 0.0f;  // the padding lanes only ever hold +0 + +0
+        }
+        flagged[p] = 0;
+    }
+}
+
+// A later step: V = V + S(t) * kernel for the neurons of the touched positions only (the others
+// are unchanged: V + 0 * k == V), then S = +0 and the flags cleared for the next step.
+TTFS_VECTOR_CLONES
+void integrate_touched(const int32_t* touched, int32_t count, int32_t out_c, int32_t padded_c,
+                       float kernel, float* sums, float* membrane, uint8_t* flagged) {
+    for (int32_t i = 0; i < count; ++i) {
+        const int32_t p = touched[i];
+        float* __restrict sum = sums + ptrdiff_t(p) * padded_c;
+        float* __restrict v = membrane + ptrdiff_t(p) * out_c;
+        for (int32_t oc = 0; oc < out_c; ++oc) {
+            v[oc] = integrate(v[oc], sum[oc], kernel);
+            sum[oc] = 0.0f;  // the padding lanes only ever hold +0 + +0
+        }
+        flagged[p] = 0;
+    }
+}
+
+// ---- Shared state -----------------------------------------------------------------------------
+
 // One image's state, reused for every image a worker thread processes. Allocated once per
 // session (sized from the model); run_image() never allocates.
 class Workspace {
 public:
-    explicit Workspace(const Model& model) : model_(model) {
+    Workspace(const Model& model, const std::vector<LayerPlan>& plans) : model_(model), plans_(plans) {
         const size_t count = model.layers.size();
         first_spike_time_.resize(count);
         membrane_.resize(count);
+        size_t largest_sums = 0;
+        int32_t most_positions = 0;
         for (size_t li = 0; li < count; ++li) {
             const Layer& layer = model.layers[li];
             if (!layer.has_neurons()) continue;
             first_spike_time_[li].assign(size_t(layer.out.size()), kNever);
-            if (layer.kind != TTFS_LAYER_INPUT) membrane_[li].assign(size_t(layer.out.size()), 0.0f);
+            if (layer.kind == TTFS_LAYER_INPUT) continue;
+            membrane_[li].assign(size_t(layer.out.size()), 0.0f);
+            const LayerPlan& plan = plans[li];
+            largest_sums = std::max(largest_sums,
+                                    size_t(plan.projection.positions()) * size_t(plan.padded_c));
+            most_positions = std::max(most_positions, plan.projection.positions());
         }
+        // One set of synaptic sums serves every layer: each layer leaves them all +0.
+        synaptic_sum_.assign(largest_sums, 0.0f);
+        flagged_.assign(size_t(most_positions), 0);
+        touched_.assign(size_t(most_positions), 0);
     }
     virtual ~Workspace() = default;
 
@@ -85,39 +448,85 @@ public:
     const std::vector<float>& output_membrane() const { return membrane_.back(); }
 
 protected:
+    // Scatter and integrate of one step for a conv2d/dense layer (integrates_at(t) holds):
+    // `units` are the presynaptic units spiking at t, ascending.
+    void integrate_step(size_t li, int32_t t, const int32_t* units, int32_t count) {
+        const Layer& layer = model_.layers[li];
+        const LayerPlan& plan = plans_[li];
+        const Projection& g = plan.projection;
+        const int32_t touched = scatter_spikes(g, plan.fanout, plan.padded_c, plan.weights(layer),
+                                               units, count, synaptic_sum_.data(),
+                                               flagged_.data(), touched_.data());
+        if (t == 0)
+            integrate_step_zero(g.positions(), g.out_c, plan.padded_c, layer.bias.data(),
+                                layer.kernel_at(0), synaptic_sum_.data(), membrane_[li].data(),
+                                flagged_.data());
+        else
+            integrate_touched(touched_.data(), touched, g.out_c, plan.padded_c, layer.kernel_at(t),
+                              synaptic_sum_.data(), membrane_[li].data(), flagged_.data());
+    }
+
     const Model& model_;
+    const std::vector<LayerPlan>& plans_;
     std::vector<std::vector<int32_t>> first_spike_time_;  // neuron layers, HWC; -1 = never
     std::vector<std::vector<float>> membrane_;            // conv2d/dense, HWC
+    // Scratch of integrate_step(): S of the current step per neuron (positions x padded_c), +0
+    // between steps; per output position a flag "received input at this step"; the flagged
+    // positions.
+    std::vector<float> synaptic_sum_;
+    std::vector<uint8_t> flagged_;
+    std::vector<int32_t> touched_;
 };
 
 // ---- Stepped engine -------------------------------------------------------------------------
 
+// The fire check of one layer at one step: every neuron not yet fired whose potential reaches
+// the step's threshold spikes, and its potential becomes `after` (0 for conv2d/dense: the reset
+// of ALGORITHM.md; NaN for the input layer, whose potential here is a private copy of the
+// pixel: no threshold is reached by NaN, so a fired pixel is not looked at again). At most
+// steps most neurons are below the threshold, so blocks of them are first tested together (a
+// vectorised compare, the same reaches() per neuron); the per-neuron checks run in index order,
+// so the spike list comes out ascending. Returns the number of spikes written to `spiking`.
+TTFS_VECTOR_CLONES
+int32_t fire_at_step(float* potential, int32_t count, float threshold, int32_t t, float after,
+                     int32_t* first, int32_t* spiking) {
+    constexpr int32_t kBlock = 64;
+    int32_t spikes = 0;
+    for (int32_t start = 0; start < count; start += kBlock) {
+        const int32_t end = std::min(count, start + kBlock);
+        int any = 0;
+        for (int32_t i = start; i < end; ++i) any |= int(reaches(potential[i], threshold));
+        if (!any) continue;
+        for (int32_t i = start; i < end; ++i) {
+            if (reaches(potential[i], threshold) && first[i] == kNever) {
+                first[i] = t;
+                potential[i] = after;
+                spiking[spikes++] = i;
+            }
+        }
+    }
+    return spikes;
+}
+
 class SteppedWorkspace final : public Workspace {
 public:
-    explicit SteppedWorkspace(const Model& model) : Workspace(model) {
+    SteppedWorkspace(const Model& model, const std::vector<LayerPlan>& plans)
+        : Workspace(model, plans) {
         const size_t count = model.layers.size();
         spiking_now_.resize(count);
-        relayed_by_.resize(count);
-        synaptic_sum_.resize(count);
-        positions_with_input_.resize(count);
+        spike_count_.assign(count, 0);
         last_marked_.resize(count);
         pool_relayed_.resize(count);
+        input_potential_.assign(size_t(model.input().out.size()), 0.0f);
         // After the last step at which any layer may fire nothing arrives anywhere, and a
         // neuron without input at t != 0 is unchanged, so later steps can be skipped.
         active_steps_ = 1;
         for (size_t li = 0; li < count; ++li) {
             const Layer& layer = model.layers[li];
-            // Flatten relays unchanged: HWC order is already the flat order.
-            relayed_by_[li] = layer.kind == TTFS_LAYER_FLATTEN ? relayed_by_[li - 1] : li;
             if (layer.fires) active_steps_ = std::max(active_steps_, layer.fire_end);
-            // Reserved to the largest possible size so that push_back never reallocates.
-            spiking_now_[li].reserve(size_t(layer.out.size()));
-            if (layer.kind == TTFS_LAYER_CONV2D || layer.kind == TTFS_LAYER_DENSE) {
-                const Projection g = projection_of(layer);
-                synaptic_sum_[li].assign(size_t(layer.out.size()), 0.0f);
-                positions_with_input_[li].reserve(size_t(g.positions()));
-                last_marked_[li].assign(size_t(g.positions()), kNever);
-            } else if (layer.kind == TTFS_LAYER_MAXPOOL) {
+            // Sized to the longest possible list: a unit is listed at most once per step.
+            if (layer.kind != TTFS_LAYER_FLATTEN) spiking_now_[li].assign(size_t(layer.out.size()), 0);
+            if (layer.kind == TTFS_LAYER_MAXPOOL) {
                 if (layer.pool_mode == TTFS_POOL_OR)
                     last_marked_[li].assign(size_t(layer.out.size()), kNever);
                 else
@@ -128,20 +537,23 @@ public:
     }
 
     void run_image(const float* image) override {
-        reset();
+        reset(image);
         for (int32_t t = 0; t < active_steps_; ++t) {
             for (size_t li = 0; li < model_.layers.size(); ++li) {
-                switch (model_.layers[li].kind) {
-                    case TTFS_LAYER_INPUT: fire_inputs(li, image, t); break;
+                const Layer& layer = model_.layers[li];
+                switch (layer.kind) {
+                    case TTFS_LAYER_INPUT:
+                        fire(li, input_potential_.data(), t, std::numeric_limits<float>::quiet_NaN());
+                        break;
                     case TTFS_LAYER_MAXPOOL: relay_pool(li, t); break;
-                    case TTFS_LAYER_FLATTEN: break;  // reads the layer below's list
+                    case TTFS_LAYER_FLATTEN: break;  // plans_[li].source reads through to below
                     case TTFS_LAYER_CONV2D:
                     case TTFS_LAYER_DENSE:
-                        if (model_.layers[li].integrates_at(t)) {
-                            gather_synaptic_input(li, t);
-                            integrate_synaptic_input(li, t);
+                        if (layer.integrates_at(t)) {
+                            const size_t source = plans_[li - 1].source;
+                            integrate_step(li, t, spiking_now_[source].data(), spike_count_[source]);
                         }
-                        fire(li, t);
+                        fire(li, membrane_[li].data(), t, 0.0f);
                         break;
                 }
             }
@@ -149,373 +561,294 @@ public:
     }
 
 private:
-    void reset() {
+    void reset(const float* image) {
         for (size_t li = 0; li < model_.layers.size(); ++li) {
             std::fill(first_spike_time_[li].begin(), first_spike_time_[li].end(), kNever);
             std::fill(membrane_[li].begin(), membrane_[li].end(), 0.0f);
-            std::fill(synaptic_sum_[li].begin(), synaptic_sum_[li].end(), 0.0f);
             std::fill(last_marked_[li].begin(), last_marked_[li].end(), kNever);
             std::fill(pool_relayed_[li].begin(), pool_relayed_[li].end(), uint8_t(0));
-            spiking_now_[li].clear();
-            positions_with_input_[li].clear();
+            spike_count_[li] = 0;
         }
+        // The input potential is the pixel itself (vmem := x at t = 0), never integrated; a
+        // private copy, which fire_at_step() sets to NaN once the pixel has fired.
+        std::copy(image, image + input_potential_.size(), input_potential_.begin());
     }
 
-    // The input potential is the pixel itself (vmem := x at t = 0), never integrated.
-    void fire_inputs(size_t li, const float* image, int32_t t) {
+    // One spike per neuron, ever; a conv2d/dense potential is reset to 0 and may integrate
+    // again later (only possible when windows overlap).
+    void fire(size_t li, float* potential, int32_t t, float after) {
         const Layer& layer = model_.layers[li];
-        std::vector<int32_t>& spiking = spiking_now_[li];
-        std::vector<int32_t>& first = first_spike_time_[li];
-        spiking.clear();
+        spike_count_[li] = 0;
         if (!layer.fires || t < layer.fire_start || t >= layer.fire_end) return;
-        const float threshold = layer.fire_threshold[size_t(t - layer.fire_start)];
-        const int32_t count = int32_t(first.size());
-        for (int32_t i = 0; i < count; ++i) {
-            if (reaches(image[i], threshold) && first[i] == kNever) {
-                first[i] = t;
-                spiking.push_back(i);
-            }
-        }
+        spike_count_[li] = fire_at_step(potential, int32_t(first_spike_time_[li].size()),
+                                        layer.fire_threshold[size_t(t - layer.fire_start)], t,
+                                        after, first_spike_time_[li].data(), spiking_now_[li].data());
     }
 
     // `or`: a unit spikes at every step one of its children spikes; `earliest`: only once.
     void relay_pool(size_t li, int32_t t) {
         const Layer& layer = model_.layers[li];
-        std::vector<int32_t>& spiking = spiking_now_[li];
-        spiking.clear();
+        const size_t source = plans_[li - 1].source;
+        int32_t* spiking = spiking_now_[li].data();
+        int32_t spikes = 0;
         const bool is_or = layer.pool_mode == TTFS_POOL_OR;
-        const int32_t channels = layer.in.c;
-        for (int32_t child : spiking_now_[relayed_by_[li - 1]]) {
-            const int32_t c = child % channels;
-            const int32_t iw = (child / channels) % layer.in.w;
-            const int32_t ih = child / channels / layer.in.w;
-            const OutputRange rows = outputs_fed_by(ih, layer.pad_top, layer.kernel_h, layer.stride_h, layer.out.h);
-            const OutputRange cols = outputs_fed_by(iw, layer.pad_left, layer.kernel_w, layer.stride_w, layer.out.w);
+        const Fanout& fan = plans_[li].fanout;
+        const int32_t* children = spiking_now_[source].data();
+        for (int32_t s = 0; s < spike_count_[source]; ++s) {
+            const UnitOrigin o = fan.origin[size_t(children[s])];
+            const OutputRange rows = fan.rows[size_t(o.h)], cols = fan.cols[size_t(o.w)];
             for (int32_t oh = rows.first; oh <= rows.last; ++oh) {
                 for (int32_t ow = cols.first; ow <= cols.last; ++ow) {
-                    const int32_t unit = (oh * layer.out.w + ow) * channels + c;
+                    const int32_t unit = (oh * layer.out.w + ow) * layer.out.c + o.c;
                     if (is_or) {
-                        if (last_marked_[li][unit] == t) continue;  // already spiking at t
-                        last_marked_[li][unit] = t;
+                        if (last_marked_[li][size_t(unit)] == t) continue;  // already spiking at t
+                        last_marked_[li][size_t(unit)] = t;
                     } else {
-                        if (pool_relayed_[li][unit]) continue;
-                        pool_relayed_[li][unit] = 1;
+                        if (pool_relayed_[li][size_t(unit)]) continue;
+                        pool_relayed_[li][size_t(unit)] = 1;
                     }
-                    spiking.push_back(unit);
+                    spiking[spikes++] = unit;
                 }
             }
         }
         // A unit's children are not adjacent in HWC order (channels interleave, windows may
         // overlap), so the list comes out unordered; the next layer needs ascending HWC order.
-        std::sort(spiking.begin(), spiking.end());
-    }
-
-    // Scatter this step's presynaptic spikes into the synaptic sums they feed.
-    // The spikes come in ascending input (h, w, c) order, and for a fixed output position the
-    // kernel row and column grow with the input row and column (kh = ih + pad - oh*stride), so
-    // every neuron receives its weights in canonical (kernel row, column, channel) order.
-    void gather_synaptic_input(size_t li, int32_t t) {
-        const Layer& layer = model_.layers[li];
-        const Projection g = projection_of(layer);
-        std::vector<float>& sum = synaptic_sum_[li];
-        std::vector<int32_t>& positions = positions_with_input_[li];
-        std::vector<int32_t>& marked = last_marked_[li];
-        positions.clear();
-        for (int32_t unit : spiking_now_[relayed_by_[li - 1]]) {
-            const int32_t ic = unit % g.in_c;
-            const int32_t iw = (unit / g.in_c) % g.in_w;
-            const int32_t ih = unit / g.in_c / g.in_w;
-            const OutputRange rows = outputs_fed_by(ih, g.pad_top, g.kernel_h, g.stride_h, g.out_h);
-            const OutputRange cols = outputs_fed_by(iw, g.pad_left, g.kernel_w, g.stride_w, g.out_w);
-            for (int32_t oh = rows.first; oh <= rows.last; ++oh) {
-                const int32_t kh = ih + g.pad_top - oh * g.stride_h;  // in [0, kernel_h)
-                for (int32_t ow = cols.first; ow <= cols.last; ++ow) {
-                    const int32_t kw = iw + g.pad_left - ow * g.stride_w;
-                    const int32_t position = oh * g.out_w + ow;
-                    if (marked[position] != t) {
-                        marked[position] = t;
-                        positions.push_back(position);
-                    }
-                    const float* weight = &layer.weights[g.weight_row(kh, kw, ic)];
-                    float* s = &sum[size_t(position) * g.out_c];
-                    for (int32_t oc = 0; oc < g.out_c; ++oc) s[oc] = add_rn(s[oc], weight[oc]);
-                }
-            }
-        }
-    }
-
-    // V = V + S(t) * kernel_at(t), then S = +0 for the next step. At t == 0 every neuron
-    // integrates, because the bias enters then (after the weights, with weight exactly 1).
-    void integrate_synaptic_input(size_t li, int32_t t) {
-        const Layer& layer = model_.layers[li];
-        const int32_t out_c = layer.out.c;
-        std::vector<float>& sum = synaptic_sum_[li];
-        std::vector<float>& membrane = membrane_[li];
-        const float kernel = layer.kernel_at(t);
-        auto integrate_position = [&](int32_t position) {
-            const size_t base = size_t(position) * out_c;
-            for (int32_t oc = 0; oc < out_c; ++oc) {
-                float s = sum[base + oc];
-                if (t == 0) s = add_rn(s, layer.bias[size_t(oc)]);
-                membrane[base + oc] = integrate(membrane[base + oc], s, kernel);
-                sum[base + oc] = 0.0f;
-            }
-        };
-        if (t == 0) {
-            const int32_t positions = int32_t(layer.out.size() / out_c);
-            for (int32_t p = 0; p < positions; ++p) integrate_position(p);
-        } else {
-            // Neurons without input at t != 0 are unchanged (V + 0*k == V): skip them.
-            for (int32_t p : positions_with_input_[li]) integrate_position(p);
-        }
-    }
-
-    // One spike per neuron, ever; the potential is reset to 0 and may integrate again later
-    // (only possible when windows overlap).
-    void fire(size_t li, int32_t t) {
-        const Layer& layer = model_.layers[li];
-        std::vector<int32_t>& spiking = spiking_now_[li];
-        spiking.clear();
-        if (!layer.fires || t < layer.fire_start || t >= layer.fire_end) return;
-        const float threshold = layer.fire_threshold[size_t(t - layer.fire_start)];
-        // The hottest loop of the engine: raw pointers and the rarely true test first.
-        int32_t* first = first_spike_time_[li].data();
-        float* membrane = membrane_[li].data();
-        const int32_t count = int32_t(membrane_[li].size());
-        for (int32_t i = 0; i < count; ++i) {
-            if (reaches(membrane[i], threshold) && first[i] == kNever) {
-                first[i] = t;
-                membrane[i] = 0.0f;
-                spiking.push_back(i);
-            }
-        }
+        std::sort(spiking, spiking + spikes);
+        spike_count_[li] = spikes;
     }
 
     int32_t active_steps_ = 0;
-    // Per layer: units of its output spiking at the current step, ascending HWC.
+    // Per layer: the units of its output spiking at the current step, ascending HWC, are the
+    // first spike_count_ entries of spiking_now_.
     std::vector<std::vector<int32_t>> spiking_now_;
-    // Per layer: the layer whose spiking_now_ list is this layer's output (flatten relays).
-    std::vector<size_t> relayed_by_;
-    // conv2d/dense: S of the current step per neuron, +0 between steps.
-    std::vector<std::vector<float>> synaptic_sum_;
-    // conv2d/dense: output positions (h, w) that received a spike at the current step.
-    std::vector<std::vector<int32_t>> positions_with_input_;
-    // conv2d/dense: per position, and `or` pools: per unit, the last step it was listed.
+    std::vector<int32_t> spike_count_;
+    // `or` pools: per unit, the last step it was listed.
     std::vector<std::vector<int32_t>> last_marked_;
     // `earliest` pools: 1 once a unit has relayed its one spike.
     std::vector<std::vector<uint8_t>> pool_relayed_;
+    std::vector<float> input_potential_;
 };
 
 // ---- Analytic engine ------------------------------------------------------------------------
 
+// One layer's spikes for one image, by step: the units spiking at step first_step + k are
+// unit[begin[k]] .. unit[begin[k + 1] - 1], ascending HWC (the order in which a conv2d/dense
+// layer adds them). A maxpool also keeps them by unit, the first of its two counting sorts:
+// the steps of unit u are step[unit_begin[u]] .. step[unit_begin[u + 1] - 1], ascending.
+// Sized by the window and the most spikes a layer can send, never by the time steps.
+struct SpikeList {
+    int32_t first_step = 0;
+    std::vector<int32_t> begin;  // window length + 1
+    std::vector<int32_t> unit;
+    std::vector<int32_t> unit_begin, step;  // maxpool
+
+    int32_t steps() const { return int32_t(begin.size()) - 1; }
+    const int32_t* at(int32_t k) const { return unit.data() + begin[size_t(k)]; }
+    int32_t count(int32_t k) const { return begin[size_t(k) + 1] - begin[size_t(k)]; }
+};
+
+// begin[k + 1] holds the number of spikes at step k: turn the counts into offsets, then place
+// the units (visited in ascending order, so each step's units come out ascending) using
+// begin[k] as step k's cursor; a cursor ends at the next step's offset, so shifting the
+// offsets up by one restores them.
+template <typename ForEachSpike>
+void place_by_step(SpikeList& list, ForEachSpike for_each_spike) {
+    int32_t* begin = list.begin.data();
+    const int32_t steps = list.steps();
+    for (int32_t k = 0; k < steps; ++k) begin[k + 1] += begin[k];
+    int32_t* unit = list.unit.data();
+    for_each_spike([&](int32_t u, int32_t k) { unit[begin[k]++] = u; });
+    for (int32_t k = steps - 1; k > 0; --k) begin[k] = begin[k - 1];
+    if (steps > 0) begin[0] = 0;
+}
+
 class AnalyticWorkspace final : public Workspace {
 public:
-    explicit AnalyticWorkspace(const Model& model) : Workspace(model) {
+    AnalyticWorkspace(const Model& model, const std::vector<LayerPlan>& plans)
+        : Workspace(model, plans) {
         const size_t count = model.layers.size();
-        capacity_.assign(count, 1);
-        pool_steps_.resize(count);
-        lowest_threshold_.assign(count, 0.0f);
-        for (size_t li = 0; li < count; ++li) {
-            const std::vector<float>& table = model.layers[li].fire_threshold;
-            if (!table.empty()) lowest_threshold_[li] = *std::min_element(table.begin(), table.end());
-        }
-        size_t largest_bins = 0, largest_bin_floats = 0, largest_gather = 0;
+        spikes_.resize(count);
+        last_relayed_.resize(count);
+        size_t most_units = 0, most_pairs = 0;
         for (size_t li = 0; li < count; ++li) {
             const Layer& layer = model.layers[li];
-            if (layer.kind == TTFS_LAYER_FLATTEN) {
-                capacity_[li] = capacity_[li - 1];
-            } else if (layer.kind == TTFS_LAYER_MAXPOOL) {
-                // `or` relays every distinct child step: at most children x their capacity,
-                // and never more than the number of steps. `earliest` relays one.
-                const int64_t children = int64_t(std::min(layer.kernel_h, layer.in.h)) *
-                                         std::min(layer.kernel_w, layer.in.w);
-                const int64_t below = capacity_[li - 1];
-                if (layer.pool_mode == TTFS_POOL_OR) {
-                    largest_gather = std::max(largest_gather, size_t(children * below));
-                    capacity_[li] = int32_t(std::min<int64_t>(children * below, model.time_steps));
-                } else {
-                    largest_gather = std::max<size_t>(largest_gather, 1);
-                    capacity_[li] = 1;
-                }
-                pool_steps_[li].assign(size_t(layer.out.size()) * size_t(capacity_[li]), kNever);
-            } else if (layer.kind == TTFS_LAYER_CONV2D || layer.kind == TTFS_LAYER_DENSE) {
-                const size_t bins = size_t(1 + layer.integ_end - layer.integ_start);
-                largest_bins = std::max(largest_bins, bins);
-                largest_bin_floats = std::max(largest_bin_floats, bins * size_t(layer.out.c));
+            const LayerPlan& plan = plans[li];
+            most_units = std::max(most_units, size_t(layer.out.size()));
+            if (layer.kind == TTFS_LAYER_FLATTEN) continue;  // plan.source reads through
+            SpikeList& list = spikes_[li];
+            list.first_step = plan.window_start;
+            list.begin.assign(size_t(plan.window_len) + 1, 0);
+            list.unit.assign(plan.most_spikes, 0);
+            if (layer.kind == TTFS_LAYER_MAXPOOL) {
+                list.unit_begin.assign(size_t(layer.out.size()) + 1, 0);
+                list.step.assign(plan.most_spikes, 0);
+                last_relayed_[li].assign(size_t(layer.out.size()), kNever);
+                most_pairs = std::max(most_pairs, plan.most_spikes);
             }
         }
-        bins_.assign(largest_bin_floats, 0.0f);
-        bin_open_.assign(largest_bins, 0);
-        arrival_steps_.reserve(largest_bins);
-        child_steps_.reserve(largest_gather);
+        fired_.assign(most_units, 0);
+        // + 1: relay_pool() writes every candidate pair before it knows whether to keep it.
+        pair_unit_.assign(most_pairs + 1, 0);
+        pair_step_.assign(most_pairs + 1, 0);
+        sorted_unit_.assign(most_pairs, 0);
     }
 
     void run_image(const float* image) override {
         for (size_t li = 0; li < model_.layers.size(); ++li) {
             switch (model_.layers[li].kind) {
-                case TTFS_LAYER_INPUT: fire_inputs(li, image); break;
+                case TTFS_LAYER_INPUT: fire(li, image, nullptr); break;
                 case TTFS_LAYER_MAXPOOL: relay_pool(li); break;
-                case TTFS_LAYER_FLATTEN: break;  // spike_steps() reads through to the layer below
+                case TTFS_LAYER_FLATTEN: break;
                 case TTFS_LAYER_CONV2D:
-                case TTFS_LAYER_DENSE: integrate_and_fire(li); break;
+                case TTFS_LAYER_DENSE:
+                    integrate(li);
+                    fire(li, membrane_[li].data(), membrane_[li].data());
+                    break;
             }
         }
     }
 
 private:
-    // A unit's spike steps: capacity_ entries, ascending, the unused tail -1. Neuron layers
-    // have capacity 1 and the list is the first-spike time itself.
-    const int32_t* spike_steps(size_t li) const {
+    // The complete potential of a neuron layer: first_spike_time = fire_start + first_crossing
+    // (or -1); a neuron that fires is reset to 0 (`reset`: conv2d/dense; null for the input,
+    // whose potential is the pixel). Then its spikes are listed by step.
+    void fire(size_t li, const float* potential, float* reset) {
         const Layer& layer = model_.layers[li];
-        if (layer.kind == TTFS_LAYER_FLATTEN) return spike_steps(li - 1);
-        if (layer.kind == TTFS_LAYER_MAXPOOL) return pool_steps_[li].data();
-        return first_spike_time_[li].data();
-    }
-
-    void fire_inputs(size_t li, const float* image) {
-        const Layer& layer = model_.layers[li];
-        std::vector<int32_t>& first = first_spike_time_[li];
-        for (size_t i = 0; i < first.size(); ++i) {
-            first[i] = kNever;
-            // Dark pixels are below the lowest threshold: skip their scan.
-            if (!layer.fires || !reaches(image[i], lowest_threshold_[li])) continue;
-            const int32_t j = first_crossing(image[i], layer.fire_threshold.data(), layer.fire_len());
-            if (j >= 0) first[i] = layer.fire_start + j;
+        const LayerPlan& plan = plans_[li];
+        int32_t* first = first_spike_time_[li].data();
+        const int32_t units = int32_t(first_spike_time_[li].size());
+        std::fill(first, first + units, kNever);
+        SpikeList& list = spikes_[li];
+        std::fill(list.begin.begin(), list.begin.end(), 0);
+        if (!layer.fires) return;
+        // Candidates: the neurons at or above the lowest threshold, listed without branching
+        // (whether a neuron fires is close to a coin toss in a busy layer).
+        const float lowest = plan.lowest_threshold;
+        int32_t* candidate = fired_.data();
+        int32_t candidates = 0;
+        for (int32_t i = 0; i < units; ++i) {
+            candidate[candidates] = i;
+            candidates += reaches(potential[i], lowest) ? 1 : 0;
         }
+        const float* table = layer.fire_threshold.data();
+        const int32_t len = layer.fire_len();
+        int32_t* per_step = list.begin.data() + 1;  // spikes at step k, counted in begin[k + 1]
+        int32_t fired = 0;
+        const CrossingIndex& index = plan.crossing;
+        for (int32_t c = 0; c < candidates; ++c) {
+            const int32_t i = candidate[c];
+            const float v = potential[i];
+            int32_t j;
+            if (index.usable) {
+                // v >= lowest > 0 here, so its bits order like its value; potentials above the
+                // highest threshold share the last bucket, whose start is 0.
+                const uint32_t bucket = std::min(float_bits(v) >> index.shift, index.last_bucket);
+                j = index.bucket_start[bucket - index.first_bucket];
+                while (j < len && !reaches(v, table[j])) ++j;
+                if (j == len) j = -1;
+            } else {
+                j = first_crossing(v, table, len);
+            }
+            if (j < 0) continue;
+            first[i] = layer.fire_start + j;
+            if (reset != nullptr) reset[i] = 0.0f;
+            ++per_step[j];
+            candidate[fired++] = i;  // the firing neurons, still ascending
+        }
+        place_by_step(list, [&](auto place) {
+            for (int32_t s = 0; s < fired; ++s) place(candidate[s], first[candidate[s]] - layer.fire_start);
+        });
     }
 
-    // Per pool unit: the sorted distinct spike steps of its children (`or`), or the earliest
-    // of them (`earliest`), -1 padded to the layer's capacity.
+    // The pool's spikes from its children's, which arrive listed by step: each child spike at
+    // step t is relayed by the units whose window holds the child, once per unit and step
+    // (`or`) or only by units that have not relayed yet (`earliest`). The (unit, step) pairs
+    // come out in step order; two stable counting sorts, by unit and then by step, give both
+    // lists (by unit: each unit's steps ascending; by step: each step's units ascending)
+    // without a comparison sort, and without data-dependent branches, as whether a pair is
+    // new is close to a coin toss.
     void relay_pool(size_t li) {
         const Layer& layer = model_.layers[li];
-        const int32_t* below = spike_steps(li - 1);
-        const int32_t below_capacity = capacity_[li - 1];
-        const int32_t capacity = capacity_[li];
+        const LayerPlan& plan = plans_[li];
+        const Projection& g = plan.projection;
+        const UnitOrigin* origin = plan.fanout.origin.data();
+        const OutputRange* rows_fed = plan.fanout.rows.data();
+        const OutputRange* cols_fed = plan.fanout.cols.data();
+        const SpikeList& below = spikes_[plans_[li - 1].source];
+        SpikeList& list = spikes_[li];
+        const int32_t units = int32_t(layer.out.size());
         const bool is_or = layer.pool_mode == TTFS_POOL_OR;
-        int32_t* out = pool_steps_[li].data();
-        for (int32_t oh = 0; oh < layer.out.h; ++oh) {
-            for (int32_t ow = 0; ow < layer.out.w; ++ow) {
-                for (int32_t c = 0; c < layer.out.c; ++c) {
-                    // Children: the window positions inside the input (SAME padding adds none).
-                    child_steps_.clear();
-                    int32_t earliest = kNever;
-                    for (int32_t kh = 0; kh < layer.kernel_h; ++kh) {
-                        const int32_t ih = oh * layer.stride_h - layer.pad_top + kh;
-                        if (ih < 0 || ih >= layer.in.h) continue;
-                        for (int32_t kw = 0; kw < layer.kernel_w; ++kw) {
-                            const int32_t iw = ow * layer.stride_w - layer.pad_left + kw;
-                            if (iw < 0 || iw >= layer.in.w) continue;
-                            const int32_t* steps =
-                                below + size_t((ih * layer.in.w + iw) * layer.in.c + c) * below_capacity;
-                            if (!is_or) {
-                                // A child's list is ascending: its first entry is its earliest.
-                                if (steps[0] != kNever && (earliest == kNever || steps[0] < earliest))
-                                    earliest = steps[0];
-                                continue;
-                            }
-                            for (int32_t k = 0; k < below_capacity && steps[k] != kNever; ++k)
-                                child_steps_.push_back(steps[k]);
-                        }
+        int32_t* last = last_relayed_[li].data();       // per unit: its last step, or kNever
+        int32_t* pair_unit = pair_unit_.data();
+        int32_t* pair_step = pair_step_.data();
+        int32_t* unit_begin = list.unit_begin.data();    // counts first, in unit_begin[u + 1]
+        int32_t* per_step = list.begin.data() + 1;       // counts first, then offsets
+        std::fill(unit_begin, unit_begin + units + 1, 0);
+        std::fill(list.begin.begin(), list.begin.end(), 0);
+        int32_t pairs = 0, dropped = 0;
+        for (int32_t k = 0; k < below.steps(); ++k) {
+            const int32_t t = below.first_step + k;
+            const int32_t* children = below.at(k);
+            for (int32_t s = 0, count = below.count(k); s < count; ++s) {
+                const UnitOrigin o = origin[children[s]];
+                const OutputRange rows = rows_fed[o.h], cols = cols_fed[o.w];
+                for (int32_t oh = rows.first; oh <= rows.last; ++oh) {
+                    for (int32_t ow = cols.first; ow <= cols.last; ++ow) {
+                        const int32_t u = (oh * g.out_w + ow) * g.out_c + o.c;
+                        // `or`: new unless already relayed at t; `earliest`: unless ever.
+                        const bool fresh = is_or ? last[u] != t : last[u] == kNever;
+                        pair_unit[pairs] = u;
+                        pair_step[pairs] = t;
+                        pairs += fresh ? 1 : 0;
+                        last[u] = fresh ? t : last[u];
+                        ++unit_begin[fresh ? u + 1 : 0];  // unit_begin[0] counts the rest
+                        ++(fresh ? per_step[k] : dropped);
                     }
-                    if (is_or) {
-                        std::sort(child_steps_.begin(), child_steps_.end());
-                        child_steps_.erase(std::unique(child_steps_.begin(), child_steps_.end()),
-                                           child_steps_.end());
-                    } else if (earliest != kNever) {
-                        child_steps_.push_back(earliest);
-                    }
-                    int32_t* unit = out + size_t((oh * layer.out.w + ow) * layer.out.c + c) * capacity;
-                    for (int32_t k = 0; k < capacity; ++k)
-                        unit[k] = size_t(k) < child_steps_.size() ? child_steps_[size_t(k)] : kNever;
                 }
             }
         }
-    }
-
-    // Bins hold S(t) without the bias, one row of out_c floats per step that can be integrated:
-    // row 0 for t == 0, row 1 + t - integ_start for t in the integration window.
-    static size_t bin_row(const Layer& layer, int32_t t) {
-        return t == 0 ? 0 : size_t(1 + t - layer.integ_start);
-    }
-
-    float* open_bin(const Layer& layer, int32_t t) {
-        const size_t row = bin_row(layer, t);
-        float* bin = &bins_[row * size_t(layer.out.c)];
-        if (!bin_open_[row]) {
-            bin_open_[row] = 1;
-            arrival_steps_.push_back(t);
-            std::fill(bin, bin + layer.out.c, 0.0f);  // every synaptic sum starts at +0
+        // By unit (stable: each unit's steps stay ascending): the CSR list.
+        unit_begin[0] = 0;
+        for (int32_t u = 0; u < units; ++u) unit_begin[u + 1] += unit_begin[u];
+        int32_t* sorted_unit = sorted_unit_.data();
+        int32_t* steps = list.step.data();
+        for (int32_t i = 0; i < pairs; ++i) {
+            const int32_t slot = unit_begin[pair_unit[i]]++;
+            sorted_unit[slot] = pair_unit[i];
+            steps[slot] = pair_step[i];
         }
-        return bin;
+        for (int32_t u = units; u > 0; --u) unit_begin[u] = unit_begin[u - 1];
+        unit_begin[0] = 0;
+        // By step (stable: each step's units stay ascending).
+        place_by_step(list, [&](auto place) {
+            for (int32_t i = 0; i < pairs; ++i) place(sorted_unit[i], steps[i] - list.first_step);
+        });
+        for (int32_t i = 0; i < pairs; ++i) last[sorted_unit[i]] = kNever;  // ready for the next image
     }
 
-    // Per output position: bin the presynaptic spikes by arrival step, in canonical order
-    // (kernel row, kernel column, input channel), then complete each neuron's potential in
-    // ascending step order exactly as the stepped engine adds it up, and read off the first
-    // threshold crossing.
-    void integrate_and_fire(size_t li) {
+    // V = +0 + (S(0) + bias) * 1, then V + S(t) * k(t) for each later step with arrivals,
+    // ascending: the stepped engine's operations for every neuron, only at the steps where
+    // something arrives.
+    void integrate(size_t li) {
         const Layer& layer = model_.layers[li];
-        const Projection g = projection_of(layer);
-        const int32_t* below = spike_steps(li - 1);
-        const int32_t capacity = capacity_[li - 1];
-        std::vector<int32_t>& first = first_spike_time_[li];
-        std::vector<float>& membrane = membrane_[li];
-        for (int32_t oh = 0; oh < g.out_h; ++oh) {
-            for (int32_t ow = 0; ow < g.out_w; ++ow) {
-                arrival_steps_.clear();
-                open_bin(layer, 0);  // t == 0 always integrates: the bias enters then
-                for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
-                    const int32_t ih = oh * g.stride_h - g.pad_top + kh;
-                    if (ih < 0 || ih >= g.in_h) continue;
-                    for (int32_t kw = 0; kw < g.kernel_w; ++kw) {
-                        const int32_t iw = ow * g.stride_w - g.pad_left + kw;
-                        if (iw < 0 || iw >= g.in_w) continue;
-                        for (int32_t ic = 0; ic < g.in_c; ++ic) {
-                            const int32_t* steps = below + size_t((ih * g.in_w + iw) * g.in_c + ic) * capacity;
-                            for (int32_t k = 0; k < capacity && steps[k] != kNever; ++k) {
-                                if (!layer.integrates_at(steps[k])) continue;  // arrives outside the window
-                                float* bin = open_bin(layer, steps[k]);
-                                const float* weight = &layer.weights[g.weight_row(kh, kw, ic)];
-                                for (int32_t oc = 0; oc < g.out_c; ++oc) bin[oc] = add_rn(bin[oc], weight[oc]);
-                            }
-                        }
-                    }
-                }
-                std::sort(arrival_steps_.begin(), arrival_steps_.end());  // [0] is t == 0
-                // V = +0 + (S(0) + bias) * 1, then V + S(t) * k(t) for later t ascending: the
-                // stepped engine's operations for each neuron, here all channels side by side.
-                const size_t base = size_t(oh * g.out_w + ow) * g.out_c;
-                float* v = &membrane[base];
-                for (int32_t oc = 0; oc < g.out_c; ++oc)
-                    v[oc] = integrate(0.0f, add_rn(bins_[size_t(oc)], layer.bias[size_t(oc)]), layer.kernel_at(0));
-                for (size_t a = 1; a < arrival_steps_.size(); ++a) {
-                    const int32_t t = arrival_steps_[a];
-                    const float kernel = layer.kernel_at(t);
-                    const float* bin = &bins_[bin_row(layer, t) * size_t(g.out_c)];
-                    for (int32_t oc = 0; oc < g.out_c; ++oc) v[oc] = integrate(v[oc], bin[oc], kernel);
-                }
-                for (int32_t oc = 0; oc < g.out_c; ++oc) {
-                    first[base + oc] = kNever;
-                    // Below the lowest threshold no entry can be reached: skip the scan.
-                    if (!layer.fires || !reaches(v[oc], lowest_threshold_[li])) continue;
-                    const int32_t j = first_crossing(v[oc], layer.fire_threshold.data(), layer.fire_len());
-                    if (j >= 0) {
-                        first[base + oc] = layer.fire_start + j;
-                        v[oc] = 0.0f;  // reset on firing
-                    }
-                }
-                for (int32_t t : arrival_steps_) bin_open_[bin_row(layer, t)] = 0;
-            }
+        const SpikeList& below = spikes_[plans_[li - 1].source];
+        const int32_t zero = -below.first_step;  // step 0's index in the list, if inside
+        const bool spikes_at_zero = zero >= 0 && zero < below.steps();
+        integrate_step(li, 0, spikes_at_zero ? below.at(zero) : nullptr,
+                       spikes_at_zero ? below.count(zero) : 0);
+        for (int32_t k = 0; k < below.steps(); ++k) {
+            const int32_t t = below.first_step + k;
+            if (t == 0 || below.count(k) == 0 || !layer.integrates_at(t)) continue;
+            integrate_step(li, t, below.at(k), below.count(k));
         }
     }
 
-    std::vector<int32_t> capacity_;                // per layer: spike steps per unit
-    std::vector<float> lowest_threshold_;           // neuron layers: min of fire_threshold
-    std::vector<std::vector<int32_t>> pool_steps_;  // maxpool: units x capacity, -1 padded
-    std::vector<float> bins_;                       // scratch: bin rows x out_c
-    std::vector<uint8_t> bin_open_;                 // scratch: per bin row, holds this position's sums
-    std::vector<int32_t> arrival_steps_;            // scratch: steps with an open bin
-    std::vector<int32_t> child_steps_;              // scratch: a pool unit's children's steps
+    std::vector<SpikeList> spikes_;  // per layer but flatten
+    std::vector<int32_t> fired_;     // scratch: a layer's candidate, then firing, neurons
+    // maxpool scratch: per unit the step it last relayed (kNever between images); the (unit,
+    // step) pairs of relay_pool() as found, and their units sorted.
+    std::vector<std::vector<int32_t>> last_relayed_;
+    std::vector<int32_t> pair_unit_, pair_step_, sorted_unit_;
 };
 
 // ---- Outputs --------------------------------------------------------------------------------
@@ -558,16 +891,16 @@ void write_image_outputs(const Model& model, const Workspace& ws, int32_t image,
 class CpuBackend final : public Backend {
 public:
     CpuBackend(std::shared_ptr<const Model> model, ttfs_engine engine)
-        : model_(std::move(model)), engine_(engine) {}
+        : model_(std::move(model)), engine_(engine), plans_(plan_model(*model_)) {}
 
     // Workspaces are created here for the default thread count, and later only if the thread
     // count grows; a run never allocates per image or per neuron.
     void prepare(int32_t workers) {
         while (int32_t(workspaces_.size()) < workers) {
             if (engine_ == TTFS_ENGINE_ANALYTIC)
-                workspaces_.push_back(std::make_unique<AnalyticWorkspace>(*model_));
+                workspaces_.push_back(std::make_unique<AnalyticWorkspace>(*model_, plans_));
             else
-                workspaces_.push_back(std::make_unique<SteppedWorkspace>(*model_));
+                workspaces_.push_back(std::make_unique<SteppedWorkspace>(*model_, plans_));
         }
     }
 
@@ -636,6 +969,7 @@ public:
 private:
     std::shared_ptr<const Model> model_;
     ttfs_engine engine_;
+    std::vector<LayerPlan> plans_;  // read by every worker, never written after construction
     int32_t requested_threads_ = 0;
     std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per worker thread
 };
