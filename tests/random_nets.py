@@ -61,11 +61,26 @@ def _images(rng, shape):
     ]).astype(F32)
 
 
-def random_network(seed, overlapping=False, touching=False):
+def _append_pool(rng, layers, activation, name):
+    """A random maxpool after `layers`, and the rough ANN model's activation after it."""
+    shape = activation.shape[1:]
+    size_p, stride_p = POOL_CHOICES[int(rng.integers(0, len(POOL_CHOICES)))]
+    pad_p = "same" if (rng.random() < 0.4 or min(shape[:2]) < size_p[0]) else "valid"
+    mode = ["or", "earliest"][int(rng.integers(0, 2))]
+    layers.append(maxpool(name, size=size_p, stride=stride_p, padding=pad_p, mode=mode))
+    patches = _ref.extract_patches(activation, size_p, stride_p, pad_p)
+    n, oh, ow, _ = patches.shape
+    return patches.reshape(n, oh, ow, size_p[0] * size_p[1], shape[2]).max(axis=3)
+
+
+def random_network(seed, overlapping=False, touching=False, relays=False):
     """overlapping: T_s <= T_d - 2, so that a layer integrates spikes after its first fire step
     (only the stepped engine accepts it). touching: T_s = T_d - 1, the last integrated spike
-    arrives exactly at the first fire step, before the fire check: still non-overlapping."""
-    rng = np.random.default_rng([seed, 7919 if overlapping else 0, 104729 if touching else 0])
+    arrives exactly at the first fire step, before the fire check: still non-overlapping.
+    relays: also a maxpool straight after the input and pools of pools (a relayed unit then
+    carries the spikes of several pool windows)."""
+    rng = np.random.default_rng([seed, 7919 if overlapping else 0, 104729 if touching else 0,
+                                 15485863 if relays else 0])
     size = int(rng.integers(4, 13))
     channels = int(rng.integers(1, 4))
     t_d = int(rng.integers(5, 31))
@@ -84,6 +99,9 @@ def random_network(seed, overlapping=False, touching=False):
     # recovers from a spike time: V / vth0 of the sender, clipped to the sender's range)
     activation = _decode(images.astype(np.float64) / input_neuron.vth0, input_neuron, t_d)
     shape = (size, size, channels)
+    if relays and min(shape[:2]) >= 3:
+        activation = _append_pool(rng, layers, activation, "pool0")
+        shape = activation.shape[1:]
     n_conv = int(rng.integers(1, 4))
     for ci in range(n_conv):
         k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
@@ -98,15 +116,11 @@ def random_network(seed, overlapping=False, touching=False):
                              neuron=layer_neuron))
         shape = activation.shape[1:]
         if rng.random() < 0.45 and min(shape[:2]) >= 2:
-            size_p, stride_p = POOL_CHOICES[int(rng.integers(0, len(POOL_CHOICES)))]
-            pad_p = "same" if (rng.random() < 0.4 or min(shape[:2]) < size_p[0]) else "valid"
-            mode = ["or", "earliest"][int(rng.integers(0, 2))]
-            layers.append(maxpool(f"pool{ci + 1}", size=size_p, stride=stride_p,
-                                  padding=pad_p, mode=mode))
-            patches = _ref.extract_patches(activation, size_p, stride_p, pad_p)
-            n, oh, ow, _ = patches.shape
-            activation = patches.reshape(n, oh, ow, size_p[0] * size_p[1], shape[2]).max(axis=3)
+            activation = _append_pool(rng, layers, activation, f"pool{ci + 1}")
             shape = activation.shape[1:]
+            if relays and min(shape[:2]) >= 2 and rng.random() < 0.6:
+                activation = _append_pool(rng, layers, activation, f"pool{ci + 1}b")
+                shape = activation.shape[1:]
     layers.append(flatten())
     activation = activation.reshape(activation.shape[0], -1)
     n_dense = int(rng.integers(1, 3))
@@ -123,7 +137,8 @@ def random_network(seed, overlapping=False, touching=False):
     time_steps = output_depth * t_s + t_d + int(rng.integers(0, 4) if rng.random() < 0.3 else 0)
     spec = build_model(layers, time_steps, readout=readout,
                        metadata={"generator": "tests/random_nets.py", "seed": int(seed),
-                                 "overlapping": bool(overlapping), "T_s": t_s, "T_d": t_d},
+                                 "overlapping": bool(overlapping), "relays": bool(relays),
+                                 "T_s": t_s, "T_d": t_d},
                        time_fire_start=t_s, time_fire_duration=t_d)
     return spec, images
 

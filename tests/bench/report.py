@@ -290,7 +290,7 @@ def render(passes: list) -> str:
             "spike counts of every neuron layer on the 10 000 images and the first-spike times "
             "of every neuron layer on the first 1 000: "
             + ", ".join(f"pass {i + 1}: **{p['identity']}**" for i, p in enumerate(passes)) + ".",
-            "", "## Where the analytic engine's time goes", "", PROFILE, PROFILE_NOTES,
+            "", "## Where the analytic engine's time goes (profiled on the `or`-pooling model of docs/RESULTS.md run A, which spikes more than models/mnist.ttfs)", "", PROFILE, PROFILE_NOTES,
             "## Before and after this work", "",
             BEFORE_AFTER, ""]
     return "\n".join(out)
