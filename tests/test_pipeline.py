@@ -152,3 +152,47 @@ def test_default_options_are_the_demo_configuration_and_the_reference_recipe_is_
     # an option given explicitly wins over the recipe
     _, mixed = parse(["train", "--reference-recipe", "--epochs", "3", "--pool-mode=earliest"])
     assert (mixed.epochs, mixed.pool_mode, mixed.stats_on) == (3, "earliest", "test")
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras 3 + numpy 2
+def test_a_users_keras_model_goes_through_the_whole_pipeline(tmp_path):
+    """--keras-model: a network other than the reference (no batch norm, a 3x3 conv with a
+    separate ReLU activation, SAME padding, dropout) is converted layer for layer."""
+    import keras
+
+    from export.keras_model import load_user_model
+
+    keras.utils.set_random_seed(4)
+    user = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", name="c1"),
+        keras.layers.Activation("relu", name="a1"),
+        keras.layers.MaxPooling2D(2, name="p1"),
+        keras.layers.Flatten(name="f"),
+        keras.layers.Dropout(0.2, name="d"),
+        keras.layers.Dense(10, name="out"),
+    ])
+    path = tmp_path / "user.keras"
+    user.save(path)
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "all", "--run-dir", str(run_dir), "--keras-model",
+         str(path), "--train-images", "300", "--stats-images", "300", "--tc-images", "100",
+         "--tc-passes", "1", "--val-images", "100", "--test-images", "100",
+         "--reference-images", "5", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    spec = ttfs_format.read_model(run_dir / "model.ttfs")
+    assert [(l.kind, l.name) for l in spec.layers] == [
+        ("input", "input"), ("conv2d", "c1"), ("maxpool", "p1"), ("flatten", "f"),
+        ("dense", "out")]
+    conv = spec.layers[1]
+    assert conv.padding == "same" and conv.out_shape == (28, 28, 8)
+    # the weights are the user's, normalised by the recorded lambdas (no batch norm to fuse)
+    stats = json.loads((run_dir / "stats.json").read_text())
+    kernel, bias = load_user_model(path).get_layer("c1").get_weights()
+    scale = stats["lambdas"]["input"] / stats["lambdas"]["c1"]
+    np.testing.assert_allclose(conv.weights, kernel * scale, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(conv.bias, bias / stats["lambdas"]["c1"], rtol=1e-5, atol=1e-7)
+    assert (run_dir / "results" / "report.md").is_file()
