@@ -561,6 +561,26 @@ ttfs_status query_session(const char* function, const ttfs_session* session, T* 
     });
 }
 
+// The last batch's per-layer results into the caller's buffer: first-spike times (n x layer
+// size) or spike counts (n). Both queries check the same things in the same order.
+ttfs_status copy_layer_results(const char* function, const ttfs_session* session, int32_t layer,
+                               int32_t* out, size_t out_len, bool spike_times) {
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        const ttfs_session& s = *use.get();
+        const ttfs::Layer* info = check_layer_query(s, layer, out, spike_times, function, status);
+        if (info == nullptr) return status;
+        const size_t needed = size_t(s.last_batch) * (spike_times ? size_t(info->out.size()) : 1);
+        status = check_out_len(out_len, needed, function, layer);
+        if (status != TTFS_OK) return status;
+        const auto& source = spike_times ? s.spike_times : s.spike_counts;
+        std::copy_n(source[size_t(layer)].data(), needed, out);
+        return TTFS_OK;
+    });
+}
+
 }  // namespace
 
 // ---- Library information ----------------------------------------------------------------------
@@ -976,38 +996,12 @@ TTFS_API ttfs_status ttfs_session_last_batch_size(const ttfs_session* session, i
 
 TTFS_API ttfs_status ttfs_session_spike_times(const ttfs_session* session, int32_t layer,
                                               int32_t* out, size_t out_len) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        SessionUse use;
-        ttfs_status status = acquire_session(session, function, use);
-        if (status != TTFS_OK) return status;
-        const ttfs_session& s = *use.get();
-        const ttfs::Layer* info = check_layer_query(s, layer, out, true, function, status);
-        if (info == nullptr) return status;
-        const size_t needed = size_t(s.last_batch) * size_t(info->out.size());
-        status = check_out_len(out_len, needed, function, layer);
-        if (status != TTFS_OK) return status;
-        std::copy_n(s.spike_times[size_t(layer)].data(), needed, out);
-        return TTFS_OK;
-    });
+    return copy_layer_results(__func__, session, layer, out, out_len, true);
 }
 
 TTFS_API ttfs_status ttfs_session_spike_counts(const ttfs_session* session, int32_t layer,
                                                int32_t* out, size_t out_len) {
-    const char* const function = __func__;
-    return guarded(function, [&]() -> ttfs_status {
-        SessionUse use;
-        ttfs_status status = acquire_session(session, function, use);
-        if (status != TTFS_OK) return status;
-        const ttfs_session& s = *use.get();
-        const ttfs::Layer* info = check_layer_query(s, layer, out, false, function, status);
-        if (info == nullptr) return status;
-        const size_t needed = size_t(s.last_batch);
-        status = check_out_len(out_len, needed, function, layer);
-        if (status != TTFS_OK) return status;
-        std::copy_n(s.spike_counts[size_t(layer)].data(), needed, out);
-        return TTFS_OK;
-    });
+    return copy_layer_results(__func__, session, layer, out, out_len, false);
 }
 
 }  // extern "C"
