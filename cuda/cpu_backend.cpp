@@ -14,6 +14,9 @@
 // potential. docs/BENCHMARKS.md has the measured speed and where the time goes.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstddef>
 #include <cstring>
 #include <exception>
@@ -28,6 +31,10 @@
 
 #include "backend.hpp"
 #include "ttfs_math.h"
+
+#if defined(__x86_64__)
+#  include <immintrin.h>
+#endif
 
 // The hot loops run across the output channels of one position: independent neurons, so SIMD
 // lanes change no neuron's order of operations and every instruction set gives the same bits.
@@ -65,6 +72,10 @@ constexpr int32_t kNever = -1;  // first_spike_time of a neuron that has not fir
 // kLanes floats, the tail padded with zeros, so the innermost loop has a fixed length the
 // compiler turns into whole vector registers (one AVX-512, two AVX2 or four SSE registers).
 constexpr int32_t kLanes = 16;
+
+// The most neighbouring output positions window_sums() computes together; the activation grid
+// has that many positions' worth of zeros after its end, for the last block's reads.
+constexpr int32_t kMostBlock = 8;
 
 int32_t padded_channels(int32_t channels) { return (channels + kLanes - 1) / kLanes * kLanes; }
 
@@ -178,6 +189,11 @@ CrossingIndex crossing_index_of(const std::vector<float>& table) {
     return index;
 }
 
+// first_crossing(v, layer.fire_threshold) for a v at or above the table's lowest entry (the
+// caller has checked), through the crossing index where the table has one.
+struct LayerPlan;
+int32_t crossing_from_lowest(const LayerPlan& plan, const Layer& layer, float v);
+
 // What the engines need to know about a layer beyond ttfs::Layer, computed once per session
 // and shared read-only by the worker threads.
 struct LayerPlan {
@@ -200,9 +216,97 @@ struct LayerPlan {
     const float* weights(const Layer& layer) const {
         return padded_weights.empty() ? layer.weights.data() : padded_weights.data();
     }
+
+    // Every unit of this layer's output spikes at most once (not so after an `or` pool).
+    bool single_spike = true;
+    // Hidden conv2d/dense layers under the analytic engine: the certified sums of
+    // docs/ENGINES.md. bound_weights has one row per presynaptic unit of a window (HWIO row
+    // (kh * kernel_w + kw) * in_c + ci), bound_stride floats: the padded_c weights, then kLanes
+    // bound lanes, lane l holding max |w| over the channels n with n % kLanes == l; bound_bias
+    // likewise (the bias, then max |bias|). fan_in: rows per window.
+    bool certified = false;
+    int32_t fan_in = 0, bound_stride = 0;
+    std::vector<float> bound_weights, bound_bias;
+    // The input as a grid padded with zeros (SAME padding; plus slack for the last block of
+    // window_sums()): grid_h x grid_w cells of in_c floats, grid_floats in all.
+    int32_t grid_h = 0, grid_w = 0;
+    size_t grid_floats = 0;
+    // Per step k of the input's spike window (first step + k): the bin an input spike there
+    // goes to (k, or the spare bin `window length` where the layer does not integrate; the
+    // spare bin's own entry maps to itself), the kernel of that step (0 where none), and the
+    // bin of step 0 (-1 when outside the window). Used by the exact recomputation.
+    std::vector<float> weights_by_neuron;  // [out_c][fan_in]: a neuron's window weights together
+    std::vector<int32_t> bin_slot;
+    std::vector<float> bin_kernel;
+    int32_t zero_bin = -1;
 };
 
-std::vector<LayerPlan> plan_model(const Model& model) {
+// How the analytic engine forms hidden layers' potentials (environment TTFS_CERTIFY, read when
+// a session is created; docs/ENGINES.md): kOn = certified sums with exact recomputation where
+// they cannot decide; kOff = exact sums for every neuron (the event-driven scatter);
+// kRecompute = certified path, but every neuron recomputed exactly (tests the recomputation).
+enum class Certify { kOn, kOff, kRecompute };
+
+int32_t crossing_from_lowest(const LayerPlan& plan, const Layer& layer, float v) {
+    const CrossingIndex& index = plan.crossing;
+    const float* table = layer.fire_threshold.data();
+    const int32_t len = layer.fire_len();
+    if (!index.usable) return first_crossing(v, table, len);
+    // v >= lowest > 0 here, so its bits order like its value; potentials above the highest
+    // threshold share the last bucket, whose start is 0.
+    const uint32_t bucket = std::min(float_bits(v) >> index.shift, index.last_bucket);
+    int32_t j = index.bucket_start[bucket - index.first_bucket];
+    while (j < len && !reaches(v, table[j])) ++j;
+    return j == len ? -1 : j;
+}
+
+// The bound rows of a certified layer (see LayerPlan).
+void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan) {
+    const Projection& g = plan.projection;
+    const int32_t out_c = g.out_c, padded_c = plan.padded_c;
+    plan.certified = true;
+    plan.fan_in = g.kernel_h * g.kernel_w * g.in_c;
+    plan.bound_stride = padded_c + kLanes;
+    const size_t stride = size_t(plan.bound_stride);
+    plan.bound_weights.assign(size_t(plan.fan_in) * stride, 0.0f);
+    plan.weights_by_neuron.assign(size_t(plan.fan_in) * size_t(out_c), 0.0f);
+    for (size_t r = 0; r < size_t(plan.fan_in); ++r)
+        for (size_t n = 0; n < size_t(out_c); ++n)
+            plan.weights_by_neuron[n * size_t(plan.fan_in) + r] = layer.weights[r * size_t(out_c) + n];
+    for (size_t r = 0; r < size_t(plan.fan_in); ++r) {
+        float* row = plan.bound_weights.data() + r * stride;
+        for (int32_t n = 0; n < out_c; ++n) {
+            const float w = layer.weights[r * size_t(out_c) + size_t(n)];
+            row[n] = w;
+            row[padded_c + n % kLanes] = std::max(row[padded_c + n % kLanes], std::fabs(w));
+        }
+    }
+    const int32_t pad_bottom = std::max(0, (g.out_h - 1) * g.stride_h + g.kernel_h - g.in_h - g.pad_top);
+    const int32_t pad_right = std::max(0, (g.out_w - 1) * g.stride_w + g.kernel_w - g.in_w - g.pad_left);
+    plan.grid_h = g.in_h + g.pad_top + pad_bottom;
+    plan.grid_w = g.in_w + g.pad_left + pad_right;
+    plan.grid_floats = (size_t(plan.grid_h) * size_t(plan.grid_w) + size_t(kMostBlock) * size_t(g.stride_w)) *
+                       size_t(g.in_c);
+    const int32_t steps = input.window_len;
+    plan.bin_slot.assign(size_t(steps) + 1, steps);
+    plan.bin_kernel.assign(size_t(steps) + 1, 0.0f);
+    for (int32_t k = 0; k < steps; ++k) {
+        const int32_t t = input.window_start + k;
+        if (!layer.integrates_at(t)) continue;
+        plan.bin_slot[size_t(k)] = k;
+        plan.bin_kernel[size_t(k)] = layer.kernel_at(t);
+        if (t == 0) plan.zero_bin = k;
+    }
+    plan.bound_bias.assign(stride, 0.0f);
+    for (int32_t n = 0; n < out_c; ++n) {
+        const float b = layer.bias[size_t(n)];
+        plan.bound_bias[size_t(n)] = b;
+        float& lane = plan.bound_bias[size_t(padded_c + n % kLanes)];
+        lane = std::max(lane, std::fabs(b));
+    }
+}
+
+std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certify certify) {
     std::vector<LayerPlan> plans(model.layers.size());
     for (size_t li = 0; li < model.layers.size(); ++li) {
         const Layer& layer = model.layers[li];
@@ -222,6 +326,8 @@ std::vector<LayerPlan> plan_model(const Model& model) {
             plan.window_start = below.window_start;
             plan.window_len = below.window_len;
             plan.most_spikes = below.most_spikes;
+            plan.single_spike = below.single_spike &&
+                                !(layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode == TTFS_POOL_OR);
             if (layer.kind == TTFS_LAYER_FLATTEN) plan.source = below.source;  // HWC == flat order
         }
         if (layer.kind == TTFS_LAYER_MAXPOOL) {
@@ -248,6 +354,10 @@ std::vector<LayerPlan> plan_model(const Model& model) {
                               layer.weights.begin() + ptrdiff_t((r + 1) * size_t(g.out_c)),
                               plan.padded_weights.begin() + ptrdiff_t(r * size_t(plan.padded_c)));
             }
+            // The output layer's potentials are results, so its sums are always exact.
+            if (engine == TTFS_ENGINE_ANALYTIC && certify != Certify::kOff && layer.fires &&
+                li + 1 < model.layers.size())
+                plan_certified(layer, plans[li - 1], plan);
         }
     }
     return plans;
@@ -376,6 +486,264 @@ int32_t scatter_spikes(const Projection& g, const Fanout& fan, int32_t padded_c,
     return scatter_spikes_portable(g, fan, padded_c, weights, units, count, sums, flagged, touched);
 }
 
+// ---- Certified sums (analytic engine, hidden layers; docs/ENGINES.md) -------------------------
+
+// The certified sums of every output position of a conv2d/dense layer, dense over each window:
+// out[p * width + l] = start[l] + sum over the window's rows r of a(p, r) * weights[r * width + l]
+// for l in [0, width): the potentials of the position's padded_c neurons, then its kLanes bound
+// lanes. The activations a lie in a grid padded with zeros (SAME padding and the tail of the
+// last block of positions read zeros), HWC, grid_w cells wide. Each kernel row of the window
+// is summed in a chain of its own, then added to the total: a zero activation adds an exact
+// zero, so a lane's value passes through at most per_term * (the most nonzero activations in
+// one kernel row of its window) + kernel_h + 1 roundings, per_term being what window_sums()
+// returns. Order and fused multiply-adds are free here: the caller relies only on that
+// rounding count (docs/ENGINES.md).
+struct WindowSums {
+    const float* grid;
+    int32_t grid_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
+    const float* weights;  // bound_weights: kernel_h * kernel_w * in_c rows of width floats
+    const float* start;    // bound_bias: width floats
+    int32_t width;
+    float* out;            // out_h * out_w rows of width floats
+    float* row;            // scratch, width floats (the portable variant)
+};
+
+// The portable variant multiplies and adds separately (per_term 2).
+TTFS_PORTABLE_CLONES
+void window_sums_portable(const WindowSums& d) {
+    const int32_t row_len = d.kernel_w * d.in_c, width = d.width;
+    float* __restrict row = d.row;
+    for (int32_t oh = 0; oh < d.out_h; ++oh) {
+        for (int32_t ow = 0; ow < d.out_w; ++ow) {
+            float* __restrict out = d.out + ptrdiff_t(oh * d.out_w + ow) * width;
+            for (int32_t l = 0; l < width; ++l) out[l] = d.start[l];
+            for (int32_t kh = 0; kh < d.kernel_h; ++kh) {
+                const float* a = d.grid + (ptrdiff_t(oh * d.stride_h + kh) * d.grid_w + ow * d.stride_w) * d.in_c;
+                const float* w = d.weights + ptrdiff_t(kh) * row_len * width;
+                for (int32_t l = 0; l < width; ++l) row[l] = 0.0f;
+                for (int32_t r = 0; r < row_len; ++r, w += width) {
+                    const float x = a[r];
+                    if (x == 0.0f) continue;
+                    for (int32_t l = 0; l < width; ++l) row[l] = row[l] + x * w[l];
+                }
+                for (int32_t l = 0; l < width; ++l) out[l] = out[l] + row[l];
+            }
+        }
+    }
+}
+
+#if TTFS_HAVE_AVX512_VARIANT
+// CH registers per position (width = CH * kLanes), NB neighbouring positions of one output row
+// at a time, all accumulators in registers, one fused multiply-add per term (per_term 1).
+template <int CH, int NB>
+TTFS_AVX512 TTFS_INLINE void window_sums_avx512_n(const WindowSums& d) {
+    const int32_t row_len = d.kernel_w * d.in_c;
+    const ptrdiff_t next_position = ptrdiff_t(d.stride_w) * d.in_c;
+    const ptrdiff_t width = ptrdiff_t(CH) * kLanes;
+    for (int32_t oh = 0; oh < d.out_h; ++oh) {
+        for (int32_t ow0 = 0; ow0 < d.out_w; ow0 += NB) {
+            const int32_t valid = std::min(NB, d.out_w - ow0);
+            float* out = d.out + ptrdiff_t(oh * d.out_w + ow0) * width;
+            for (int32_t kh = 0; kh < d.kernel_h; ++kh) {
+                const float* a = d.grid + (ptrdiff_t(oh * d.stride_h + kh) * d.grid_w + ow0 * d.stride_w) * d.in_c;
+                const float* w = d.weights + ptrdiff_t(kh) * row_len * width;
+                __m512 acc[NB][CH];
+                for (int b = 0; b < NB; ++b)
+                    for (int q = 0; q < CH; ++q) acc[b][q] = _mm512_setzero_ps();
+                for (int32_t r = 0; r < row_len; ++r, w += width) {
+                    __m512 wv[CH];
+                    for (int q = 0; q < CH; ++q) wv[q] = _mm512_loadu_ps(w + q * kLanes);
+                    for (int b = 0; b < NB; ++b) {
+                        const __m512 x = _mm512_set1_ps(a[b * next_position + r]);
+                        for (int q = 0; q < CH; ++q) acc[b][q] = _mm512_fmadd_ps(x, wv[q], acc[b][q]);
+                    }
+                }
+                // The row's chain joins the total (the start values at the first row).
+                for (int b = 0; b < NB; ++b) {
+                    if (b >= valid) break;
+                    for (int q = 0; q < CH; ++q) {
+                        float* total = out + b * width + q * kLanes;
+                        const __m512 before = _mm512_loadu_ps(kh == 0 ? d.start + q * kLanes : total);
+                        _mm512_storeu_ps(total, _mm512_add_ps(before, acc[b][q]));
+                    }
+                }
+            }
+        }
+    }
+}
+
+TTFS_AVX512
+bool window_sums_avx512(const WindowSums& d) {
+    switch (d.width / kLanes) {
+        case 2: window_sums_avx512_n<2, 8>(d); return true;
+        case 3: window_sums_avx512_n<3, 6>(d); return true;
+        case 4: window_sums_avx512_n<4, 5>(d); return true;
+        case 5: window_sums_avx512_n<5, 4>(d); return true;
+        case 6: window_sums_avx512_n<6, 3>(d); return true;
+        case 9: window_sums_avx512_n<9, 2>(d); return true;
+        default: return false;
+    }
+}
+#endif
+
+bool use_avx512() {
+#if TTFS_HAVE_AVX512_VARIANT
+    static const bool avx512 = __builtin_cpu_supports("avx512f");
+    return avx512;
+#else
+    return false;
+#endif
+}
+
+// Roundings per nonzero term of window_sums() on this machine: 1 (fused multiply-add) where a
+// width has an AVX-512 variant, else 2.
+int32_t window_sums(const WindowSums& d) {
+#if TTFS_HAVE_AVX512_VARIANT
+    if (use_avx512() && window_sums_avx512(d)) return 1;
+#endif
+    window_sums_portable(d);
+    return 2;
+}
+
+// exact_first_crossing()'s bins for the spikes that do not count (steps the layer does not
+// integrate, units that did not spike), after the window's bins.
+constexpr int32_t kSpareBins = 8;
+
+// What bracket() says about a neuron whose interval [low, high] straddles a threshold step (or
+// is not finite): only the exact potential can tell.
+constexpr int32_t kUndecided = -2;
+
+// The interval [low, high] around each certified potential v = sums[n] that holds the exact
+// one: eps = scale * bound[n % kLanes] + 4u|v| + 2^-100 (docs/ENGINES.md; the last two terms
+// cover the rounding of v +- eps and underflow). Lists, ascending, the neurons n < out_c whose
+// high end reaches the lowest threshold (or is not a number) in `candidate`, and for each its
+// fire step index j = first_crossing(high) in `step` where first_crossing(low) agrees (then
+// it is the exact potential's too), else kUndecided. Returns the number of candidates.
+struct Bracket {
+    const float* table;  // the layer's fire_threshold
+    int32_t len;
+    float lowest;
+    // The crossing index, copied into locals (bucket_start null when the index is unusable).
+    const int32_t* bucket_start;
+    int32_t shift;
+    uint32_t first_bucket, last_bucket;
+};
+
+// bracket()'s verdict for a candidate with finite ends (high >= lowest).
+TTFS_INLINE int32_t decide_finite(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                                  float high, float low) {
+    int32_t j;
+    if (b.bucket_start != nullptr) {
+        // As crossing_from_lowest(), with the first step of the scan taken without a branch
+        // (a bucket seldom holds more than one threshold; the table is non-increasing and
+        // high >= its last entry, so j stays inside it).
+        const uint32_t bucket = std::min(float_bits(high) >> b.shift, b.last_bucket);
+        j = b.bucket_start[bucket - b.first_bucket];
+        j += reaches(high, b.table[j]) ? 0 : 1;
+        if (!reaches(high, b.table[j])) j = crossing_from_lowest(plan, layer, high);
+    } else {
+        j = first_crossing(high, b.table, b.len);
+    }
+    return j >= 0 && !reaches(low, b.table[j]) ? kUndecided : j;
+}
+
+TTFS_INLINE int32_t decide(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                           float high, float low) {
+    if (!(high <= std::numeric_limits<float>::max()) || !(low >= -std::numeric_limits<float>::max()))
+        return kUndecided;
+    return decide_finite(plan, layer, b, high, low);
+}
+
+// For every position p: the interval ends of its neurons (eps from scale[p]; a position with
+// scale[p] < 0 cannot be bounded and all its neurons are candidates, undecided), then the
+// candidates with their verdicts appended to candidate[] (neuron index p * out_c + n,
+// ascending) and step[]. `high` and `low` are scratch of padded_c floats.
+TTFS_PORTABLE_CLONES
+int32_t bracket_portable(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                         const float* sums, int32_t width, int32_t positions, int32_t padded_c,
+                         int32_t out_c, const float* scale, float* high, float* low,
+                         int32_t* candidate, int32_t* step) {
+    int32_t count = 0;
+    for (int32_t p = 0; p < positions; ++p) {
+        const float* v = sums + ptrdiff_t(p) * width;
+        const float* bound = v + padded_c;
+        if (!(scale[p] >= 0.0f)) {
+            for (int32_t n = 0; n < out_c; ++n) {
+                candidate[count] = p * out_c + n;
+                step[count++] = kUndecided;
+            }
+            continue;
+        }
+        for (int32_t q = 0; q < padded_c; q += kLanes) {
+            for (int32_t l = 0; l < kLanes; ++l) {
+                const float eps = scale[p] * bound[l] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
+                high[q + l] = v[q + l] + eps;
+                low[q + l] = v[q + l] - eps;
+            }
+        }
+        for (int32_t n = 0; n < out_c; ++n) {
+            if (high[n] < b.lowest) continue;
+            candidate[count] = p * out_c + n;
+            step[count++] = decide(plan, layer, b, high[n], low[n]);
+        }
+    }
+    return count;
+}
+
+#if TTFS_HAVE_AVX512_VARIANT
+TTFS_AVX512
+int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                       const float* sums, int32_t width, int32_t positions, int32_t padded_c,
+                       int32_t out_c, const float* scale, float* high, float* low,
+                       int32_t* candidate, int32_t* step) {
+    const __m512 relative = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-100f);
+    const __m512 floor = _mm512_set1_ps(b.lowest);
+    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
+    int32_t count = 0;
+    for (int32_t p = 0; p < positions; ++p) {
+        const float* v = sums + ptrdiff_t(p) * width;
+        if (!(scale[p] >= 0.0f)) {
+            for (int32_t n = 0; n < out_c; ++n) {
+                candidate[count] = p * out_c + n;
+                step[count++] = kUndecided;
+            }
+            continue;
+        }
+        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[p]), _mm512_loadu_ps(v + padded_c)), tiny);
+        for (int32_t q = 0; q < padded_c; q += kLanes) {
+            const __m512 x = _mm512_loadu_ps(v + q);
+            const __m512 eps = _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), relative));
+            const __m512 h = _mm512_add_ps(x, eps), lo = _mm512_sub_ps(x, eps);
+            _mm512_storeu_ps(high + q, h);
+            _mm512_storeu_ps(low + q, lo);
+            const int32_t valid = std::min(kLanes, out_c - q);
+            uint32_t mask = uint32_t(_mm512_cmp_ps_mask(h, floor, _CMP_NLT_UQ)) & ((1u << valid) - 1u);
+            // Finite ends: high <= max and -low <= max (false for NaN).
+            const uint32_t finite = uint32_t(_mm512_cmp_ps_mask(h, most, _CMP_LE_OQ)) &
+                                    uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), lo), most, _CMP_LE_OQ));
+            for (; mask != 0; mask &= mask - 1) {
+                const int32_t l = __builtin_ctz(mask), n = q + l;
+                candidate[count] = p * out_c + n;
+                step[count++] = (finite >> l) & 1u ? decide_finite(plan, layer, b, high[n], low[n]) : kUndecided;
+            }
+        }
+    }
+    return count;
+}
+#endif
+
+int32_t bracket(const LayerPlan& plan, const Layer& layer, const Bracket& b, const float* sums,
+                int32_t width, int32_t positions, int32_t padded_c, int32_t out_c,
+                const float* scale, float* high, float* low, int32_t* candidate, int32_t* step) {
+#if TTFS_HAVE_AVX512_VARIANT
+    if (use_avx512())
+        return bracket_avx512(plan, layer, b, sums, width, positions, padded_c, out_c, scale,
+                              high, low, candidate, step);
+#endif
+    return bracket_portable(plan, layer, b, sums, width, positions, padded_c, out_c, scale, high,
+                            low, candidate, step);
+}
+
 // Step 0, where every neuron integrates because the bias enters then (after the weights, with
 // weight exactly 1): V = +0 + (S(0) + bias) * kernel, from a membrane that is +0 before step 0.
 // Leaves every sum +0 and every flag clear.
@@ -407,6 +775,26 @@ void integrate_touched(const int32_t* touched, int32_t count, int32_t out_c, int
             sum[oc] = 0.0f;  // the padding lanes only ever hold +0 + +0
         }
         flagged[p] = 0;
+    }
+}
+
+// An `earliest` pool unit's step, for all channels of output position (oh, ow) at once: the
+// minimum over the window's children of their steps, as unsigned numbers so that kNever (-1)
+// is the largest and survives only where no child spiked.
+TTFS_VECTOR_CLONES
+void earliest_of_window(const Projection& g, const int32_t* child, int32_t oh, int32_t ow,
+                        uint32_t* earliest) {
+    const int32_t channels = g.out_c;
+    for (int32_t c = 0; c < channels; ++c) earliest[c] = uint32_t(kNever);
+    for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
+        const int32_t ih = oh * g.stride_h - g.pad_top + kh;
+        if (ih < 0 || ih >= g.in_h) continue;
+        for (int32_t kw = 0; kw < g.kernel_w; ++kw) {
+            const int32_t iw = ow * g.stride_w - g.pad_left + kw;
+            if (iw < 0 || iw >= g.in_w) continue;
+            const uint32_t* from = reinterpret_cast<const uint32_t*>(child + (ih * g.in_w + iw) * channels);
+            for (int32_t c = 0; c < channels; ++c) earliest[c] = std::min(earliest[c], from[c]);
+        }
     }
 }
 
@@ -669,6 +1057,7 @@ public:
         const size_t count = model.layers.size();
         spikes_.resize(count);
         last_relayed_.resize(count);
+        pool_time_.resize(count);
         size_t most_units = 0, most_pairs = 0;
         for (size_t li = 0; li < count; ++li) {
             const Layer& layer = model.layers[li];
@@ -679,7 +1068,10 @@ public:
             list.first_step = plan.window_start;
             list.begin.assign(size_t(plan.window_len) + 1, 0);
             list.unit.assign(plan.most_spikes, 0);
-            if (layer.kind == TTFS_LAYER_MAXPOOL) {
+            if (layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode == TTFS_POOL_EARLIEST &&
+                plans[li - 1].single_spike) {
+                pool_time_[li].assign(size_t(layer.out.size()), kNever);
+            } else if (layer.kind == TTFS_LAYER_MAXPOOL) {
                 list.unit_begin.assign(size_t(layer.out.size()) + 1, 0);
                 list.step.assign(plan.most_spikes, 0);
                 last_relayed_[li].assign(size_t(layer.out.size()), kNever);
@@ -687,6 +1079,35 @@ public:
             }
         }
         fired_.assign(most_units, 0);
+        // Certified layers: the activation grid and its cell counts, their summed-area table,
+        // the sums and bound factors of every position, the candidates, and the bins of the
+        // exact recomputation (one per step of the input's spike window).
+        size_t grid = 0, cells = 0, sums = 0, positions = 0, neurons = 0, widest = 0, longest = 0;
+        for (size_t li = 0; li < count; ++li) {
+            const LayerPlan& plan = plans[li];
+            if (!plan.certified) continue;
+            const Projection& g = plan.projection;
+            grid = std::max(grid, plan.grid_floats);
+            cells = std::max(cells, size_t(plan.grid_h) * size_t(plan.grid_w + 1));
+            positions = std::max(positions, size_t(g.positions()));
+            sums = std::max(sums, size_t(g.positions()) * size_t(plan.bound_stride));
+            neurons = std::max(neurons, size_t(g.positions()) * size_t(g.out_c));
+            widest = std::max(widest, size_t(plan.padded_c));
+            longest = std::max(longest, size_t(plans[plans[li - 1].source].window_len));
+        }
+        grid_.assign(grid, 0.0f);
+        cell_nonzero_.assign(cells, 0);
+        area_.assign(cells, 0);
+        layer_sums_.assign(sums, 0.0f);
+        scale_.assign(positions, 0.0f);
+        high_.assign(widest + kLanes, 0.0f);  // also window_sums()' row scratch
+        low_.assign(widest + kLanes, 0.0f);
+        candidate_.assign(neurons, 0);
+        candidate_step_.assign(neurons, 0);
+        bins_.assign(longest + kSpareBins, 0.0f);
+        bin_used_.assign(longest + kSpareBins, 0);
+        checked_.assign(count, 0);
+        recomputed_.assign(count, 0);
         // + 1: relay_pool() writes every candidate pair before it knows whether to keep it.
         pair_unit_.assign(most_pairs + 1, 0);
         pair_step_.assign(most_pairs + 1, 0);
@@ -697,18 +1118,211 @@ public:
         for (size_t li = 0; li < model_.layers.size(); ++li) {
             switch (model_.layers[li].kind) {
                 case TTFS_LAYER_INPUT: fire(li, image, nullptr); break;
-                case TTFS_LAYER_MAXPOOL: relay_pool(li); break;
+                case TTFS_LAYER_MAXPOOL:
+                    if (pool_time_[li].empty())
+                        relay_pool(li);
+                    else
+                        relay_earliest(li);
+                    break;
                 case TTFS_LAYER_FLATTEN: break;
                 case TTFS_LAYER_CONV2D:
                 case TTFS_LAYER_DENSE:
-                    integrate(li);
-                    fire(li, membrane_[li].data(), membrane_[li].data());
+                    if (plans_[li].certified) {
+                        certified_layer(li);
+                    } else {
+                        integrate(li);
+                        fire(li, membrane_[li].data(), membrane_[li].data());
+                    }
                     break;
             }
         }
     }
 
+    void set_certify(Certify certify) { certify_ = certify; }
+    // Per layer: neurons decided by certified sums so far, and those recomputed exactly.
+    const std::vector<int64_t>& checked() const { return checked_; }
+    const std::vector<int64_t>& recomputed() const { return recomputed_; }
+
 private:
+    // A hidden conv2d/dense layer by certified sums (docs/ENGINES.md, "Certified sums"): each
+    // neuron's potential from a fast sum in any order with fused multiply-adds, plus a
+    // rigorous bound on how far that can be from the exact engine's potential. Where the
+    // first_crossing() of both ends of the interval agree, that is the neuron's fire step;
+    // elsewhere (a few neurons per image) exact_first_crossing() forms the exact potential
+    // with the operations of the stepped engine. The result is the same bits either way.
+    void certified_layer(size_t li) {
+        const Layer& layer = model_.layers[li];
+        const LayerPlan& plan = plans_[li];
+        const LayerPlan& input_plan = plans_[li - 1];
+        const SpikeList& below = spikes_[input_plan.source];
+        const Projection& g = plan.projection;
+        // Activations a = the sum of kernel_at(t) over each unit's integrated spike steps, in
+        // the zero-padded grid; per grid cell the number of its units with a nonzero a (a
+        // kernel value may underflow to 0: such a term adds nothing to the exact potential
+        // either, as its whole bin is multiplied by 0).
+        float* grid = grid_.data();
+        std::fill(grid, grid + plan.grid_floats, 0.0f);
+        int32_t* cell_nonzero = cell_nonzero_.data();
+        const int32_t cells = plan.grid_h * plan.grid_w;
+        std::fill(cell_nonzero, cell_nonzero + cells, 0);
+        const UnitOrigin* origin = plan.fanout.origin.data();
+        int32_t busiest = 0, bins = 1;  // the most spikes at one step; bins of V (t == 0's too)
+        for (int32_t k = 0; k < below.steps(); ++k) {
+            const int32_t t = below.first_step + k, spikes = below.count(k);
+            if (spikes == 0 || !layer.integrates_at(t)) continue;
+            busiest = std::max(busiest, spikes);
+            bins += t != 0 ? 1 : 0;
+            const float kernel = layer.kernel_at(t);
+            const int32_t counts = kernel != 0.0f ? 1 : 0;
+            const int32_t* units = below.at(k);
+            for (int32_t s = 0; s < spikes; ++s) {
+                const UnitOrigin o = origin[units[s]];
+                const int32_t cell = (o.h + g.pad_top) * plan.grid_w + o.w + g.pad_left;
+                float& x = grid[ptrdiff_t(cell) * g.in_c + o.c];
+                cell_nonzero[cell] += x == 0.0f ? counts : 0;
+                x = add_rn(x, kernel);
+            }
+        }
+        // Roundings behind the exact potential of any neuron (bin sums, the bias, the
+        // multiply, the chain of V) and behind an activation (several steps of one unit).
+        const double engine_ops = double(std::min(busiest, plan.fan_in)) + bins + 2;
+        const double activation_ops = input_plan.single_spike ? 0.0 : double(bins);
+        // The certified sums of every position.
+        const int32_t width = plan.bound_stride, padded_c = plan.padded_c, out_c = g.out_c;
+        float* sums = layer_sums_.data();
+        const WindowSums job{grid, plan.grid_w, g.in_c, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
+                             g.stride_h, g.stride_w, plan.bound_weights.data(),
+                             plan.bound_bias.data(), width, sums, high_.data()};
+        const int32_t per_term = window_sums(job);
+        // Per position its bound's factor: gamma(ops) = ops * u / (1 - ops * u) <= 1.0102 *
+        // ops * u while ops * u <= 0.01; 1.1 covers that, the activations' own error and the
+        // rounding of the bound's sum. The nonzero terms of each kernel row of a window come
+        // from prefix sums of the cell counts along each grid row.
+        int32_t* prefix = area_.data();
+        const int32_t prefix_w = plan.grid_w + 1;
+        for (int32_t h = 0; h < plan.grid_h; ++h) {
+            int32_t* line = prefix + h * prefix_w;
+            line[0] = 0;
+            for (int32_t w = 0; w < plan.grid_w; ++w) line[w + 1] = line[w] + cell_nonzero[h * plan.grid_w + w];
+        }
+        const int32_t positions = g.positions();
+        float* scale = scale_.data();
+        const bool recompute_all = certify_ == Certify::kRecompute;
+        for (int32_t oh = 0; oh < g.out_h; ++oh) {
+            for (int32_t ow = 0; ow < g.out_w; ++ow) {
+                const int32_t left = ow * g.stride_w, right = left + g.kernel_w;
+                int32_t most = 0;
+                for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
+                    const int32_t* line = prefix + (oh * g.stride_h + kh) * prefix_w;
+                    most = std::max(most, line[right] - line[left]);
+                }
+                const double ops = double(per_term) * most + g.kernel_h + 1 + engine_ops + activation_ops;
+                const bool boundable = ops * 0x1p-24 <= 0.01 && !recompute_all;
+                scale[oh * g.out_w + ow] = boundable ? float(1.1 * ops * 0x1p-24) : -1.0f;
+            }
+        }
+        // The verdicts; the undecided neurons' exact potentials; the spikes.
+        const CrossingIndex& index = plan.crossing;
+        const float* table = layer.fire_threshold.data();
+        const Bracket decision{table, layer.fire_len(), plan.lowest_threshold,
+                               index.usable ? index.bucket_start.data() : nullptr, index.shift,
+                               index.first_bucket, index.last_bucket};
+        int32_t* candidate = candidate_.data();
+        int32_t* step = candidate_step_.data();
+        const int32_t candidates = bracket(plan, layer, decision, sums, width, positions, padded_c,
+                                           out_c, scale, high_.data(), low_.data(), candidate, step);
+        int32_t* first = first_spike_time_[li].data();
+        std::fill(first, first + layer.out.size(), kNever);
+        SpikeList& list = spikes_[li];
+        std::fill(list.begin.begin(), list.begin.end(), 0);
+        int32_t* per_step = list.begin.data() + 1;
+        int32_t fired = 0;
+        int64_t recomputed = 0;
+        for (int32_t c = 0; c < candidates; ++c) {
+            const int32_t i = candidate[c];
+            int32_t j = step[c];
+            if (j == kUndecided) {
+                j = exact_first_crossing(li, i / out_c, i % out_c);
+                ++recomputed;
+            }
+            if (j < 0) continue;
+            first[i] = layer.fire_start + j;
+            ++per_step[j];
+            candidate[fired++] = i;  // the firing neurons, still ascending
+        }
+        checked_[li] += int64_t(positions) * out_c;
+        recomputed_[li] += recomputed;
+        place_by_step(list, [&](auto place) {
+            for (int32_t s = 0; s < fired; ++s) place(candidate[s], first[candidate[s]] - layer.fire_start);
+        });
+    }
+
+    // The exact potential of neuron n of output position p, formed with the stepped engine's
+    // operations (docs/ENGINES.md: bins in canonical order, the bias at t == 0, then V chained
+    // over the steps ascending), and its first_crossing(), or -1.
+    // Out of line: it runs for a few neurons per image.
+    __attribute__((noinline)) int32_t exact_first_crossing(size_t li, int32_t p, int32_t n) {
+        const Layer& layer = model_.layers[li];
+        const LayerPlan& plan = plans_[li];
+        const Projection& g = plan.projection;
+        const SpikeList& below = spikes_[plans_[li - 1].source];
+        const int32_t* single = single_times(li);  // else each unit's steps, from the pool's list
+        // bins[k] = S of step below.first_step + k; bin_slot sends a spike at a step the layer
+        // does not integrate (and a unit that never spiked) to the spare bin at index steps.
+        const int32_t steps = below.steps(), first_step = below.first_step;
+        const int32_t* slot = plan.bin_slot.data();
+        float* bins = bins_.data();
+        uint8_t* used = bin_used_.data();
+        const int32_t oh = p / g.out_w, ow = p % g.out_w;
+        const int32_t in_c = g.in_c, in_w = g.in_w, in_h = g.in_h, kernel_w = g.kernel_w;
+        const float* neuron_weights = plan.weights_by_neuron.data() + size_t(n) * size_t(plan.fan_in);
+        for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
+            const int32_t ih = oh * g.stride_h - g.pad_top + kh;
+            if (ih < 0 || ih >= in_h) continue;
+            for (int32_t kw = 0; kw < kernel_w; ++kw) {
+                const int32_t iw = ow * g.stride_w - g.pad_left + kw;
+                if (iw < 0 || iw >= in_w) continue;
+                const int32_t unit0 = (ih * in_w + iw) * in_c;
+                const float* w = neuron_weights + (kh * kernel_w + kw) * in_c;
+                if (single != nullptr) {
+                    // Without branches (about half the units spiked): a unit without a bin goes
+                    // to one of kSpareBins spare bins in turn, so that those adds do not wait
+                    // for each other.
+                    for (int32_t c = 0; c < in_c; ++c) {
+                        const uint32_t k = std::min(uint32_t(single[unit0 + c] - first_step), uint32_t(steps));
+                        int32_t b = slot[k];
+                        b += b == steps ? (c & (kSpareBins - 1)) : 0;
+                        bins[b] = add_rn(bins[b], w[c]);
+                        used[b] = 1;
+                    }
+                    continue;
+                }
+                for (int32_t c = 0; c < in_c; ++c) {
+                    const int32_t u = unit0 + c;
+                    for (int32_t e = below.unit_begin[size_t(u)]; e < below.unit_begin[size_t(u) + 1]; ++e) {
+                        const int32_t b = slot[below.step[size_t(e)] - first_step];
+                        bins[b] = add_rn(bins[b], w[c]);
+                        used[b] = 1;
+                    }
+                }
+            }
+        }
+        // V = +0 + (S(0) + bias) * 1, then V + S(t) * k(t) over the later bins, ascending.
+        const int32_t zero = plan.zero_bin;
+        const float s0 = zero >= 0 ? bins[zero] : 0.0f;
+        float v = ttfs::integrate(0.0f, add_rn(s0, layer.bias[size_t(n)]), layer.kernel_at(0));
+        const float* kernel = plan.bin_kernel.data();
+        for (int32_t k = 0; k < steps; ++k) {
+            const float next = ttfs::integrate(v, bins[k], kernel[k]);
+            v = used[k] && k != zero ? next : v;
+            bins[k] = 0.0f;
+            used[k] = 0;
+        }
+        std::fill(bins + steps, bins + steps + kSpareBins, 0.0f);
+        std::fill(used + steps, used + steps + kSpareBins, uint8_t(0));
+        return reaches(v, plan.lowest_threshold) ? crossing_from_lowest(plan, layer, v) : -1;
+    }
+
     // The complete potential of a neuron layer: first_spike_time = fire_start + first_crossing
     // (or -1); a neuron that fires is reset to 0 (`reset`: conv2d/dense; null for the input,
     // whose potential is the pixel). Then its spikes are listed by step.
@@ -730,25 +1344,11 @@ private:
             candidate[candidates] = i;
             candidates += reaches(potential[i], lowest) ? 1 : 0;
         }
-        const float* table = layer.fire_threshold.data();
-        const int32_t len = layer.fire_len();
         int32_t* per_step = list.begin.data() + 1;  // spikes at step k, counted in begin[k + 1]
         int32_t fired = 0;
-        const CrossingIndex& index = plan.crossing;
         for (int32_t c = 0; c < candidates; ++c) {
             const int32_t i = candidate[c];
-            const float v = potential[i];
-            int32_t j;
-            if (index.usable) {
-                // v >= lowest > 0 here, so its bits order like its value; potentials above the
-                // highest threshold share the last bucket, whose start is 0.
-                const uint32_t bucket = std::min(float_bits(v) >> index.shift, index.last_bucket);
-                j = index.bucket_start[bucket - index.first_bucket];
-                while (j < len && !reaches(v, table[j])) ++j;
-                if (j == len) j = -1;
-            } else {
-                j = first_crossing(v, table, len);
-            }
+            const int32_t j = crossing_from_lowest(plan, layer, potential[i]);
             if (j < 0) continue;
             first[i] = layer.fire_start + j;
             if (reset != nullptr) reset[i] = 0.0f;
@@ -757,6 +1357,40 @@ private:
         }
         place_by_step(list, [&](auto place) {
             for (int32_t s = 0; s < fired; ++s) place(candidate[s], first[candidate[s]] - layer.fire_start);
+        });
+    }
+
+    // The spike step of every unit of the layer whose spikes layer `li` receives, when each
+    // of them spikes at most once (a neuron layer, or an `earliest` pool of such); else null.
+    const int32_t* single_times(size_t li) const {
+        const size_t source = plans_[li - 1].source;
+        if (model_.layers[source].has_neurons()) return first_spike_time_[source].data();
+        return pool_time_[source].empty() ? nullptr : pool_time_[source].data();
+    }
+
+    // An `earliest` pool whose children spike at most once: each unit spikes at the earliest
+    // step of its children (the relay of docs/ENGINES.md, as a minimum per unit), then the
+    // spikes are listed by step.
+    void relay_earliest(size_t li) {
+        const Layer& layer = model_.layers[li];
+        const Projection& g = plans_[li].projection;
+        const int32_t* child = single_times(li);
+        int32_t* time = pool_time_[li].data();
+        for (int32_t oh = 0; oh < g.out_h; ++oh) {
+            for (int32_t ow = 0; ow < g.out_w; ++ow) {
+                uint32_t* earliest = reinterpret_cast<uint32_t*>(time + (oh * g.out_w + ow) * g.out_c);
+                earliest_of_window(g, child, oh, ow, earliest);
+            }
+        }
+        SpikeList& list = spikes_[li];
+        std::fill(list.begin.begin(), list.begin.end(), 0);
+        int32_t* per_step = list.begin.data() + 1;
+        const int32_t units = int32_t(layer.out.size());
+        for (int32_t u = 0; u < units; ++u)
+            if (time[u] != kNever) ++per_step[time[u] - list.first_step];
+        place_by_step(list, [&](auto place) {
+            for (int32_t u = 0; u < units; ++u)
+                if (time[u] != kNever) place(u, time[u] - list.first_step);
         });
     }
 
@@ -849,6 +1483,14 @@ private:
     // step) pairs of relay_pool() as found, and their units sorted.
     std::vector<std::vector<int32_t>> last_relayed_;
     std::vector<int32_t> pair_unit_, pair_step_, sorted_unit_;
+    // `earliest` pools of single spikes: per unit its step, or kNever (relay_earliest()).
+    std::vector<std::vector<int32_t>> pool_time_;
+    // certified_layer() and exact_first_crossing() scratch (see the constructor).
+    Certify certify_ = Certify::kOn;
+    std::vector<float> grid_, layer_sums_, scale_, high_, low_, bins_;
+    std::vector<int32_t> cell_nonzero_, area_, candidate_, candidate_step_;
+    std::vector<uint8_t> bin_used_;
+    std::vector<int64_t> checked_, recomputed_;
 };
 
 // ---- Outputs --------------------------------------------------------------------------------
@@ -890,17 +1532,39 @@ void write_image_outputs(const Model& model, const Workspace& ws, int32_t image,
 
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(std::shared_ptr<const Model> model, ttfs_engine engine)
-        : model_(std::move(model)), engine_(engine), plans_(plan_model(*model_)) {}
+    CpuBackend(std::shared_ptr<const Model> model, ttfs_engine engine, Certify certify, bool report)
+        : model_(std::move(model)), engine_(engine), certify_(certify), report_(report),
+          plans_(plan_model(*model_, engine, certify)) {}
+
+    // TTFS_CERTIFY_STATS: how many neurons the certified sums decided and how many were
+    // recomputed exactly, per layer, on stderr (for tests and for tuning; docs/ENGINES.md).
+    ~CpuBackend() override {
+        if (!report_ || engine_ != TTFS_ENGINE_ANALYTIC) return;
+        for (size_t li = 0; li < model_->layers.size(); ++li) {
+            if (!plans_[li].certified) continue;
+            int64_t checked = 0, recomputed = 0;
+            for (const auto& ws : workspaces_) {
+                const auto& analytic = static_cast<const AnalyticWorkspace&>(*ws);
+                checked += analytic.checked()[li];
+                recomputed += analytic.recomputed()[li];
+            }
+            std::fprintf(stderr, "ttfs certified sums: layer %s: %lld neurons, %lld recomputed exactly\n",
+                         model_->layers[li].name.c_str(), static_cast<long long>(checked),
+                         static_cast<long long>(recomputed));
+        }
+    }
 
     // Workspaces are created here for the default thread count, and later only if the thread
     // count grows; a run never allocates per image or per neuron.
     void prepare(int32_t workers) {
         while (int32_t(workspaces_.size()) < workers) {
-            if (engine_ == TTFS_ENGINE_ANALYTIC)
-                workspaces_.push_back(std::make_unique<AnalyticWorkspace>(*model_, plans_));
-            else
+            if (engine_ == TTFS_ENGINE_ANALYTIC) {
+                auto ws = std::make_unique<AnalyticWorkspace>(*model_, plans_);
+                ws->set_certify(certify_);
+                workspaces_.push_back(std::move(ws));
+            } else {
                 workspaces_.push_back(std::make_unique<SteppedWorkspace>(*model_, plans_));
+            }
         }
     }
 
@@ -969,6 +1633,8 @@ public:
 private:
     std::shared_ptr<const Model> model_;
     ttfs_engine engine_;
+    Certify certify_;
+    bool report_;
     std::vector<LayerPlan> plans_;  // read by every worker, never written after construction
     int32_t requested_threads_ = 0;
     std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per worker thread
@@ -998,8 +1664,22 @@ ttfs_status make_cpu_backend(std::shared_ptr<const Model> model, ttfs_engine eng
         error = why;
         return TTFS_ERR_UNSUPPORTED;
     }
+    Certify certify = Certify::kOn;
+    if (const char* value = std::getenv("TTFS_CERTIFY"); value != nullptr && *value != '\0') {
+        const std::string mode = value;
+        if (mode == "on") certify = Certify::kOn;
+        else if (mode == "off") certify = Certify::kOff;
+        else if (mode == "recompute") certify = Certify::kRecompute;
+        else {
+            error = "CPU backend: environment variable TTFS_CERTIFY is '" + mode +
+                    "'; expected 'on' (the default), 'off' or 'recompute'";
+            return TTFS_ERR_INVALID_ARGUMENT;
+        }
+    }
+    const char* stats = std::getenv("TTFS_CERTIFY_STATS");
+    const bool report = stats != nullptr && *stats != '\0' && std::string(stats) != "0";
     try {
-        auto backend = std::make_unique<CpuBackend>(std::move(model), engine);
+        auto backend = std::make_unique<CpuBackend>(std::move(model), engine, certify, report);
         backend->prepare(backend->workers_for(max_batch));
         out = std::move(backend);
         return TTFS_OK;
