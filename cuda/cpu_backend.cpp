@@ -219,6 +219,9 @@ struct LayerPlan {
 
     // Every unit of this layer's output spikes at most once (not so after an `or` pool).
     bool single_spike = true;
+    // The next layer reads this layer's spikes listed by step (an exact conv2d/dense layer
+    // or a pool relaying spikes by step); otherwise the analytic engine skips that list.
+    bool list_by_step = false;
     // Hidden conv2d/dense layers under the analytic engine: the certified sums of
     // docs/ENGINES.md. bound_weights has one row per presynaptic unit of a window (HWIO row
     // (kh * kernel_w + kw) * in_c + ci), bound_stride floats: the padded_c weights, then kLanes
@@ -359,6 +362,18 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
                 li + 1 < model.layers.size())
                 plan_certified(layer, plans[li - 1], plan);
         }
+    }
+    // Who reads a layer's spikes by step (the analytic engine; the stepped engine has no use for
+    // list_by_step).
+    for (size_t li = 0; li + 1 < model.layers.size(); ++li) {
+        if (model.layers[li].kind == TTFS_LAYER_FLATTEN) continue;
+        size_t next = li + 1;
+        while (next + 1 < model.layers.size() && model.layers[next].kind == TTFS_LAYER_FLATTEN) ++next;
+        const Layer& consumer = model.layers[next];
+        if (consumer.kind == TTFS_LAYER_MAXPOOL)
+            plans[li].list_by_step = !(consumer.pool_mode == TTFS_POOL_EARLIEST && plans[li].single_spike);
+        else if (consumer.kind == TTFS_LAYER_CONV2D || consumer.kind == TTFS_LAYER_DENSE)
+            plans[li].list_by_step = !plans[next].certified || !plans[li].single_spike;
     }
     return plans;
 }
@@ -621,7 +636,7 @@ constexpr int32_t kUndecided = -2;
 // it is the exact potential's too), else kUndecided. Returns the number of candidates.
 struct Bracket {
     const float* table;  // the layer's fire_threshold
-    int32_t len;
+    int32_t len, fire_start;
     float lowest;
     // The crossing index, copied into locals (bucket_start null when the index is unusable).
     const int32_t* bucket_start;
@@ -655,23 +670,21 @@ TTFS_INLINE int32_t decide(const LayerPlan& plan, const Layer& layer, const Brac
 }
 
 // For every position p: the interval ends of its neurons (eps from scale[p]; a position with
-// scale[p] < 0 cannot be bounded and all its neurons are candidates, undecided), then the
-// candidates with their verdicts appended to candidate[] (neuron index p * out_c + n,
-// ascending) and step[]. `high` and `low` are scratch of padded_c floats.
+// scale[p] < 0 cannot be bounded and all its neurons are undecided). A neuron decided to fire
+// at fire step index j gets first[i] = b.fire_start + j (i = p * out_c + n); a neuron decided
+// not to fire is left alone (the caller set kNever); the undecided ones are listed, ascending,
+// in `undecided`. Returns their number. `high` and `low` are scratch of padded_c floats.
 TTFS_PORTABLE_CLONES
 int32_t bracket_portable(const LayerPlan& plan, const Layer& layer, const Bracket& b,
                          const float* sums, int32_t width, int32_t positions, int32_t padded_c,
                          int32_t out_c, const float* scale, float* high, float* low,
-                         int32_t* candidate, int32_t* step) {
+                         int32_t* first, int32_t* undecided) {
     int32_t count = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
         const float* bound = v + padded_c;
         if (!(scale[p] >= 0.0f)) {
-            for (int32_t n = 0; n < out_c; ++n) {
-                candidate[count] = p * out_c + n;
-                step[count++] = kUndecided;
-            }
+            for (int32_t n = 0; n < out_c; ++n) undecided[count++] = p * out_c + n;
             continue;
         }
         for (int32_t q = 0; q < padded_c; q += kLanes) {
@@ -683,8 +696,9 @@ int32_t bracket_portable(const LayerPlan& plan, const Layer& layer, const Bracke
         }
         for (int32_t n = 0; n < out_c; ++n) {
             if (high[n] < b.lowest) continue;
-            candidate[count] = p * out_c + n;
-            step[count++] = decide(plan, layer, b, high[n], low[n]);
+            const int32_t j = decide(plan, layer, b, high[n], low[n]);
+            if (j == kUndecided) undecided[count++] = p * out_c + n;
+            else if (j >= 0) first[p * out_c + n] = b.fire_start + j;
         }
     }
     return count;
@@ -695,18 +709,16 @@ TTFS_AVX512
 int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
                        const float* sums, int32_t width, int32_t positions, int32_t padded_c,
                        int32_t out_c, const float* scale, float* high, float* low,
-                       int32_t* candidate, int32_t* step) {
+                       int32_t* first, int32_t* undecided) {
     const __m512 relative = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-100f);
     const __m512 floor = _mm512_set1_ps(b.lowest);
     const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
     int32_t count = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
+        int32_t* neuron_first = first + p * out_c;
         if (!(scale[p] >= 0.0f)) {
-            for (int32_t n = 0; n < out_c; ++n) {
-                candidate[count] = p * out_c + n;
-                step[count++] = kUndecided;
-            }
+            for (int32_t n = 0; n < out_c; ++n) undecided[count++] = p * out_c + n;
             continue;
         }
         const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[p]), _mm512_loadu_ps(v + padded_c)), tiny);
@@ -723,8 +735,11 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
                                     uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), lo), most, _CMP_LE_OQ));
             for (; mask != 0; mask &= mask - 1) {
                 const int32_t l = __builtin_ctz(mask), n = q + l;
-                candidate[count] = p * out_c + n;
-                step[count++] = (finite >> l) & 1u ? decide_finite(plan, layer, b, high[n], low[n]) : kUndecided;
+                const int32_t j = (finite >> l) & 1u ? decide_finite(plan, layer, b, high[n], low[n]) : kUndecided;
+                // j >= 0 here unless undecided (high reaches the lowest threshold).
+                neuron_first[n] = j >= 0 ? b.fire_start + j : neuron_first[n];
+                undecided[count] = p * out_c + n;
+                count += j == kUndecided ? 1 : 0;
             }
         }
     }
@@ -734,14 +749,14 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
 
 int32_t bracket(const LayerPlan& plan, const Layer& layer, const Bracket& b, const float* sums,
                 int32_t width, int32_t positions, int32_t padded_c, int32_t out_c,
-                const float* scale, float* high, float* low, int32_t* candidate, int32_t* step) {
+                const float* scale, float* high, float* low, int32_t* first, int32_t* undecided) {
 #if TTFS_HAVE_AVX512_VARIANT
     if (use_avx512())
         return bracket_avx512(plan, layer, b, sums, width, positions, padded_c, out_c, scale,
-                              high, low, candidate, step);
+                              high, low, first, undecided);
 #endif
     return bracket_portable(plan, layer, b, sums, width, positions, padded_c, out_c, scale, high,
-                            low, candidate, step);
+                            low, first, undecided);
 }
 
 // Step 0, where every neuron integrates because the bias enters then (after the weights, with
@@ -1103,7 +1118,7 @@ public:
         high_.assign(widest + kLanes, 0.0f);  // also window_sums()' row scratch
         low_.assign(widest + kLanes, 0.0f);
         candidate_.assign(neurons, 0);
-        candidate_step_.assign(neurons, 0);
+        step_count_.assign(longest + 1, 0);
         bins_.assign(longest + kSpareBins, 0.0f);
         bin_used_.assign(longest + kSpareBins, 0);
         checked_.assign(count, 0);
@@ -1167,7 +1182,38 @@ private:
         std::fill(cell_nonzero, cell_nonzero + cells, 0);
         const UnitOrigin* origin = plan.fanout.origin.data();
         int32_t busiest = 0, bins = 1;  // the most spikes at one step; bins of V (t == 0's too)
-        for (int32_t k = 0; k < below.steps(); ++k) {
+        const int32_t* single = single_times(li);
+        if (single != nullptr) {
+            // Unit by unit, without branches: the activation is the kernel of the unit's step
+            // (0 for a step not integrated and for a unit that did not spike: the spare bin);
+            // spikes counted per step.
+            const int32_t steps = below.steps(), first_step = below.first_step;
+            const float* kernel = plan.bin_kernel.data();
+            int32_t* per_step = step_count_.data();
+            std::fill(per_step, per_step + steps + 1, 0);
+            for (int32_t h = 0; h < g.in_h; ++h) {
+                for (int32_t w = 0; w < g.in_w; ++w) {
+                    const int32_t cell = (h + g.pad_top) * plan.grid_w + w + g.pad_left;
+                    float* x = grid + ptrdiff_t(cell) * g.in_c;
+                    const int32_t* t = single + (h * g.in_w + w) * g.in_c;
+                    int32_t nonzero = 0;
+                    for (int32_t c = 0; c < g.in_c; ++c) {
+                        const uint32_t k = std::min(uint32_t(t[c] - first_step), uint32_t(steps));
+                        ++per_step[k];
+                        x[c] = kernel[k];
+                        nonzero += kernel[k] != 0.0f ? 1 : 0;
+                    }
+                    cell_nonzero[cell] = nonzero;
+                }
+            }
+            const int32_t* slot = plan.bin_slot.data();
+            for (int32_t k = 0; k < steps; ++k) {
+                if (per_step[k] == 0 || slot[k] != k) continue;  // no spikes, or not integrated
+                busiest = std::max(busiest, per_step[k]);
+                bins += k != plan.zero_bin ? 1 : 0;
+            }
+        }
+        for (int32_t k = 0; single == nullptr && k < below.steps(); ++k) {
             const int32_t t = below.first_step + k, spikes = below.count(k);
             if (spikes == 0 || !layer.integrates_at(t)) continue;
             busiest = std::max(busiest, spikes);
@@ -1223,37 +1269,37 @@ private:
         }
         // The verdicts; the undecided neurons' exact potentials; the spikes.
         const CrossingIndex& index = plan.crossing;
-        const float* table = layer.fire_threshold.data();
-        const Bracket decision{table, layer.fire_len(), plan.lowest_threshold,
+        const Bracket decision{layer.fire_threshold.data(), layer.fire_len(), layer.fire_start,
+                               plan.lowest_threshold,
                                index.usable ? index.bucket_start.data() : nullptr, index.shift,
                                index.first_bucket, index.last_bucket};
-        int32_t* candidate = candidate_.data();
-        int32_t* step = candidate_step_.data();
-        const int32_t candidates = bracket(plan, layer, decision, sums, width, positions, padded_c,
-                                           out_c, scale, high_.data(), low_.data(), candidate, step);
         int32_t* first = first_spike_time_[li].data();
         std::fill(first, first + layer.out.size(), kNever);
+        int32_t* undecided = candidate_.data();
+        const int32_t count = bracket(plan, layer, decision, sums, width, positions, padded_c, out_c,
+                                      scale, high_.data(), low_.data(), first, undecided);
+        for (int32_t c = 0; c < count; ++c) {
+            const int32_t i = undecided[c];
+            const int32_t j = exact_first_crossing(li, i / out_c, i % out_c);
+            if (j >= 0) first[i] = layer.fire_start + j;
+        }
+        checked_[li] += int64_t(positions) * out_c;
+        recomputed_[li] += count;
+        if (plan.list_by_step) list_by_step(li);
+    }
+
+    // The spikes of neuron layer li listed by step, from its first-spike times.
+    void list_by_step(size_t li) {
+        const int32_t* first = first_spike_time_[li].data();
+        const int32_t units = int32_t(first_spike_time_[li].size());
         SpikeList& list = spikes_[li];
         std::fill(list.begin.begin(), list.begin.end(), 0);
         int32_t* per_step = list.begin.data() + 1;
-        int32_t fired = 0;
-        int64_t recomputed = 0;
-        for (int32_t c = 0; c < candidates; ++c) {
-            const int32_t i = candidate[c];
-            int32_t j = step[c];
-            if (j == kUndecided) {
-                j = exact_first_crossing(li, i / out_c, i % out_c);
-                ++recomputed;
-            }
-            if (j < 0) continue;
-            first[i] = layer.fire_start + j;
-            ++per_step[j];
-            candidate[fired++] = i;  // the firing neurons, still ascending
-        }
-        checked_[li] += int64_t(positions) * out_c;
-        recomputed_[li] += recomputed;
+        for (int32_t i = 0; i < units; ++i)
+            if (first[i] != kNever) ++per_step[first[i] - list.first_step];
         place_by_step(list, [&](auto place) {
-            for (int32_t s = 0; s < fired; ++s) place(candidate[s], first[candidate[s]] - layer.fire_start);
+            for (int32_t i = 0; i < units; ++i)
+                if (first[i] != kNever) place(i, first[i] - list.first_step);
         });
     }
 
@@ -1382,6 +1428,7 @@ private:
                 earliest_of_window(g, child, oh, ow, earliest);
             }
         }
+        if (!plans_[li].list_by_step) return;
         SpikeList& list = spikes_[li];
         std::fill(list.begin.begin(), list.begin.end(), 0);
         int32_t* per_step = list.begin.data() + 1;
@@ -1488,7 +1535,7 @@ private:
     // certified_layer() and exact_first_crossing() scratch (see the constructor).
     Certify certify_ = Certify::kOn;
     std::vector<float> grid_, layer_sums_, scale_, high_, low_, bins_;
-    std::vector<int32_t> cell_nonzero_, area_, candidate_, candidate_step_;
+    std::vector<int32_t> cell_nonzero_, area_, candidate_, step_count_;
     std::vector<uint8_t> bin_used_;
     std::vector<int64_t> checked_, recomputed_;
 };
