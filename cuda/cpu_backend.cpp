@@ -228,6 +228,9 @@ struct LayerPlan {
     // bound lanes, lane l holding max |w| over the channels n with n % kLanes == l; bound_bias
     // likewise (the bias, then max |bias|). fan_in: rows per window.
     bool certified = false;
+    // A certified layer followed by an `earliest` pool: unless first-spike times are recorded,
+    // the pool's spike steps come from the layer's intervals directly (docs/ENGINES.md).
+    bool fuses_pool = false;
     int32_t fan_in = 0, bound_stride = 0;
     std::vector<float> bound_weights, bound_bias;
     // The input as a grid padded with zeros (SAME padding; plus slack for the last block of
@@ -363,6 +366,9 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
                 plan_certified(layer, plans[li - 1], plan);
         }
     }
+    for (size_t li = 0; li + 1 < model.layers.size(); ++li)
+        plans[li].fuses_pool = plans[li].certified && model.layers[li + 1].kind == TTFS_LAYER_MAXPOOL &&
+                               model.layers[li + 1].pool_mode == TTFS_POOL_EARLIEST;
     // Who reads a layer's spikes by step (the analytic engine; the stepped engine has no use for
     // list_by_step).
     for (size_t li = 0; li + 1 < model.layers.size(); ++li) {
@@ -759,6 +765,117 @@ int32_t bracket(const LayerPlan& plan, const Layer& layer, const Bracket& b, con
                             low, first, undecided);
 }
 
+// certified_pool()'s intervals: for every position p and neuron n, high/low[p * padded_c + n]
+// = v +- eps as in bracket(). Counts in *firing the neurons whose low end reaches `lowest` (they
+// fire whatever the exact potential); lists in `undecided` (as p * padded_c + n, ascending) the
+// neurons whose interval straddles `lowest`, is not finite, or cannot be bounded (scale[p] <
+// 0); returns their number. The others cannot fire.
+TTFS_PORTABLE_CLONES
+int32_t intervals_portable(const float* sums, int32_t width, int32_t positions, int32_t padded_c,
+                           int32_t out_c, const float* scale, float lowest, float* high, float* low,
+                           int32_t* firing, int32_t* undecided) {
+    int32_t count = 0, fired = 0;
+    for (int32_t p = 0; p < positions; ++p) {
+        const float* v = sums + ptrdiff_t(p) * width;
+        const float* bound = v + padded_c;
+        float* h = high + ptrdiff_t(p) * padded_c;
+        float* lo = low + ptrdiff_t(p) * padded_c;
+        const float factor = scale[p] >= 0.0f ? scale[p] : std::numeric_limits<float>::infinity();
+        for (int32_t q = 0; q < padded_c; q += kLanes) {
+            for (int32_t l = 0; l < kLanes; ++l) {
+                const float eps = factor * bound[l] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
+                h[q + l] = v[q + l] + eps;
+                lo[q + l] = v[q + l] - eps;
+            }
+        }
+        for (int32_t n = 0; n < out_c; ++n) {
+            const bool finite = h[n] <= std::numeric_limits<float>::max() &&
+                                lo[n] >= -std::numeric_limits<float>::max();
+            if (finite && h[n] < lowest) continue;
+            if (finite && lo[n] >= lowest) {
+                ++fired;
+                continue;
+            }
+            undecided[count++] = p * padded_c + n;
+        }
+    }
+    *firing = fired;
+    return count;
+}
+
+#if TTFS_HAVE_AVX512_VARIANT
+TTFS_AVX512
+int32_t intervals_avx512(const float* sums, int32_t width, int32_t positions, int32_t padded_c,
+                         int32_t out_c, const float* scale, float lowest, float* high, float* low,
+                         int32_t* firing, int32_t* undecided) {
+    const __m512 relative = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-100f);
+    const __m512 floor = _mm512_set1_ps(lowest);
+    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
+    int32_t count = 0, fired = 0;
+    for (int32_t p = 0; p < positions; ++p) {
+        const float* v = sums + ptrdiff_t(p) * width;
+        const float factor = scale[p] >= 0.0f ? scale[p] : std::numeric_limits<float>::infinity();
+        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(factor), _mm512_loadu_ps(v + padded_c)), tiny);
+        for (int32_t q = 0; q < padded_c; q += kLanes) {
+            const __m512 x = _mm512_loadu_ps(v + q);
+            const __m512 eps = _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), relative));
+            const __m512 h = _mm512_add_ps(x, eps), lo = _mm512_sub_ps(x, eps);
+            _mm512_storeu_ps(high + ptrdiff_t(p) * padded_c + q, h);
+            _mm512_storeu_ps(low + ptrdiff_t(p) * padded_c + q, lo);
+            const int32_t valid = std::min(kLanes, out_c - q);
+            const uint32_t lanes = (1u << valid) - 1u;
+            const uint32_t finite = uint32_t(_mm512_cmp_ps_mask(h, most, _CMP_LE_OQ)) &
+                                    uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), lo), most, _CMP_LE_OQ));
+            const uint32_t below = uint32_t(_mm512_cmp_ps_mask(h, floor, _CMP_LT_OQ)) & finite;
+            const uint32_t above = uint32_t(_mm512_cmp_ps_mask(lo, floor, _CMP_GE_OQ)) & finite;
+            fired += __builtin_popcount(above & lanes);
+            for (uint32_t open = lanes & ~(below | above); open != 0; open &= open - 1)
+                undecided[count++] = p * padded_c + q + __builtin_ctz(open);
+        }
+    }
+    *firing = fired;
+    return count;
+}
+#endif
+
+int32_t intervals(const float* sums, int32_t width, int32_t positions, int32_t padded_c,
+                  int32_t out_c, const float* scale, float lowest, float* high, float* low,
+                  int32_t* firing, int32_t* undecided) {
+#if TTFS_HAVE_AVX512_VARIANT
+    if (use_avx512())
+        return intervals_avx512(sums, width, positions, padded_c, out_c, scale, lowest, high, low,
+                                firing, undecided);
+#endif
+    return intervals_portable(sums, width, positions, padded_c, out_c, scale, lowest, high, low,
+                              firing, undecided);
+}
+
+// The largest high and low ends, per channel, over the children of pool unit (oh, ow): the
+// positions of the pool's window inside its input (the certified layer's output, padded_c
+// floats per position).
+TTFS_VECTOR_CLONES
+void window_max(const Projection& pg, int32_t padded_c, const float* high, const float* low,
+                int32_t oh, int32_t ow, float* __restrict most_high, float* __restrict most_low) {
+    for (int32_t c = 0; c < padded_c; ++c) {
+        most_high[c] = -std::numeric_limits<float>::infinity();
+        most_low[c] = -std::numeric_limits<float>::infinity();
+    }
+    for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
+        const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
+        if (ih < 0 || ih >= pg.in_h) continue;
+        for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
+            const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
+            if (iw < 0 || iw >= pg.in_w) continue;
+            const float* h = high + ptrdiff_t(ih * pg.in_w + iw) * padded_c;
+            const float* lo = low + ptrdiff_t(ih * pg.in_w + iw) * padded_c;
+            for (int32_t c = 0; c < padded_c; ++c) {
+                most_high[c] = std::max(most_high[c], h[c]);
+                most_low[c] = std::max(most_low[c], lo[c]);
+            }
+        }
+    }
+}
+
 // Step 0, where every neuron integrates because the bias enters then (after the weights, with
 // weight exactly 1): V = +0 + (S(0) + bias) * kernel, from a membrane that is +0 before step 0.
 // Leaves every sum +0 and every flag clear.
@@ -821,6 +938,7 @@ class Workspace {
 public:
     Workspace(const Model& model, const std::vector<LayerPlan>& plans) : model_(model), plans_(plans) {
         const size_t count = model.layers.size();
+        known_count_.assign(count, -1);
         first_spike_time_.resize(count);
         membrane_.resize(count);
         size_t largest_sums = 0;
@@ -848,6 +966,15 @@ public:
     virtual void run_image(const float* image) = 0;
 
     const std::vector<int32_t>& first_spike_time(size_t layer) const { return first_spike_time_[layer]; }
+    // The number of neurons of layer li that fired on the last image.
+    int32_t spike_count(size_t li) const {
+        if (li < known_count_.size() && known_count_[li] >= 0) return known_count_[li];
+        const std::vector<int32_t>& first = first_spike_time_[li];
+        return int32_t(first.size() - size_t(std::count(first.begin(), first.end(), kNever)));
+    }
+    // Whether the caller reads every layer's first-spike times (else only spike counts,
+    // potentials and predictions), for the images run from now on.
+    void set_recording(bool record) { recording_ = record; }
     const std::vector<float>& output_membrane() const { return membrane_.back(); }
 
 protected:
@@ -871,6 +998,9 @@ protected:
 
     const Model& model_;
     const std::vector<LayerPlan>& plans_;
+    bool recording_ = true;
+    // Per layer: its spike count when a layer computes it without first-spike times, else -1.
+    std::vector<int32_t> known_count_;
     std::vector<std::vector<int32_t>> first_spike_time_;  // neuron layers, HWC; -1 = never
     std::vector<std::vector<float>> membrane_;            // conv2d/dense, HWC
     // Scratch of integrate_step(): S of the current step per neuron (positions x padded_c), +0
@@ -1098,6 +1228,7 @@ public:
         // the sums and bound factors of every position, the candidates, and the bins of the
         // exact recomputation (one per step of the input's spike window).
         size_t grid = 0, cells = 0, sums = 0, positions = 0, neurons = 0, widest = 0, longest = 0;
+        size_t neurons_padded = 0;
         for (size_t li = 0; li < count; ++li) {
             const LayerPlan& plan = plans[li];
             if (!plan.certified) continue;
@@ -1107,6 +1238,7 @@ public:
             positions = std::max(positions, size_t(g.positions()));
             sums = std::max(sums, size_t(g.positions()) * size_t(plan.bound_stride));
             neurons = std::max(neurons, size_t(g.positions()) * size_t(g.out_c));
+            neurons_padded = std::max(neurons_padded, size_t(g.positions()) * size_t(plan.padded_c));
             widest = std::max(widest, size_t(plan.padded_c));
             longest = std::max(longest, size_t(plans[plans[li - 1].source].window_len));
         }
@@ -1115,9 +1247,11 @@ public:
         area_.assign(cells, 0);
         layer_sums_.assign(sums, 0.0f);
         scale_.assign(positions, 0.0f);
+        interval_high_.assign(neurons_padded, 0.0f);
+        interval_low_.assign(neurons_padded, 0.0f);
         high_.assign(widest + kLanes, 0.0f);  // also window_sums()' row scratch
         low_.assign(widest + kLanes, 0.0f);
-        candidate_.assign(neurons, 0);
+        candidate_.assign(std::max(neurons, neurons_padded), 0);
         step_count_.assign(longest + 1, 0);
         bins_.assign(longest + kSpareBins, 0.0f);
         bin_used_.assign(longest + kSpareBins, 0);
@@ -1130,6 +1264,7 @@ public:
     }
 
     void run_image(const float* image) override {
+        std::fill(known_count_.begin(), known_count_.end(), -1);
         for (size_t li = 0; li < model_.layers.size(); ++li) {
             switch (model_.layers[li].kind) {
                 case TTFS_LAYER_INPUT: fire(li, image, nullptr); break;
@@ -1142,7 +1277,12 @@ public:
                 case TTFS_LAYER_FLATTEN: break;
                 case TTFS_LAYER_CONV2D:
                 case TTFS_LAYER_DENSE:
-                    if (plans_[li].certified) {
+                    if (plans_[li].certified && plans_[li].fuses_pool && !recording_) {
+                        certified_sums(li);
+                        certified_pool(li);
+                        ++li;  // the pool is done
+                    } else if (plans_[li].certified) {
+                        certified_sums(li);
                         certified_layer(li);
                     } else {
                         integrate(li);
@@ -1165,7 +1305,9 @@ private:
     // first_crossing() of both ends of the interval agree, that is the neuron's fire step;
     // elsewhere (a few neurons per image) exact_first_crossing() forms the exact potential
     // with the operations of the stepped engine. The result is the same bits either way.
-    void certified_layer(size_t li) {
+    // The certified sums of every position of layer li (layer_sums_) and the factor of each
+    // position's bound (scale_; -1 where the position cannot be bounded).
+    void certified_sums(size_t li) {
         const Layer& layer = model_.layers[li];
         const LayerPlan& plan = plans_[li];
         const LayerPlan& input_plan = plans_[li - 1];
@@ -1234,7 +1376,7 @@ private:
         const double engine_ops = double(std::min(busiest, plan.fan_in)) + bins + 2;
         const double activation_ops = input_plan.single_spike ? 0.0 : double(bins);
         // The certified sums of every position.
-        const int32_t width = plan.bound_stride, padded_c = plan.padded_c, out_c = g.out_c;
+        const int32_t width = plan.bound_stride;
         float* sums = layer_sums_.data();
         const WindowSums job{grid, plan.grid_w, g.in_c, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
                              g.stride_h, g.stride_w, plan.bound_weights.data(),
@@ -1251,7 +1393,6 @@ private:
             line[0] = 0;
             for (int32_t w = 0; w < plan.grid_w; ++w) line[w + 1] = line[w] + cell_nonzero[h * plan.grid_w + w];
         }
-        const int32_t positions = g.positions();
         float* scale = scale_.data();
         const bool recompute_all = certify_ == Certify::kRecompute;
         for (int32_t oh = 0; oh < g.out_h; ++oh) {
@@ -1267,6 +1408,28 @@ private:
                 scale[oh * g.out_w + ow] = boundable ? float(1.1 * ops * 0x1p-24) : -1.0f;
             }
         }
+    }
+
+    // Bracket's view of layer li's thresholds and crossing index.
+    Bracket bracket_of(size_t li) const {
+        const Layer& layer = model_.layers[li];
+        const LayerPlan& plan = plans_[li];
+        const CrossingIndex& index = plan.crossing;
+        return Bracket{layer.fire_threshold.data(), layer.fire_len(), layer.fire_start,
+                       plan.lowest_threshold, index.usable ? index.bucket_start.data() : nullptr,
+                       index.shift, index.first_bucket, index.last_bucket};
+    }
+
+    // The fire step of every neuron of certified layer li from certified_sums(): by the
+    // intervals, or for the undecided by the exact potential.
+    void certified_layer(size_t li) {
+        const Layer& layer = model_.layers[li];
+        const LayerPlan& plan = plans_[li];
+        const Projection& g = plan.projection;
+        const int32_t width = plan.bound_stride, padded_c = plan.padded_c, out_c = g.out_c;
+        const int32_t positions = g.positions();
+        const float* sums = layer_sums_.data();
+        const float* scale = scale_.data();
         // The verdicts; the undecided neurons' exact potentials; the spikes.
         const CrossingIndex& index = plan.crossing;
         const Bracket decision{layer.fire_threshold.data(), layer.fire_len(), layer.fire_start,
@@ -1306,8 +1469,13 @@ private:
     // The exact potential of neuron n of output position p, formed with the stepped engine's
     // operations (docs/ENGINES.md: bins in canonical order, the bias at t == 0, then V chained
     // over the steps ascending), and its first_crossing(), or -1.
+    int32_t exact_first_crossing(size_t li, int32_t p, int32_t n) {
+        const float v = exact_potential(li, p, n);
+        return reaches(v, plans_[li].lowest_threshold) ? crossing_from_lowest(plans_[li], model_.layers[li], v) : -1;
+    }
+
     // Out of line: it runs for a few neurons per image.
-    __attribute__((noinline)) int32_t exact_first_crossing(size_t li, int32_t p, int32_t n) {
+    __attribute__((noinline)) float exact_potential(size_t li, int32_t p, int32_t n) {
         const Layer& layer = model_.layers[li];
         const LayerPlan& plan = plans_[li];
         const Projection& g = plan.projection;
@@ -1366,7 +1534,109 @@ private:
         }
         std::fill(bins + steps, bins + steps + kSpareBins, 0.0f);
         std::fill(used + steps, used + steps + kSpareBins, uint8_t(0));
-        return reaches(v, plan.lowest_threshold) ? crossing_from_lowest(plan, layer, v) : -1;
+        return v;
+    }
+
+    // Certified layer li and the `earliest` pool li + 1 after it, when first-spike times are not
+    // recorded (docs/ENGINES.md, "Certified sums"). first_crossing() does not increase with the
+    // potential, so a pool unit's step, the earliest of its children's, is the first_crossing()
+    // of the largest child potential, which lies between the largest low and the largest high
+    // end of the children's intervals. The layer's own spike count needs only which neurons
+    // reach the lowest threshold. Either question, where the intervals cannot answer it, is
+    // answered by the exact potentials of the neurons concerned. The layer's first-spike times
+    // are not formed.
+    void certified_pool(size_t li) {
+        const Layer& layer = model_.layers[li];
+        const LayerPlan& plan = plans_[li];
+        const Projection& g = plan.projection;
+        const int32_t padded_c = plan.padded_c, out_c = g.out_c, positions = g.positions();
+        float* high = interval_high_.data();
+        float* low = interval_low_.data();
+        int32_t* undecided = candidate_.data();
+        int32_t count = 0;
+        const int32_t undecided_count =
+            intervals(layer_sums_.data(), plan.bound_stride, positions, padded_c, out_c,
+                      scale_.data(), plan.lowest_threshold, high, low, &count, undecided);
+        int64_t recomputed = undecided_count;
+        for (int32_t c = 0; c < undecided_count; ++c) {
+            const int32_t i = undecided[c];  // p * padded_c + n
+            const float v = exact_potential(li, i / padded_c, i % padded_c);
+            high[i] = low[i] = v;  // equal ends: exact
+            count += reaches(v, plan.lowest_threshold) ? 1 : 0;
+        }
+        known_count_[li] = count;
+        // The pool.
+        const size_t pool = li + 1;
+        const Projection& pg = plans_[pool].projection;
+        int32_t* time = pool_time_[pool].data();
+        const Bracket b = bracket_of(li);
+        float* most_high = high_.data();
+        float* most_low = low_.data();
+        for (int32_t oh = 0; oh < pg.out_h; ++oh) {
+            for (int32_t ow = 0; ow < pg.out_w; ++ow) {
+                window_max(pg, padded_c, high, low, oh, ow, most_high, most_low);
+                int32_t* unit_time = time + (oh * pg.out_w + ow) * out_c;
+                for (int32_t c = 0; c < out_c; ++c) {
+                    unit_time[c] = kNever;
+                    if (most_high[c] < b.lowest) continue;  // no child reaches a threshold
+                    int32_t j = decide(plan, layer, b, most_high[c], most_low[c]);
+                    if (j == kUndecided) j = settle_unit(li, pg, oh, ow, c, high, low, recomputed);
+                    if (j >= 0) unit_time[c] = layer.fire_start + j;
+                }
+            }
+        }
+        checked_[li] += int64_t(positions) * out_c;
+        recomputed_[li] += recomputed;
+        if (plans_[pool].list_by_step) list_pool_by_step(pool);
+    }
+
+    // The first_crossing() of the largest child potential of pool unit (oh, ow, c), where the
+    // children's intervals could not tell it: the child with the highest high end that is not
+    // exact yet is made exact, until the interval of the largest potential decides it (at the
+    // latest when every child that could be the largest is exact).
+    int32_t settle_unit(size_t li, const Projection& pg, int32_t oh, int32_t ow, int32_t c,
+                        float* high, float* low, int64_t& recomputed) {
+        const Layer& layer = model_.layers[li];
+        const LayerPlan& plan = plans_[li];
+        const Bracket b = bracket_of(li);
+        const int32_t padded_c = plan.padded_c, out_w = plan.projection.out_w;
+        for (;;) {
+            float most_high = -std::numeric_limits<float>::infinity(), most_low = most_high;
+            int32_t widest = -1;  // the non-exact child with the highest high end
+            for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
+                const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
+                if (ih < 0 || ih >= pg.in_h) continue;
+                for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
+                    const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
+                    if (iw < 0 || iw >= pg.in_w) continue;
+                    const int32_t i = (ih * out_w + iw) * padded_c + c;
+                    most_low = std::max(most_low, low[i]);
+                    most_high = std::max(most_high, high[i]);
+                    if (high[i] != low[i] && (widest < 0 || !(high[i] <= high[widest]))) widest = i;
+                }
+            }
+            if (!(most_high >= b.lowest)) return -1;  // no child reaches a threshold
+            if (widest < 0) return crossing_from_lowest(plan, layer, most_high);  // all exact
+            const int32_t j = decide(plan, layer, b, most_high, most_low);
+            if (j != kUndecided) return j;
+            high[widest] = low[widest] = exact_potential(li, widest / padded_c, widest % padded_c);
+            ++recomputed;
+        }
+    }
+
+    // An `earliest` pool's spikes listed by step, from its units' steps.
+    void list_pool_by_step(size_t li) {
+        const int32_t* time = pool_time_[li].data();
+        const int32_t units = int32_t(pool_time_[li].size());
+        SpikeList& list = spikes_[li];
+        std::fill(list.begin.begin(), list.begin.end(), 0);
+        int32_t* per_step = list.begin.data() + 1;
+        for (int32_t u = 0; u < units; ++u)
+            if (time[u] != kNever) ++per_step[time[u] - list.first_step];
+        place_by_step(list, [&](auto place) {
+            for (int32_t u = 0; u < units; ++u)
+                if (time[u] != kNever) place(u, time[u] - list.first_step);
+        });
     }
 
     // The complete potential of a neuron layer: first_spike_time = fire_start + first_crossing
@@ -1418,7 +1688,6 @@ private:
     // step of its children (the relay of docs/ENGINES.md, as a minimum per unit), then the
     // spikes are listed by step.
     void relay_earliest(size_t li) {
-        const Layer& layer = model_.layers[li];
         const Projection& g = plans_[li].projection;
         const int32_t* child = single_times(li);
         int32_t* time = pool_time_[li].data();
@@ -1428,17 +1697,7 @@ private:
                 earliest_of_window(g, child, oh, ow, earliest);
             }
         }
-        if (!plans_[li].list_by_step) return;
-        SpikeList& list = spikes_[li];
-        std::fill(list.begin.begin(), list.begin.end(), 0);
-        int32_t* per_step = list.begin.data() + 1;
-        const int32_t units = int32_t(layer.out.size());
-        for (int32_t u = 0; u < units; ++u)
-            if (time[u] != kNever) ++per_step[time[u] - list.first_step];
-        place_by_step(list, [&](auto place) {
-            for (int32_t u = 0; u < units; ++u)
-                if (time[u] != kNever) place(u, time[u] - list.first_step);
-        });
+        if (plans_[li].list_by_step) list_pool_by_step(li);
     }
 
     // The pool's spikes from its children's, which arrive listed by step: each child spike at
@@ -1535,6 +1794,7 @@ private:
     // certified_layer() and exact_first_crossing() scratch (see the constructor).
     Certify certify_ = Certify::kOn;
     std::vector<float> grid_, layer_sums_, scale_, high_, low_, bins_;
+    std::vector<float> interval_high_, interval_low_;  // certified_pool(): per neuron, padded
     std::vector<int32_t> cell_nonzero_, area_, candidate_, step_count_;
     std::vector<uint8_t> bin_used_;
     std::vector<int64_t> checked_, recomputed_;
@@ -1555,8 +1815,7 @@ void write_image_outputs(const Model& model, const Workspace& ws, int32_t image,
         if (!model.layers[li].has_neurons()) continue;
         const std::vector<int32_t>& first = ws.first_spike_time(li);
         if (li < out.spike_counts.size() && out.spike_counts[li] != nullptr)
-            out.spike_counts[li][image] =
-                int32_t(first.size() - size_t(std::count(first.begin(), first.end(), kNever)));
+            out.spike_counts[li][image] = ws.spike_count(li);
         if (li < out.spike_times.size() && out.spike_times[li] != nullptr)
             std::copy(first.begin(), first.end(), out.spike_times[li] + size_t(image) * first.size());
     }
@@ -1633,8 +1892,11 @@ public:
             std::string failure;
             // Images go to whichever worker is free; each image is computed by one worker
             // alone, so the results are the same for any thread count.
+            bool recording = false;
+            for (const int32_t* times : out.spike_times) recording = recording || times != nullptr;
             auto work = [&](Workspace& ws) noexcept {
                 try {
+                    ws.set_recording(recording);
                     for (int32_t i = next_image.fetch_add(1); i < n; i = next_image.fetch_add(1)) {
                         ws.run_image(images + size_t(i) * input_size);
                         write_image_outputs(*model_, ws, i, out);
