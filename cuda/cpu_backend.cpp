@@ -850,30 +850,101 @@ int32_t intervals(const float* sums, int32_t width, int32_t positions, int32_t p
                               firing, undecided);
 }
 
-// The largest high and low ends, per channel, over the children of pool unit (oh, ow): the
-// positions of the pool's window inside its input (the certified layer's output, padded_c
-// floats per position).
-TTFS_VECTOR_CLONES
-void window_max(const Projection& pg, int32_t padded_c, const float* high, const float* low,
-                int32_t oh, int32_t ow, float* __restrict most_high, float* __restrict most_low) {
-    for (int32_t c = 0; c < padded_c; ++c) {
-        most_high[c] = -std::numeric_limits<float>::infinity();
-        most_low[c] = -std::numeric_limits<float>::infinity();
-    }
-    for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
-        const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
-        if (ih < 0 || ih >= pg.in_h) continue;
-        for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
-            const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
-            if (iw < 0 || iw >= pg.in_w) continue;
-            const float* h = high + ptrdiff_t(ih * pg.in_w + iw) * padded_c;
-            const float* lo = low + ptrdiff_t(ih * pg.in_w + iw) * padded_c;
-            for (int32_t c = 0; c < padded_c; ++c) {
-                most_high[c] = std::max(most_high[c], h[c]);
-                most_low[c] = std::max(most_low[c], lo[c]);
+// certified_pool()'s pool units: unit (oh, ow, c) of the pool gets step b.fire_start + j where
+// j = first_crossing() of both the largest high and the largest low end of its children's
+// intervals (the children: the positions of its window inside the certified layer's output,
+// padded_c floats each), kNever where no child's high end reaches the lowest threshold. The
+// others are listed in `undecided` (unit indices) and left for settle_unit(); returns how many.
+TTFS_PORTABLE_CLONES
+int32_t pool_verdicts_portable(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                               const Projection& pg, int32_t padded_c, const float* high,
+                               const float* low, int32_t* time, int32_t* undecided) {
+    int32_t count = 0;
+    for (int32_t oh = 0; oh < pg.out_h; ++oh) {
+        for (int32_t ow = 0; ow < pg.out_w; ++ow) {
+            for (int32_t c = 0; c < pg.out_c; ++c) {
+                float most_high = -std::numeric_limits<float>::infinity(), most_low = most_high;
+                for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
+                    const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
+                    if (ih < 0 || ih >= pg.in_h) continue;
+                    for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
+                        const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
+                        if (iw < 0 || iw >= pg.in_w) continue;
+                        const ptrdiff_t i = ptrdiff_t(ih * pg.in_w + iw) * padded_c + c;
+                        most_high = std::max(most_high, high[i]);
+                        most_low = std::max(most_low, low[i]);
+                    }
+                }
+                const int32_t unit = (oh * pg.out_w + ow) * pg.out_c + c;
+                time[unit] = kNever;
+                if (most_high < b.lowest) continue;
+                const int32_t j = decide(plan, layer, b, most_high, most_low);
+                if (j == kUndecided) undecided[count++] = unit;
+                else if (j >= 0) time[unit] = b.fire_start + j;
             }
         }
     }
+    return count;
+}
+
+#if TTFS_HAVE_AVX512_VARIANT
+TTFS_AVX512
+int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                             const Projection& pg, int32_t padded_c, const float* high,
+                             const float* low, int32_t* time, int32_t* undecided) {
+    const __m512 floor = _mm512_set1_ps(b.lowest);
+    const __m512i never = _mm512_set1_epi32(kNever);
+    int32_t count = 0;
+    for (int32_t oh = 0; oh < pg.out_h; ++oh) {
+        for (int32_t ow = 0; ow < pg.out_w; ++ow) {
+            int32_t* unit_time = time + (oh * pg.out_w + ow) * pg.out_c;
+            for (int32_t q = 0; q < padded_c; q += kLanes) {
+                __m512 most_high = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+                __m512 most_low = most_high;
+                for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
+                    const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
+                    if (ih < 0 || ih >= pg.in_h) continue;
+                    for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
+                        const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
+                        if (iw < 0 || iw >= pg.in_w) continue;
+                        const ptrdiff_t i = ptrdiff_t(ih * pg.in_w + iw) * padded_c + q;
+                        // Raised only by a larger value (a NaN never), as std::max(most, x)
+                        // in the portable variant.
+                        const __m512 h = _mm512_loadu_ps(high + i), lo = _mm512_loadu_ps(low + i);
+                        most_high = _mm512_mask_mov_ps(most_high, _mm512_cmp_ps_mask(h, most_high, _CMP_GT_OQ), h);
+                        most_low = _mm512_mask_mov_ps(most_low, _mm512_cmp_ps_mask(lo, most_low, _CMP_GT_OQ), lo);
+                    }
+                }
+                const int32_t valid = std::min(kLanes, pg.out_c - q);
+                const __mmask16 lanes = __mmask16((1u << valid) - 1u);
+                _mm512_mask_storeu_epi32(unit_time + q, lanes, never);
+                uint32_t mask = uint32_t(_mm512_mask_cmp_ps_mask(lanes, most_high, floor, _CMP_GE_OQ));
+                if (mask == 0) continue;
+                alignas(64) float ends_high[kLanes], ends_low[kLanes];
+                _mm512_store_ps(ends_high, most_high);
+                _mm512_store_ps(ends_low, most_low);
+                for (; mask != 0; mask &= mask - 1) {
+                    const int32_t l = __builtin_ctz(mask);
+                    const int32_t j = decide(plan, layer, b, ends_high[l], ends_low[l]);
+                    unit_time[q + l] = j >= 0 ? b.fire_start + j : kNever;
+                    undecided[count] = (oh * pg.out_w + ow) * pg.out_c + q + l;
+                    count += j == kUndecided ? 1 : 0;
+                }
+            }
+        }
+    }
+    return count;
+}
+#endif
+
+int32_t pool_verdicts(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                      const Projection& pg, int32_t padded_c, const float* high, const float* low,
+                      int32_t* time, int32_t* undecided) {
+#if TTFS_HAVE_AVX512_VARIANT
+    if (use_avx512())
+        return pool_verdicts_avx512(plan, layer, b, pg, padded_c, high, low, time, undecided);
+#endif
+    return pool_verdicts_portable(plan, layer, b, pg, padded_c, high, low, time, undecided);
 }
 
 // Step 0, where every neuron integrates because the bias enters then (after the weights, with
@@ -1203,6 +1274,7 @@ public:
         spikes_.resize(count);
         last_relayed_.resize(count);
         pool_time_.resize(count);
+        size_t longest_window = 0;
         size_t most_units = 0, most_pairs = 0;
         for (size_t li = 0; li < count; ++li) {
             const Layer& layer = model.layers[li];
@@ -1212,7 +1284,9 @@ public:
             SpikeList& list = spikes_[li];
             list.first_step = plan.window_start;
             list.begin.assign(size_t(plan.window_len) + 1, 0);
-            list.unit.assign(plan.most_spikes, 0);
+            // list_times_by_step() places every unit, the silent ones after the list.
+            list.unit.assign(std::max(plan.most_spikes, size_t(layer.out.size())), 0);
+            longest_window = std::max(longest_window, size_t(plan.window_len));
             if (layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode == TTFS_POOL_EARLIEST &&
                 plans[li - 1].single_spike) {
                 pool_time_[li].assign(size_t(layer.out.size()), kNever);
@@ -1224,6 +1298,7 @@ public:
             }
         }
         fired_.assign(most_units, 0);
+        cursor_.assign(longest_window + 1, 0);
         // Certified layers: the activation grid and its cell counts, their summed-area table,
         // the sums and bound factors of every position, the candidates, and the bins of the
         // exact recomputation (one per step of the input's spike window).
@@ -1452,19 +1527,7 @@ private:
     }
 
     // The spikes of neuron layer li listed by step, from its first-spike times.
-    void list_by_step(size_t li) {
-        const int32_t* first = first_spike_time_[li].data();
-        const int32_t units = int32_t(first_spike_time_[li].size());
-        SpikeList& list = spikes_[li];
-        std::fill(list.begin.begin(), list.begin.end(), 0);
-        int32_t* per_step = list.begin.data() + 1;
-        for (int32_t i = 0; i < units; ++i)
-            if (first[i] != kNever) ++per_step[first[i] - list.first_step];
-        place_by_step(list, [&](auto place) {
-            for (int32_t i = 0; i < units; ++i)
-                if (first[i] != kNever) place(i, first[i] - list.first_step);
-        });
-    }
+    void list_by_step(size_t li) { list_times_by_step(spikes_[li], first_spike_time_[li]); }
 
     // The exact potential of neuron n of output position p, formed with the stepped engine's
     // operations (docs/ENGINES.md: bins in canonical order, the bias at t == 0, then V chained
@@ -1569,21 +1632,14 @@ private:
         const size_t pool = li + 1;
         const Projection& pg = plans_[pool].projection;
         int32_t* time = pool_time_[pool].data();
-        const Bracket b = bracket_of(li);
-        float* most_high = high_.data();
-        float* most_low = low_.data();
-        for (int32_t oh = 0; oh < pg.out_h; ++oh) {
-            for (int32_t ow = 0; ow < pg.out_w; ++ow) {
-                window_max(pg, padded_c, high, low, oh, ow, most_high, most_low);
-                int32_t* unit_time = time + (oh * pg.out_w + ow) * out_c;
-                for (int32_t c = 0; c < out_c; ++c) {
-                    unit_time[c] = kNever;
-                    if (most_high[c] < b.lowest) continue;  // no child reaches a threshold
-                    int32_t j = decide(plan, layer, b, most_high[c], most_low[c]);
-                    if (j == kUndecided) j = settle_unit(li, pg, oh, ow, c, high, low, recomputed);
-                    if (j >= 0) unit_time[c] = layer.fire_start + j;
-                }
-            }
+        const int32_t open = pool_verdicts(plan, layer, bracket_of(li), pg, padded_c, high, low,
+                                           time, undecided);
+        for (int32_t k = 0; k < open; ++k) {
+            const int32_t unit = undecided[k];
+            const int32_t c = unit % pg.out_c, position = unit / pg.out_c;
+            const int32_t j = settle_unit(li, pg, position / pg.out_w, position % pg.out_w, c, high,
+                                          low, recomputed);
+            time[unit] = j >= 0 ? layer.fire_start + j : kNever;
         }
         checked_[li] += int64_t(positions) * out_c;
         recomputed_[li] += recomputed;
@@ -1625,18 +1681,27 @@ private:
     }
 
     // An `earliest` pool's spikes listed by step, from its units' steps.
-    void list_pool_by_step(size_t li) {
-        const int32_t* time = pool_time_[li].data();
-        const int32_t units = int32_t(pool_time_[li].size());
-        SpikeList& list = spikes_[li];
-        std::fill(list.begin.begin(), list.begin.end(), 0);
-        int32_t* per_step = list.begin.data() + 1;
+    void list_pool_by_step(size_t li) { list_times_by_step(spikes_[li], pool_time_[li]); }
+
+    // A layer's spikes listed by step from its units' steps (kNever: none), without branches:
+    // a counting sort in which the units that did not spike (or, never the case, spiked outside
+    // the window) go to one more bucket after the last step's, which the list then ignores.
+    void list_times_by_step(SpikeList& list, const std::vector<int32_t>& times) {
+        const int32_t* time = times.data();
+        const int32_t units = int32_t(times.size());
+        const int32_t steps = list.steps();
+        const uint32_t outside = uint32_t(steps);
+        int32_t* cursor = cursor_.data();  // counts, then each bucket's next free slot
+        std::fill(cursor, cursor + steps + 1, 0);
         for (int32_t u = 0; u < units; ++u)
-            if (time[u] != kNever) ++per_step[time[u] - list.first_step];
-        place_by_step(list, [&](auto place) {
-            for (int32_t u = 0; u < units; ++u)
-                if (time[u] != kNever) place(u, time[u] - list.first_step);
-        });
+            ++cursor[std::min(uint32_t(time[u] - list.first_step), outside)];
+        int32_t* begin = list.begin.data();
+        begin[0] = 0;
+        for (int32_t k = 0; k < steps; ++k) begin[k + 1] = begin[k] + cursor[k];
+        for (int32_t k = 0; k <= steps; ++k) cursor[k] = begin[k];  // begin[steps]: the extra bucket
+        int32_t* unit = list.unit.data();  // room for every unit
+        for (int32_t u = 0; u < units; ++u)
+            unit[cursor[std::min(uint32_t(time[u] - list.first_step), outside)]++] = u;
     }
 
     // The complete potential of a neuron layer: first_spike_time = fire_start + first_crossing
@@ -1789,6 +1854,7 @@ private:
     // step) pairs of relay_pool() as found, and their units sorted.
     std::vector<std::vector<int32_t>> last_relayed_;
     std::vector<int32_t> pair_unit_, pair_step_, sorted_unit_;
+    std::vector<int32_t> cursor_;  // list_times_by_step() scratch
     // `earliest` pools of single spikes: per unit its step, or kNever (relay_earliest()).
     std::vector<std::vector<int32_t>> pool_time_;
     // certified_layer() and exact_first_crossing() scratch (see the constructor).
