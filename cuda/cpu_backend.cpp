@@ -13,6 +13,7 @@
 // at the steps where spikes arrive, and reads each neuron's fire step off its complete
 // potential. docs/BENCHMARKS.md has the measured speed and where the time goes.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -224,10 +225,17 @@ struct LayerPlan {
     bool list_by_step = false;
     // Hidden conv2d/dense layers under the analytic engine: the certified sums of
     // docs/ENGINES.md. bound_weights has one row per presynaptic unit of a window (HWIO row
-    // (kh * kernel_w + kw) * in_c + ci), bound_stride floats: the padded_c weights, then kLanes
-    // bound lanes, lane l holding max |w| over the channels n with n % kLanes == l; bound_bias
-    // likewise (the bias, then max |bias|). fan_in: rows per window.
+    // (kh * kernel_w + kw) * in_c + ci) of bound_stride floats: the weights of the padded_c
+    // channels and the bound lanes, which hold max |w| over groups of channels; bound_bias
+    // likewise (the bias, max |bias|). fan_in: rows per window. Bound lanes: channel lane l of
+    // every kLanes chunk (channel q * kLanes + l) takes its bound from lane bound_lane[l] of the
+    // chunk at offset bound_base. A layer of at most kLanes - 1 channels keeps its bound lanes
+    // in its chunk's spare lanes (base 0, lanes out_c + l % (kLanes - out_c)); wider layers
+    // have a chunk of their own after the channels (base padded_c, lane l: channels n % kLanes
+    // == l).
     bool certified = false;
+    int32_t bound_base = 0;
+    std::array<int32_t, kLanes> bound_lane{};
     // A certified layer followed by an `earliest` pool: unless first-spike times are recorded,
     // the pool's spike steps come from the layer's intervals directly (docs/ENGINES.md).
     bool fuses_pool = false;
@@ -272,7 +280,12 @@ void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan)
     const int32_t out_c = g.out_c, padded_c = plan.padded_c;
     plan.certified = true;
     plan.fan_in = g.kernel_h * g.kernel_w * g.in_c;
-    plan.bound_stride = padded_c + kLanes;
+    const bool packed = padded_c == kLanes && out_c < kLanes;
+    const int32_t groups = packed ? kLanes - out_c : kLanes;
+    plan.bound_base = packed ? 0 : padded_c;
+    for (int32_t l = 0; l < kLanes; ++l) plan.bound_lane[size_t(l)] = packed ? out_c + l % groups : l;
+    auto bound_at = [&](int32_t n) { return size_t(plan.bound_base + plan.bound_lane[size_t(n % kLanes)]); };
+    plan.bound_stride = packed ? kLanes : padded_c + kLanes;
     const size_t stride = size_t(plan.bound_stride);
     plan.bound_weights.assign(size_t(plan.fan_in) * stride, 0.0f);
     plan.weights_by_neuron.assign(size_t(plan.fan_in) * size_t(out_c), 0.0f);
@@ -284,7 +297,7 @@ void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan)
         for (int32_t n = 0; n < out_c; ++n) {
             const float w = layer.weights[r * size_t(out_c) + size_t(n)];
             row[n] = w;
-            row[padded_c + n % kLanes] = std::max(row[padded_c + n % kLanes], std::fabs(w));
+            row[bound_at(n)] = std::max(row[bound_at(n)], std::fabs(w));
         }
     }
     const int32_t pad_bottom = std::max(0, (g.out_h - 1) * g.stride_h + g.kernel_h - g.in_h - g.pad_top);
@@ -307,7 +320,7 @@ void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan)
     for (int32_t n = 0; n < out_c; ++n) {
         const float b = layer.bias[size_t(n)];
         plan.bound_bias[size_t(n)] = b;
-        float& lane = plan.bound_bias[size_t(padded_c + n % kLanes)];
+        float& lane = plan.bound_bias[bound_at(n)];
         lane = std::max(lane, std::fabs(b));
     }
 }
@@ -596,6 +609,7 @@ TTFS_AVX512 TTFS_INLINE void window_sums_avx512_n(const WindowSums& d) {
 TTFS_AVX512
 bool window_sums_avx512(const WindowSums& d) {
     switch (d.width / kLanes) {
+        case 1: window_sums_avx512_n<1, 8>(d); return true;
         case 2: window_sums_avx512_n<2, 8>(d); return true;
         case 3: window_sums_avx512_n<3, 6>(d); return true;
         case 4: window_sums_avx512_n<4, 5>(d); return true;
@@ -696,14 +710,14 @@ int32_t bracket_portable(const LayerPlan& plan, const Layer& layer, const Bracke
     int32_t count = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
-        const float* bound = v + padded_c;
+        const float* bound = v + plan.bound_base;
         if (!(scale[p] >= 0.0f)) {
             for (int32_t n = 0; n < out_c; ++n) undecided[count++] = p * out_c + n;
             continue;
         }
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             for (int32_t l = 0; l < kLanes; ++l) {
-                const float eps = scale[p] * bound[l] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
+                const float eps = scale[p] * bound[plan.bound_lane[size_t(l)]] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
                 high[q + l] = v[q + l] + eps;
                 low[q + l] = v[q + l] - eps;
             }
@@ -727,6 +741,7 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
     const __m512 relative = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-100f);
     const __m512 floor = _mm512_set1_ps(b.lowest);
     const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
+    const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
     int32_t count = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
@@ -735,7 +750,8 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
             for (int32_t n = 0; n < out_c; ++n) undecided[count++] = p * out_c + n;
             continue;
         }
-        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[p]), _mm512_loadu_ps(v + padded_c)), tiny);
+        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
+        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[p]), bound), tiny);
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             const __m512 x = _mm512_loadu_ps(v + q);
             const __m512 eps = _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), relative));
@@ -779,19 +795,20 @@ int32_t bracket(const LayerPlan& plan, const Layer& layer, const Bracket& b, con
 // neurons whose interval straddles `lowest`, is not finite, or cannot be bounded (scale[p] <
 // 0); returns their number. The others cannot fire.
 TTFS_PORTABLE_CLONES
-int32_t intervals_portable(const float* sums, int32_t width, int32_t positions, int32_t padded_c,
-                           int32_t out_c, const float* scale, float lowest, float* high, float* low,
-                           int32_t* firing, int32_t* undecided) {
+int32_t intervals_portable(const LayerPlan& plan, const float* sums, int32_t width,
+                           int32_t positions, int32_t padded_c, int32_t out_c, const float* scale,
+                           float lowest, float* high, float* low, int32_t* firing,
+                           int32_t* undecided) {
     int32_t count = 0, fired = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
-        const float* bound = v + padded_c;
+        const float* bound = v + plan.bound_base;
         float* h = high + ptrdiff_t(p) * padded_c;
         float* lo = low + ptrdiff_t(p) * padded_c;
         const float factor = scale[p] >= 0.0f ? scale[p] : std::numeric_limits<float>::infinity();
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             for (int32_t l = 0; l < kLanes; ++l) {
-                const float eps = factor * bound[l] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
+                const float eps = factor * bound[plan.bound_lane[size_t(l)]] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
                 h[q + l] = v[q + l] + eps;
                 lo[q + l] = v[q + l] - eps;
             }
@@ -813,9 +830,11 @@ int32_t intervals_portable(const float* sums, int32_t width, int32_t positions, 
 
 #if TTFS_HAVE_AVX512_VARIANT
 TTFS_AVX512
-int32_t intervals_avx512(const float* sums, int32_t width, int32_t positions, int32_t padded_c,
-                         int32_t out_c, const float* scale, float lowest, float* high, float* low,
-                         int32_t* firing, int32_t* undecided) {
+int32_t intervals_avx512(const LayerPlan& plan, const float* sums, int32_t width,
+                         int32_t positions, int32_t padded_c, int32_t out_c, const float* scale,
+                         float lowest, float* high, float* low, int32_t* firing,
+                         int32_t* undecided) {
+    const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
     const __m512 relative = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-100f);
     const __m512 floor = _mm512_set1_ps(lowest);
     const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
@@ -823,7 +842,8 @@ int32_t intervals_avx512(const float* sums, int32_t width, int32_t positions, in
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
         const float factor = scale[p] >= 0.0f ? scale[p] : std::numeric_limits<float>::infinity();
-        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(factor), _mm512_loadu_ps(v + padded_c)), tiny);
+        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
+        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(factor), bound), tiny);
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             const __m512 x = _mm512_loadu_ps(v + q);
             const __m512 eps = _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), relative));
@@ -846,16 +866,16 @@ int32_t intervals_avx512(const float* sums, int32_t width, int32_t positions, in
 }
 #endif
 
-int32_t intervals(const float* sums, int32_t width, int32_t positions, int32_t padded_c,
-                  int32_t out_c, const float* scale, float lowest, float* high, float* low,
-                  int32_t* firing, int32_t* undecided) {
+int32_t intervals(const LayerPlan& plan, const float* sums, int32_t width, int32_t positions,
+                  int32_t padded_c, int32_t out_c, const float* scale, float lowest, float* high,
+                  float* low, int32_t* firing, int32_t* undecided) {
 #if TTFS_HAVE_AVX512_VARIANT
     if (use_avx512())
-        return intervals_avx512(sums, width, positions, padded_c, out_c, scale, lowest, high, low,
-                                firing, undecided);
+        return intervals_avx512(plan, sums, width, positions, padded_c, out_c, scale, lowest, high,
+                                low, firing, undecided);
 #endif
-    return intervals_portable(sums, width, positions, padded_c, out_c, scale, lowest, high, low,
-                              firing, undecided);
+    return intervals_portable(plan, sums, width, positions, padded_c, out_c, scale, lowest, high,
+                              low, firing, undecided);
 }
 
 // certified_pool()'s pool units: unit (oh, ow, c) of the pool gets step b.fire_start + j where
@@ -1626,7 +1646,7 @@ private:
         int32_t* undecided = candidate_.data();
         int32_t count = 0;
         const int32_t undecided_count =
-            intervals(layer_sums_.data(), plan.bound_stride, positions, padded_c, out_c,
+            intervals(plan, layer_sums_.data(), plan.bound_stride, positions, padded_c, out_c,
                       scale_.data(), plan.lowest_threshold, high, low, &count, undecided);
         int64_t recomputed = undecided_count;
         for (int32_t c = 0; c < undecided_count; ++c) {
