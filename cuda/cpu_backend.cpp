@@ -374,8 +374,9 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
                               plan.padded_weights.begin() + ptrdiff_t(r * size_t(plan.padded_c)));
             }
             // The output layer's potentials are results, so its sums are always exact.
+            // (A layer with an empty fire window never fires; the exact path says so.)
             if (engine == TTFS_ENGINE_ANALYTIC && certify != Certify::kOff && layer.fires &&
-                li + 1 < model.layers.size())
+                layer.fire_len() > 0 && li + 1 < model.layers.size())
                 plan_certified(layer, plans[li - 1], plan);
         }
     }
