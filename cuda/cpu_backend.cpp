@@ -1347,6 +1347,7 @@ public:
             longest = std::max(longest, size_t(plans[plans[li - 1].source].window_len));
         }
         grid_.assign(grid, 0.0f);
+        grid_bin_.assign(grid, 0);
         cell_nonzero_.assign(cells, 0);
         area_.assign(cells, 0);
         layer_sums_.assign(sums, 0.0f);
@@ -1433,14 +1434,20 @@ private:
             // Unit by unit, without branches: the activation is the kernel of the unit's step
             // (0 for a step not integrated and for a unit that did not spike: the spare bin);
             // spikes counted per step.
+            // Each unit's bin for exact_potential() too, in grid_bin_: a spare bin where the
+            // unit adds nothing (padding included), the spares taken in turn.
             const int32_t steps = below.steps(), first_step = below.first_step;
             const float* kernel = plan.bin_kernel.data();
+            const int32_t* slot = plan.bin_slot.data();
             int32_t* per_step = step_count_.data();
             std::fill(per_step, per_step + steps + 1, 0);
+            int32_t* grid_bin = grid_bin_.data();
+            std::fill(grid_bin, grid_bin + plan.grid_floats, steps);
             for (int32_t h = 0; h < g.in_h; ++h) {
                 for (int32_t w = 0; w < g.in_w; ++w) {
                     const int32_t cell = (h + g.pad_top) * plan.grid_w + w + g.pad_left;
                     float* x = grid + ptrdiff_t(cell) * g.in_c;
+                    int32_t* bin = grid_bin + ptrdiff_t(cell) * g.in_c;
                     const int32_t* t = single + (h * g.in_w + w) * g.in_c;
                     int32_t nonzero = 0;
                     for (int32_t c = 0; c < g.in_c; ++c) {
@@ -1448,11 +1455,12 @@ private:
                         ++per_step[k];
                         x[c] = kernel[k];
                         nonzero += kernel[k] != 0.0f ? 1 : 0;
+                        const int32_t b = slot[k];
+                        bin[c] = b == steps ? steps + (c & (kSpareBins - 1)) : b;
                     }
                     cell_nonzero[cell] = nonzero;
                 }
             }
-            const int32_t* slot = plan.bin_slot.data();
             for (int32_t k = 0; k < steps; ++k) {
                 if (per_step[k] == 0 || slot[k] != k) continue;  // no spikes, or not integrated
                 busiest = std::max(busiest, per_step[k]);
@@ -1582,7 +1590,22 @@ private:
         const int32_t oh = p / g.out_w, ow = p % g.out_w;
         const int32_t in_c = g.in_c, in_w = g.in_w, in_h = g.in_h, kernel_w = g.kernel_w;
         const float* neuron_weights = plan.weights_by_neuron.data() + size_t(n) * size_t(plan.fan_in);
-        for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
+        if (single != nullptr) {
+            // Each kernel row of the window is a run of kernel_w * in_c units in the grid, in
+            // canonical order; certified_sums() left each unit's bin in grid_bin_ (a spare bin
+            // for padding and for units that add nothing), so no branches.
+            const int32_t row_len = kernel_w * in_c;
+            for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
+                const int32_t* bin = grid_bin_.data() +
+                                     (ptrdiff_t(oh * g.stride_h + kh) * plan.grid_w + ow * g.stride_w) * in_c;
+                const float* w = neuron_weights + kh * row_len;
+                for (int32_t r = 0; r < row_len; ++r) {
+                    bins[bin[r]] = add_rn(bins[bin[r]], w[r]);
+                    used[bin[r]] = 1;
+                }
+            }
+        }
+        for (int32_t kh = 0; single == nullptr && kh < g.kernel_h; ++kh) {
             const int32_t ih = oh * g.stride_h - g.pad_top + kh;
             if (ih < 0 || ih >= in_h) continue;
             for (int32_t kw = 0; kw < kernel_w; ++kw) {
@@ -1590,19 +1613,6 @@ private:
                 if (iw < 0 || iw >= in_w) continue;
                 const int32_t unit0 = (ih * in_w + iw) * in_c;
                 const float* w = neuron_weights + (kh * kernel_w + kw) * in_c;
-                if (single != nullptr) {
-                    // Without branches (about half the units spiked): a unit without a bin goes
-                    // to one of kSpareBins spare bins in turn, so that those adds do not wait
-                    // for each other.
-                    for (int32_t c = 0; c < in_c; ++c) {
-                        const uint32_t k = std::min(uint32_t(single[unit0 + c] - first_step), uint32_t(steps));
-                        int32_t b = slot[k];
-                        b += b == steps ? (c & (kSpareBins - 1)) : 0;
-                        bins[b] = add_rn(bins[b], w[c]);
-                        used[b] = 1;
-                    }
-                    continue;
-                }
                 for (int32_t c = 0; c < in_c; ++c) {
                     const int32_t u = unit0 + c;
                     for (int32_t e = below.unit_begin[size_t(u)]; e < below.unit_begin[size_t(u) + 1]; ++e) {
@@ -1891,6 +1901,7 @@ private:
     std::vector<float> grid_, layer_sums_, scale_, high_, low_, bins_;
     std::vector<float> interval_high_, interval_low_;  // certified_pool(): per neuron, padded
     std::vector<int32_t> cell_nonzero_, area_, candidate_, step_count_;
+    std::vector<int32_t> grid_bin_;  // per grid unit its bin in exact_potential()
     std::vector<uint8_t> bin_used_;
     std::vector<int64_t> checked_, recomputed_;
 };
