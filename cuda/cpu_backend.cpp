@@ -1352,6 +1352,7 @@ public:
         area_.assign(cells, 0);
         layer_sums_.assign(sums, 0.0f);
         scale_.assign(positions, 0.0f);
+        most_.assign(positions, 0);
         interval_high_.assign(neurons_padded, 0.0f);
         interval_low_.assign(neurons_padded, 0.0f);
         high_.assign(widest + kLanes, 0.0f);  // also window_sums()' row scratch
@@ -1507,17 +1508,24 @@ private:
         }
         float* scale = scale_.data();
         const bool recompute_all = certify_ == Certify::kRecompute;
+        // ops < 0.01 / u = 167 772 (else -1: not boundable); ops and 1.1 * u are exact enough
+        // in float (an integer below 2^24; 1.1f > 1.1).
+        const int32_t fixed_ops = int32_t(std::min(double(1 << 30), g.kernel_h + 1 + engine_ops + activation_ops));
+        const int32_t most_ops = recompute_all ? -1 : 167772;
+        int32_t* most = most_.data();
         for (int32_t oh = 0; oh < g.out_h; ++oh) {
-            for (int32_t ow = 0; ow < g.out_w; ++ow) {
-                const int32_t left = ow * g.stride_w, right = left + g.kernel_w;
-                int32_t most = 0;
-                for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
-                    const int32_t* line = prefix + (oh * g.stride_h + kh) * prefix_w;
-                    most = std::max(most, line[right] - line[left]);
+            std::fill(most, most + g.out_w, 0);
+            for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
+                const int32_t* line = prefix + (oh * g.stride_h + kh) * prefix_w;
+                for (int32_t ow = 0; ow < g.out_w; ++ow) {
+                    const int32_t left = ow * g.stride_w;
+                    most[ow] = std::max(most[ow], line[left + g.kernel_w] - line[left]);
                 }
-                const double ops = double(per_term) * most + g.kernel_h + 1 + engine_ops + activation_ops;
-                const bool boundable = ops * 0x1p-24 <= 0.01 && !recompute_all;
-                scale[oh * g.out_w + ow] = boundable ? float(1.1 * ops * 0x1p-24) : -1.0f;
+            }
+            float* row_scale = scale + oh * g.out_w;
+            for (int32_t ow = 0; ow < g.out_w; ++ow) {
+                const int32_t ops = per_term * most[ow] + fixed_ops;
+                row_scale[ow] = ops <= most_ops ? float(ops) * (1.1f * 0x1p-24f) : -1.0f;
             }
         }
     }
@@ -1902,6 +1910,7 @@ private:
     std::vector<float> interval_high_, interval_low_;  // certified_pool(): per neuron, padded
     std::vector<int32_t> cell_nonzero_, area_, candidate_, step_count_;
     std::vector<int32_t> grid_bin_;  // per grid unit its bin in exact_potential()
+    std::vector<int32_t> most_;      // certified_sums(): per output column, its bound's count
     std::vector<uint8_t> bin_used_;
     std::vector<int64_t> checked_, recomputed_;
 };
