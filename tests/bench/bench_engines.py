@@ -146,6 +146,31 @@ def test_cpu_engine(benchmark, model, images, engine, batch, engine_results):
             engine_results[engine] = result
 
 
+# The analytic engine at batch 10 000 in two other settings: recording every layer's spike
+# times (which turns off the certified layer + `earliest` pool shortcut), and with every
+# potential formed exactly (TTFS_CERTIFY=off, read when the session is created: the event-driven
+# engine without certified sums). docs/ENGINES.md, "Certified sums".
+ANALYTIC_VARIANTS = {
+    "recording": ("records spike times", {}, True),
+    "exact": ("TTFS_CERTIFY=off", {"TTFS_CERTIFY": "off"}, False),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(ANALYTIC_VARIANTS))
+def test_cpu_analytic_variant(benchmark, model, images, variant, monkeypatch):
+    what, environment, record = ANALYTIC_VARIANTS[variant]
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    batch = max(ENGINE_BATCHES)
+    with model.session(backend="cpu", engine="analytic", max_batch=batch,
+                       record_spike_times=record) as session:
+        session.run(images[:batch])  # warm-up
+        benchmark.group = "libttfs CPU"
+        benchmark.extra_info.update(engine="analytic", batch=batch, variant=what)
+        benchmark.pedantic(lambda: session.run(images[:batch]), rounds=3, iterations=1)
+    THROUGHPUT[f"analytic_{batch}_{variant}"] = images_per_second(benchmark, batch)
+
+
 # ---- TensorFlow ------------------------------------------------------------------------------
 
 def test_tf_reference(benchmark, model_path, images):

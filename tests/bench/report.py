@@ -39,6 +39,8 @@ def spaced(number: int) -> str:
 
 
 ROWS = ([(f"analytic_{b}", f"libttfs CPU analytic, batch {spaced(b)}") for b in ENGINE_BATCHES]
+        + [("analytic_10000_recording", "libttfs CPU analytic, batch 10 000, recording every layer's spike times"),
+           ("analytic_10000_exact", "libttfs CPU analytic, batch 10 000, TTFS_CERTIFY=off (every potential exact)")]
         + [(f"stepped_{b}", f"libttfs CPU stepped, batch {spaced(b)}") for b in ENGINE_BATCHES]
         + [("tf_reference", f"TF reference simulator (export.tf_reference), {TF_REFERENCE_IMAGES} images")]
         + [(f"keras_{b}", f"Keras model.predict (reference CNN as an ANN), batch_size {spaced(b)}")
@@ -113,6 +115,8 @@ def load_pass(bench_json: Path, junit) -> dict:
         rate = bench["extra_info"]["images_per_second"]
         if bench["name"].startswith("test_cpu_engine"):
             throughput[f"{params['engine']}_{params['batch']}"] = rate
+        elif bench["name"].startswith("test_cpu_analytic_variant"):
+            throughput[f"analytic_10000_{params['variant']}"] = rate
         elif bench["name"] == "test_tf_reference":
             throughput["tf_reference"] = rate
         elif bench["name"].startswith("test_keras_predict"):
