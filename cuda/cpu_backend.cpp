@@ -149,6 +149,9 @@ struct CrossingIndex {
     int32_t shift = 0;
     uint32_t first_bucket = 0, last_bucket = 0;  // those of the lowest and the highest threshold
     std::vector<int32_t> bucket_start;
+    // Per bucket: its start when every potential of the bucket has that first_crossing() (the
+    // bucket holds no threshold), else -1.
+    std::vector<int32_t> bucket_sure;
 };
 
 uint32_t float_bits(float value) {
@@ -185,6 +188,8 @@ CrossingIndex crossing_index_of(const std::vector<float>& table) {
         const int32_t start = first_crossing(largest, table.data(), len);
         if (start < 0) return index;  // cannot happen for finite thresholds; stay safe
         index.bucket_start.push_back(start);
+        const float smallest = bits_float(b << index.shift);  // >= lowest > 0: b >= first_bucket
+        index.bucket_sure.push_back(first_crossing(smallest, table.data(), len) == start ? start : -1);
     }
     index.usable = true;
     return index;
@@ -669,6 +674,7 @@ struct Bracket {
     float lowest;
     // The crossing index, copied into locals (bucket_start null when the index is unusable).
     const int32_t* bucket_start;
+    const int32_t* bucket_sure;
     int32_t shift;
     uint32_t first_bucket, last_bucket;
 };
@@ -678,6 +684,15 @@ TTFS_INLINE int32_t decide_finite(const LayerPlan& plan, const Layer& layer, con
                                   float high, float low) {
     int32_t j;
     if (b.bucket_start != nullptr) {
+        // Mostly both ends fall in one bucket that holds no threshold: then its start is the
+        // first_crossing() of both (and of everything between). high >= lowest > 0, so its
+        // bits order like its value; low may be smaller than lowest (another bucket then).
+        const uint32_t top = std::min(float_bits(high) >> b.shift, b.last_bucket);
+        const uint32_t bottom = float_bits(low) >> b.shift;
+        if (top == bottom) {
+            const int32_t sure = b.bucket_sure[top - b.first_bucket];
+            if (sure >= 0) return sure;
+        }
         // As crossing_from_lowest(), with the first step of the scan taken without a branch
         // (a bucket seldom holds more than one threshold; the table is non-increasing and
         // high >= its last entry, so j stays inside it).
@@ -1358,7 +1373,7 @@ public:
         high_.assign(widest + kLanes, 0.0f);  // also window_sums()' row scratch
         low_.assign(widest + kLanes, 0.0f);
         candidate_.assign(std::max(neurons, neurons_padded), 0);
-        step_count_.assign(longest + 1, 0);
+        step_count_.assign(longest + kSpareBins, 0);
         bins_.assign(longest + kSpareBins, 0.0f);
         bin_used_.assign(longest + kSpareBins, 0);
         checked_.assign(count, 0);
@@ -1440,8 +1455,10 @@ private:
             const int32_t steps = below.steps(), first_step = below.first_step;
             const float* kernel = plan.bin_kernel.data();
             const int32_t* slot = plan.bin_slot.data();
+            // (Units without a step are counted in kSpareBins extra counters in turn, so that
+            // those increments do not wait for each other.)
             int32_t* per_step = step_count_.data();
-            std::fill(per_step, per_step + steps + 1, 0);
+            std::fill(per_step, per_step + steps + kSpareBins, 0);
             int32_t* grid_bin = grid_bin_.data();
             std::fill(grid_bin, grid_bin + plan.grid_floats, steps);
             for (int32_t h = 0; h < g.in_h; ++h) {
@@ -1453,7 +1470,7 @@ private:
                     int32_t nonzero = 0;
                     for (int32_t c = 0; c < g.in_c; ++c) {
                         const uint32_t k = std::min(uint32_t(t[c] - first_step), uint32_t(steps));
-                        ++per_step[k];
+                        ++per_step[k == uint32_t(steps) ? k + uint32_t(c & (kSpareBins - 1)) : k];
                         x[c] = kernel[k];
                         nonzero += kernel[k] != 0.0f ? 1 : 0;
                         const int32_t b = slot[k];
@@ -1537,7 +1554,8 @@ private:
         const CrossingIndex& index = plan.crossing;
         return Bracket{layer.fire_threshold.data(), layer.fire_len(), layer.fire_start,
                        plan.lowest_threshold, index.usable ? index.bucket_start.data() : nullptr,
-                       index.shift, index.first_bucket, index.last_bucket};
+                       index.usable ? index.bucket_sure.data() : nullptr, index.shift,
+                       index.first_bucket, index.last_bucket};
     }
 
     // The fire step of every neuron of certified layer li from certified_sums(): by the
@@ -1551,11 +1569,7 @@ private:
         const float* sums = layer_sums_.data();
         const float* scale = scale_.data();
         // The verdicts; the undecided neurons' exact potentials; the spikes.
-        const CrossingIndex& index = plan.crossing;
-        const Bracket decision{layer.fire_threshold.data(), layer.fire_len(), layer.fire_start,
-                               plan.lowest_threshold,
-                               index.usable ? index.bucket_start.data() : nullptr, index.shift,
-                               index.first_bucket, index.last_bucket};
+        const Bracket decision = bracket_of(li);
         int32_t* first = first_spike_time_[li].data();
         std::fill(first, first + layer.out.size(), kNever);
         int32_t* undecided = candidate_.data();
