@@ -1373,7 +1373,7 @@ public:
         high_.assign(widest + kLanes, 0.0f);  // also window_sums()' row scratch
         low_.assign(widest + kLanes, 0.0f);
         candidate_.assign(std::max(neurons, neurons_padded), 0);
-        step_count_.assign(longest + kSpareBins, 0);
+        step_count_.assign((longest + 1) * kSpareBins, 0);
         bins_.assign(longest + kSpareBins, 0.0f);
         bin_used_.assign(longest + kSpareBins, 0);
         checked_.assign(count, 0);
@@ -1455,10 +1455,10 @@ private:
             const int32_t steps = below.steps(), first_step = below.first_step;
             const float* kernel = plan.bin_kernel.data();
             const int32_t* slot = plan.bin_slot.data();
-            // (Units without a step are counted in kSpareBins extra counters in turn, so that
-            // those increments do not wait for each other.)
-            int32_t* per_step = step_count_.data();
-            std::fill(per_step, per_step + steps + kSpareBins, 0);
+            // (kSpareBins counters per step, taken in turn, so that increments of one step
+            // do not wait for each other.)
+            int32_t* per_step = step_count_.data();  // kSpareBins counters per step, in turn
+            std::fill(per_step, per_step + (steps + 1) * kSpareBins, 0);
             int32_t* grid_bin = grid_bin_.data();
             std::fill(grid_bin, grid_bin + plan.grid_floats, steps);
             for (int32_t h = 0; h < g.in_h; ++h) {
@@ -1470,7 +1470,7 @@ private:
                     int32_t nonzero = 0;
                     for (int32_t c = 0; c < g.in_c; ++c) {
                         const uint32_t k = std::min(uint32_t(t[c] - first_step), uint32_t(steps));
-                        ++per_step[k == uint32_t(steps) ? k + uint32_t(c & (kSpareBins - 1)) : k];
+                        ++per_step[k * kSpareBins + uint32_t(c & (kSpareBins - 1))];
                         x[c] = kernel[k];
                         nonzero += kernel[k] != 0.0f ? 1 : 0;
                         const int32_t b = slot[k];
@@ -1480,8 +1480,10 @@ private:
                 }
             }
             for (int32_t k = 0; k < steps; ++k) {
-                if (per_step[k] == 0 || slot[k] != k) continue;  // no spikes, or not integrated
-                busiest = std::max(busiest, per_step[k]);
+                int32_t spikes = 0;
+                for (int32_t copy = 0; copy < kSpareBins; ++copy) spikes += per_step[k * kSpareBins + copy];
+                if (spikes == 0 || slot[k] != k) continue;  // no spikes, or not integrated
+                busiest = std::max(busiest, spikes);
                 bins += k != plan.zero_bin ? 1 : 0;
             }
         }
@@ -1515,7 +1517,20 @@ private:
         // Per position its bound's factor: gamma(ops) = ops * u / (1 - ops * u) <= 1.0102 *
         // ops * u while ops * u <= 0.01; 1.1 covers that, the activations' own error and the
         // rounding of the bound's sum. The nonzero terms of each kernel row of a window come
-        // from prefix sums of the cell counts along each grid row.
+        // from prefix sums of the cell counts along each grid row; for short kernel rows the
+        // row's length serves (a little looser, much cheaper).
+        float* scale = scale_.data();
+        const bool recompute_all = certify_ == Certify::kRecompute;
+        // ops < 0.01 / u = 167 772 (else -1: not boundable); ops and 1.1 * u are exact enough
+        // in float (an integer below 2^24; 1.1f > 1.1).
+        const int32_t fixed_ops = int32_t(std::min(double(1 << 30), g.kernel_h + 1 + engine_ops + activation_ops));
+        const int32_t most_ops = recompute_all ? -1 : 167772;
+        const int32_t row_len = g.kernel_w * g.in_c;
+        if (row_len <= kLanes) {
+            const int32_t ops = per_term * row_len + fixed_ops;
+            std::fill(scale, scale + g.positions(), ops <= most_ops ? float(ops) * (1.1f * 0x1p-24f) : -1.0f);
+            return;
+        }
         int32_t* prefix = area_.data();
         const int32_t prefix_w = plan.grid_w + 1;
         for (int32_t h = 0; h < plan.grid_h; ++h) {
@@ -1523,12 +1538,6 @@ private:
             line[0] = 0;
             for (int32_t w = 0; w < plan.grid_w; ++w) line[w + 1] = line[w] + cell_nonzero[h * plan.grid_w + w];
         }
-        float* scale = scale_.data();
-        const bool recompute_all = certify_ == Certify::kRecompute;
-        // ops < 0.01 / u = 167 772 (else -1: not boundable); ops and 1.1 * u are exact enough
-        // in float (an integer below 2^24; 1.1f > 1.1).
-        const int32_t fixed_ops = int32_t(std::min(double(1 << 30), g.kernel_h + 1 + engine_ops + activation_ops));
-        const int32_t most_ops = recompute_all ? -1 : 167772;
         int32_t* most = most_.data();
         for (int32_t oh = 0; oh < g.out_h; ++oh) {
             std::fill(most, most + g.out_w, 0);
