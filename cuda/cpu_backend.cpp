@@ -1045,6 +1045,41 @@ void earliest_of_window(const Projection& g, const int32_t* child, int32_t oh, i
     }
 }
 
+// The potentials of a dense layer of at most kLanes neurons from its input's spikes listed by
+// step: per step with spikes, S = +0 plus each spiking unit's weights (units ascending), then
+// V = V + S * kernel_at(t); step 0 also carries the bias (V = +0 + (S + bias) * 1). The
+// operations of docs/ENGINES.md, lane by lane, with the sums held in registers.
+TTFS_VECTOR_CLONES
+void dense_by_step(const Layer& layer, const int32_t* begin, const int32_t* unit, int32_t steps,
+                   int32_t first_step, const float* weights, float* potential) {
+    const int32_t out_c = layer.out.c;
+    float sum[kLanes], v[kLanes], bias[kLanes];
+    for (int32_t l = 0; l < kLanes; ++l) bias[l] = l < out_c ? layer.bias[size_t(l)] : 0.0f;
+    auto step_sum = [&](int32_t k) {
+        for (int32_t l = 0; l < kLanes; ++l) sum[l] = 0.0f;
+        for (int32_t s = begin[k]; s < begin[k + 1]; ++s) {
+            const float* w = weights + ptrdiff_t(unit[s]) * kLanes;
+            for (int32_t l = 0; l < kLanes; ++l) sum[l] = add_rn(sum[l], w[l]);
+        }
+    };
+    const int32_t zero = -first_step;  // step 0's index in the list, if inside
+    if (zero >= 0 && zero < steps) {
+        step_sum(zero);
+    } else {
+        for (int32_t l = 0; l < kLanes; ++l) sum[l] = 0.0f;
+    }
+    const float first_kernel = layer.kernel_at(0);
+    for (int32_t l = 0; l < kLanes; ++l) v[l] = integrate(0.0f, add_rn(sum[l], bias[l]), first_kernel);
+    for (int32_t k = 0; k < steps; ++k) {
+        const int32_t t = first_step + k;
+        if (t == 0 || begin[k + 1] == begin[k] || !layer.integrates_at(t)) continue;
+        step_sum(k);
+        const float kernel = layer.kernel_at(t);
+        for (int32_t l = 0; l < kLanes; ++l) v[l] = integrate(v[l], sum[l], kernel);
+    }
+    for (int32_t l = 0; l < out_c; ++l) potential[l] = v[l];
+}
+
 // ---- Shared state -----------------------------------------------------------------------------
 
 // One image's state, reused for every image a worker thread processes. Allocated once per
@@ -1907,6 +1942,11 @@ private:
     void integrate(size_t li) {
         const Layer& layer = model_.layers[li];
         const SpikeList& below = spikes_[plans_[li - 1].source];
+        if (layer.kind == TTFS_LAYER_DENSE && plans_[li].padded_c == kLanes) {
+            dense_by_step(layer, below.begin.data(), below.unit.data(), below.steps(),
+                          below.first_step, plans_[li].weights(layer), membrane_[li].data());
+            return;
+        }
         const int32_t zero = -below.first_step;  // step 0's index in the list, if inside
         const bool spikes_at_zero = zero >= 0 && zero < below.steps();
         integrate_step(li, 0, spikes_at_zero ? below.at(zero) : nullptr,
