@@ -46,50 +46,54 @@ ROWS = ([(f"analytic_{b}", f"libttfs CPU analytic, batch {spaced(b)}") for b in 
         + [(f"keras_{b}", f"Keras model.predict (reference CNN as an ANN), batch_size {spaced(b)}")
            for b in KERAS_BATCHES])
 
-# Where the analytic engine spends its time on this model. Measured on the development machine
-# with a copy of cuda/cpu_backend.cpp whose AnalyticWorkspace::run_image() read the time stamp
-# counter around every layer (single thread, 2 000 test images, best of 3); the split is stable
-# from run to run even when the absolute speed is not. Kept by hand: the library has no
-# per-layer timers.
+# Where the analytic engine spends its time on models/mnist.ttfs. Measured on the development
+# machine with a copy of cuda/cpu_backend.cpp that read the time stamp counter around every
+# layer and every phase of the certified layers (one thread, 10 000 test images, three rounds,
+# through the C API, spike times not recorded); the split is stable from run to run even when
+# the absolute speed is not. Kept by hand: the library has no per-phase timers.
 PROFILE = """\
-| layer (analytic engine, one image) | share of the time | work per image |
+| phase (analytic engine, one image, about 115 000 time-stamp cycles) | share | work per image |
 |---|---|---|
-| input: first crossings | 1 % | 784 pixels, 140 fire |
-| conv1: integrate | 8 % | 140 spikes x up to 25 positions: 3 400 rows of 12 weights; 1 960 (step, position) updates |
-| conv1: fire | 7 % | 6 912 neurons, 2 560 fire |
-| pool1 (`or`): relay | 9 % | 2 560 child spikes -> 1 600 (unit, step) pairs |
-| conv2: integrate | 62 % | 1 600 spikes x up to 25 positions: 20 200 rows of 64 weights (1.3 M float adds); 4 340 (step, position) updates |
-| conv2: fire | 4 % | 4 096 neurons, 1 460 fire |
-| pool2 (`or`): relay | 5 % | 1 460 -> 1 410 pairs |
-| fc1: integrate | 4 % | 1 410 spikes x 10 weights |
+| input: first crossings | 3 % | 784 pixels, about 140 fire |
+| conv1: activations into the grid | 6 % | 784 units: step, kernel, bin, counts |
+| conv1: certified sums | 11 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
+| conv1: intervals, spike count | 5 % | 6 912 neurons; about 1 recomputed exactly per image |
+| pool1 (`earliest`, fused): verdicts | 13 % | 1 728 units, about 800 fire: one first_crossing() each |
+| conv2: activations into the grid | 9 % | 1 728 units |
+| conv2: certified sums | 28 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
+| conv2: intervals, spike count | 2 % | 4 096 neurons |
+| pool2 (`earliest`, fused): verdicts | 14 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
+| pool2: spikes listed by step (for fc1) | 5 % | 1 024 units |
+| fc1 (output, exact sums) | 3 % | about 400 spikes x 16 lanes, over 80 steps |
 """
 
 PROFILE_NOTES = """\
-Why the targets are not met on this model (numbers from the profile above, one thread):
+How the analytic engine got here (docs/ENGINES.md, "Certified sums"): a hidden layer's potential
+is never an output, only its first_crossing() is. So each hidden conv2d/dense potential is
+formed as a dense window sum with fused multiply-adds in any order, together with a rigorous
+bound on its distance from the exact (canonical-order) potential; the neuron's fire step is
+read off the interval where both ends agree, and the exact potential is formed only where they
+do not (about 0.02 % of conv1 and 0.2 % of conv2 neurons on this model). A layer followed by an
+`earliest` pool decides the pool units directly from the largest child interval, when spike
+times are not recorded. Results are the same bits as the stepped engine's
+(test_benchmark_batch_is_bit_identical above; tests/test_certified.py).
 
-- The analytic engine's work is the synaptic sums of conv2: 20 200 rows of 64 weights per
-  image, each row added lane by lane in the order ENGINES.md fixes (kernel row, kernel column,
-  input channel within a step; steps ascending), 1.3 million float adds, then 4 340 updates
-  V = V + S * k of 64 neurons. It costs about 12 time-stamp cycles per row (a row is four
-  AVX-512 registers: load the sums, add the weights, store), 60 % of the time.
-- Spiking saves little here: conv1 fires 37 % of its neurons and `or` pooling relays up to
-  four spikes per pooled unit, so conv2 receives 1 600 input spikes per image where the ANN
-  has 1 728 pooled activations: the event-driven sum has about as many adds (1.3 M) as the
-  ANN's conv2 has multiply-adds (1.2 M). Keras runs those as a dense, blocked GEMM at close to
-  the machine's peak with fused multiply-adds; the spiking sums must keep their exact order of
-  separate adds and go where the spikes say (irregular rows, a sum per neuron per step).
-- Even at the add-throughput floor (one 16-lane add per cycle: about 80 000 cycles for conv2's
-  rows alone) the analytic engine would need all other layers to be free to match Keras on
-  this machine; 300 x the TF reference simulator asks for even more (the TF simulator runs at
-  150 to 230 images/s here, so 300 x is 45 000 to 70 000 images/s).
-- Tried and measured on this model, same bits each time: a scatter into per-position sums
-  (kept), a gather of each position's rows into registers (the same speed: it trades the sum
-  stores for unpredictable loop exits and longer add chains), fan-out tables instead of window
-  arithmetic, a masked first touch instead of zeroing the sums (no gain). The AVX-512 variant
-  of the scatter (vector types) is about 10 % faster than the compiler-vectorised loop, which
-  the AVX2 and SSE clones keep.
+Why 300 x the TensorFlow reference simulator is not met (numbers from the profile above):
+
+- 300 x is 60 000 images/s on this machine (the simulator runs 180 to 210 images/s): about
+  87 000 time-stamp cycles per image per core. The engine takes about 115 000.
+- The largest part, conv2's certified sums, is 96 000 16-lane fused multiply-adds per image: the
+  ANN's conv2 multiply-adds plus one bound register in five. It runs near the machine's
+  multiply-add throughput; a sparse form (only the 46 % of pool1 units that spike) was tried
+  and was slower, as listing each position's nonzero inputs costs more than the multiply-adds it
+  saves.
+- Most of the rest is per-unit bookkeeping that the ANN does not have: a step, a bin and a
+  threshold-table lookup per unit (grids, verdicts, spike lists), about 40 % of the time.
+- Tried and measured, same bits each time, not kept: gathers (AVX-512) for the threshold-table
+  lookups of 16 lanes at a time (slower than scalar lookups here), a sparse entry list per
+  output position instead of dense window sums, a per-unit dense path for fc1 instead of spike
+  lists by step.
 """
-
 
 def run_pass(index: int, keep: Path) -> tuple:
     bench_json = keep / f"pass{index}.json"
@@ -294,34 +298,28 @@ def render(passes: list) -> str:
             "spike counts of every neuron layer on the 10 000 images and the first-spike times "
             "of every neuron layer on the first 1 000: "
             + ", ".join(f"pass {i + 1}: **{p['identity']}**" for i, p in enumerate(passes)) + ".",
-            "", "## Where the analytic engine's time goes (profiled on the `or`-pooling model of docs/RESULTS.md run A, which spikes more than models/mnist.ttfs)", "", PROFILE, PROFILE_NOTES,
-            "## Before and after this work", "",
+            "", "## Where the analytic engine's time goes", "", PROFILE, PROFILE_NOTES,
+            "## Before and after", "",
             BEFORE_AFTER, ""]
     return "\n".join(out)
 
 
-# The engines before this work (a gather per neuron over every presynaptic slot for the
-# analytic engine, a threshold check of every neuron at every step for the stepped engine) and
-# after; kept by hand (the old engine is not in the tree any more).
+# The engines before and after each round of work; kept by hand (the old engines are not in the
+# tree any more).
 BEFORE_AFTER = """\
-| | before | after | speed-up |
+| | first version | event-driven exact sums | certified sums (now) |
 |---|---|---|---|
-| analytic engine, one thread, images/s | 1 700 | 5 550 | 3.3 x |
-| stepped engine, one thread, images/s | 1 210 | 2 940 | 2.4 x |
-| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 57 - 58 x | 3.4 x |
-| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.27 - 0.35 x | 3.5 x |
+| analytic engine, one thread, images/s | 1 700 | 7 860 | 22 600 |
+| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 78 x | 200 - 245 x |
+| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.37 x | 1.06 - 1.44 x |
 
-The one-thread rows: a small C driver over the C API (ttfs_session_run_u8) on 2 000 test
-images, the library built from the old and from the new cuda/cpu_backend.cpp, interleaved, best
-of three runs each, three times. The ratio rows: `test_interleaved_ratios` run against each
-library (TTFS_LIBRARY), all cores, old and new alternately, twice each (medians of the runs;
-Keras predict itself ran at 30 000 to 42 000 images/s in these runs, hence the spread).
-
-Same outputs bit for bit: predictions, potentials and every layer's spike times on 3 000 test images,
-both engines, on the 15-epoch MNIST network of docs/RESULTS.md converted with `or` pooling
-(run A) and with `earliest` pooling (run B); the parity, hand-case, API, thread, CLI and golden
-tests pass; the CUDA emulator tests (which build cpu_backend.cpp too) and an
-AddressSanitizer/UBSan build (C programs, ttfs-infer on MNIST, the parity tests) are clean.
+The one-thread row: a small C driver over the C API (ttfs_session_run_u8, spike times not
+recorded) on the 10 000 test images, best of three rounds, the libraries built from the older
+commits and from this one, alternating, three times each (the first column was measured the
+same way on the `or`-pooling model of docs/RESULTS.md run A, on 2 000 images). The ratio rows:
+`test_interleaved_ratios` against each library (TTFS_LIBRARY), all cores; Keras predict itself
+ran at 29 000 to 43 000 images/s in these runs, hence the spread, and why a single run can land
+on either side of 1 x.
 """
 
 
