@@ -654,6 +654,9 @@ int32_t window_sums(const WindowSums& d) {
     return 2;
 }
 
+// guess16()'s table size: fire windows up to this long get the vectorised first guess.
+constexpr int32_t kGuessTable = 128;
+
 // exact_first_crossing()'s bins for the spikes that do not count (steps the layer does not
 // integrate, units that did not spike), after the window's bins.
 constexpr int32_t kSpareBins = 8;
@@ -677,6 +680,10 @@ struct Bracket {
     const int32_t* bucket_sure;
     int32_t shift;
     uint32_t first_bucket, last_bucket;
+    // fire_threshold[j] = vth0 * exp(-(j - td) / tau): a vectorised first guess of
+    // first_crossing() (usable when the crossing index is and len <= 128; see guess16()).
+    bool guessable;
+    float td, tau, log_vth0;
 };
 
 // bracket()'s verdict for a candidate with finite ends (high >= lowest).
@@ -712,6 +719,70 @@ TTFS_INLINE int32_t decide(const LayerPlan& plan, const Layer& layer, const Brac
         return kUndecided;
     return decide_finite(plan, layer, b, high, low);
 }
+
+#if TTFS_HAVE_AVX512_VARIANT
+// table[idx] for 16 indices in [0, kGuessTable), the table held in 8 registers (t), by
+// permutes within register pairs and a choice by the index's top bits.
+TTFS_AVX512 TTFS_INLINE __m512 table16(const __m512* t, __m512i idx) {
+    const __m512 r01 = _mm512_permutex2var_ps(t[0], idx, t[1]);
+    const __m512 r23 = _mm512_permutex2var_ps(t[2], idx, t[3]);
+    const __m512 r45 = _mm512_permutex2var_ps(t[4], idx, t[5]);
+    const __m512 r67 = _mm512_permutex2var_ps(t[6], idx, t[7]);
+    const __m512i part = _mm512_maskz_srli_epi32(__mmask16(0xffff), idx, 5);  // maskz: see guess16()
+    const __m512 low = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(part, _mm512_set1_epi32(1)), r01, r23);
+    const __m512 high = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(part, _mm512_set1_epi32(3)), r45, r67);
+    return _mm512_mask_blend_ps(_mm512_cmpge_epi32_mask(part, _mm512_set1_epi32(2)), low, high);
+}
+
+// The lanes of `candidates` (high >= lowest > 0, finite ends) for which the fire step is
+// certain, and that step in *j: a first guess j = ceil(td + tau * (ln vth0 - ln high)) from
+// the table's formula, then a check against the table itself: high >= table[j] and (j == 0
+// or high < table[j - 1]) make j first_crossing(high) (the table does not increase), and
+// low >= table[j] makes it first_crossing(low) too. A wrong guess only costs the scalar way.
+TTFS_AVX512 TTFS_INLINE __mmask16 guess16(const Bracket& b, const __m512* t, __m512 high,
+                                          __m512 low, __mmask16 candidates, __m512i* j) {
+    // ln(high) = e ln 2 + ln m, m in [1, 2); ln m = 2 atanh(s), s = (m - 1) / (m + 1) < 1/3,
+    // by its series to s^9 (error below 1e-6: only the guess depends on it).
+    // (The maskz forms with every lane set: GCC 12 warns about the unmasked forms' undefined
+    // pass-through operand.)
+    const __mmask16 all = __mmask16(0xffff);
+    const __m512 e = _mm512_maskz_getexp_ps(all, high);
+    const __m512 m = _mm512_maskz_getmant_ps(all, high, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 sv = _mm512_div_ps(_mm512_sub_ps(m, one), _mm512_add_ps(m, one));
+    const __m512 s2 = _mm512_mul_ps(sv, sv);
+    __m512 series = _mm512_set1_ps(1.0f / 9.0f);
+    series = _mm512_fmadd_ps(series, s2, _mm512_set1_ps(1.0f / 7.0f));
+    series = _mm512_fmadd_ps(series, s2, _mm512_set1_ps(1.0f / 5.0f));
+    series = _mm512_fmadd_ps(series, s2, _mm512_set1_ps(1.0f / 3.0f));
+    series = _mm512_fmadd_ps(series, s2, one);
+    const __m512 ln = _mm512_fmadd_ps(e, _mm512_set1_ps(0.69314718f),
+                                      _mm512_mul_ps(_mm512_set1_ps(2.0f), _mm512_mul_ps(sv, series)));
+    const __m512 guess = _mm512_fmadd_ps(_mm512_set1_ps(b.tau), _mm512_sub_ps(_mm512_set1_ps(b.log_vth0), ln),
+                                         _mm512_set1_ps(b.td));
+    __m512i index = _mm512_maskz_cvt_roundps_epi32(all, guess, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    index = _mm512_maskz_max_epi32(all, _mm512_setzero_si512(),
+                                   _mm512_maskz_min_epi32(all, index, _mm512_set1_epi32(b.len - 1)));
+    const __m512 at = table16(t, index);
+    const __m512i before_index =
+        _mm512_maskz_max_epi32(all, _mm512_setzero_si512(), _mm512_sub_epi32(index, _mm512_set1_epi32(1)));
+    const __m512 before = table16(t, before_index);
+    const __mmask16 first = _mm512_cmpeq_epi32_mask(index, _mm512_setzero_si512());
+    const __mmask16 crosses = _mm512_mask_cmp_ps_mask(candidates, high, at, _CMP_GE_OQ);
+    const __mmask16 not_earlier = first | _mm512_cmp_ps_mask(high, before, _CMP_LT_OQ);
+    const __mmask16 low_too = _mm512_cmp_ps_mask(low, at, _CMP_GE_OQ);
+    *j = index;
+    return crosses & not_earlier & low_too;
+}
+
+// The table for guess16(): kGuessTable floats (+inf after the table's end) in 8 registers.
+TTFS_AVX512 TTFS_INLINE void load_table16(const Bracket& b, float* padded, __m512* t) {
+    for (int32_t k = 0; k < kGuessTable; ++k)
+        padded[k] = k < b.len ? b.table[k] : std::numeric_limits<float>::infinity();
+    for (int32_t q = 0; q < kGuessTable / kLanes; ++q) t[q] = _mm512_loadu_ps(padded + q * kLanes);
+}
+
+#endif
 
 // For every position p: the interval ends of its neurons (eps from scale[p]; a position with
 // scale[p] < 0 cannot be bounded and all its neurons are undecided). A neuron decided to fire
@@ -758,6 +829,9 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
     const __m512 floor = _mm512_set1_ps(b.lowest);
     const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
     const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
+    __m512 t[kGuessTable / kLanes];
+    alignas(64) float padded[kGuessTable];
+    if (b.guessable) load_table16(b, padded, t);
     int32_t count = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
@@ -779,6 +853,12 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
             // Finite ends: high <= max and -low <= max (false for NaN).
             const uint32_t finite = uint32_t(_mm512_cmp_ps_mask(h, most, _CMP_LE_OQ)) &
                                     uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), lo), most, _CMP_LE_OQ));
+            if (mask != 0 && b.guessable) {
+                __m512i j;
+                const __mmask16 sure = guess16(b, t, h, lo, __mmask16(mask & finite), &j);
+                _mm512_mask_storeu_epi32(neuron_first + q, sure, _mm512_add_epi32(j, _mm512_set1_epi32(b.fire_start)));
+                mask &= ~uint32_t(sure);
+            }
             for (; mask != 0; mask &= mask - 1) {
                 const int32_t l = __builtin_ctz(mask), n = q + l;
                 const int32_t j = (finite >> l) & 1u ? decide_finite(plan, layer, b, high[n], low[n]) : kUndecided;
@@ -938,6 +1018,10 @@ int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Br
                              const float* low, int32_t* time, int32_t* undecided) {
     const __m512 floor = _mm512_set1_ps(b.lowest);
     const __m512i never = _mm512_set1_epi32(kNever);
+    __m512 t[kGuessTable / kLanes];
+    alignas(64) float padded[kGuessTable];
+    if (b.guessable) load_table16(b, padded, t);
+    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
     int32_t count = 0;
     for (int32_t oh = 0; oh < pg.out_h; ++oh) {
         for (int32_t ow = 0; ow < pg.out_w; ++ow) {
@@ -964,6 +1048,17 @@ int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Br
                 _mm512_mask_storeu_epi32(unit_time + q, lanes, never);
                 uint32_t mask = uint32_t(_mm512_mask_cmp_ps_mask(lanes, most_high, floor, _CMP_GE_OQ));
                 if (mask == 0) continue;
+                if (b.guessable) {
+                    // Finite ends only (high <= max; low >= -max).
+                    const __mmask16 finite = _mm512_mask_cmp_ps_mask(
+                        __mmask16(mask), most_high, most, _CMP_LE_OQ) &
+                        _mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), most_low), most, _CMP_LE_OQ);
+                    __m512i j;
+                    const __mmask16 sure = guess16(b, t, most_high, most_low, finite, &j);
+                    _mm512_mask_storeu_epi32(unit_time + q, sure, _mm512_add_epi32(j, _mm512_set1_epi32(b.fire_start)));
+                    mask &= ~uint32_t(sure);
+                    if (mask == 0) continue;
+                }
                 alignas(64) float ends_high[kLanes], ends_low[kLanes];
                 _mm512_store_ps(ends_high, most_high);
                 _mm512_store_ps(ends_low, most_low);
@@ -1599,7 +1694,10 @@ private:
         return Bracket{layer.fire_threshold.data(), layer.fire_len(), layer.fire_start,
                        plan.lowest_threshold, index.usable ? index.bucket_start.data() : nullptr,
                        index.usable ? index.bucket_sure.data() : nullptr, index.shift,
-                       index.first_bucket, index.last_bucket};
+                       index.first_bucket, index.last_bucket,
+                       index.usable && layer.fire_len() <= kGuessTable && layer.vth0 > 0.0f &&
+                           layer.tau_fire > 0.0f,
+                       layer.td_fire, layer.tau_fire, std::log(layer.vth0)};
     }
 
     // The fire step of every neuron of certified layer li from certified_sums(): by the
