@@ -52,19 +52,19 @@ ROWS = ([(f"analytic_{b}", f"libttfs CPU analytic, batch {spaced(b)}") for b in 
 # through the C API, spike times not recorded); the split is stable from run to run even when
 # the absolute speed is not. Kept by hand: the library has no per-phase timers.
 PROFILE = """\
-| phase (analytic engine, one image, about 115 000 time-stamp cycles) | share | work per image |
+| phase (analytic engine, one image, about 102 000 time-stamp cycles) | share | work per image |
 |---|---|---|
 | input: first crossings | 3 % | 784 pixels, about 140 fire |
-| conv1: activations into the grid | 6 % | 784 units: step, kernel, bin, counts |
-| conv1: certified sums | 11 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
+| conv1: activations into the grid | 7 % | 784 units: step, kernel, bin, counts |
+| conv1: certified sums | 13 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
 | conv1: intervals, spike count | 5 % | 6 912 neurons; about 1 recomputed exactly per image |
-| pool1 (`earliest`, fused): verdicts | 13 % | 1 728 units, about 800 fire: one first_crossing() each |
-| conv2: activations into the grid | 9 % | 1 728 units |
-| conv2: certified sums | 28 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
-| conv2: intervals, spike count | 2 % | 4 096 neurons |
-| pool2 (`earliest`, fused): verdicts | 14 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
-| pool2: spikes listed by step (for fc1) | 5 % | 1 024 units |
-| fc1 (output, exact sums) | 3 % | about 400 spikes x 16 lanes, over 80 steps |
+| pool1 (`earliest`, fused): verdicts | 7 % | 1 728 units, about 800 fire: one first_crossing() each, 16 at a time |
+| conv2: activations into the grid | 11 % | 1 728 units |
+| conv2: certified sums | 31 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
+| conv2: intervals, spike count | 3 % | 4 096 neurons |
+| pool2 (`earliest`, fused): verdicts | 11 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
+| pool2: spikes listed by step (for fc1) | 6 % | 1 024 units |
+| fc1 (output, exact sums) | 4 % | about 400 spikes x 16 lanes, over 80 steps |
 """
 
 PROFILE_NOTES = """\
@@ -80,19 +80,21 @@ times are not recorded. Results are the same bits as the stepped engine's
 
 Why 300 x the TensorFlow reference simulator is not met (numbers from the profile above):
 
-- 300 x is 60 000 images/s on this machine (the simulator runs 180 to 210 images/s): about
-  87 000 time-stamp cycles per image per core. The engine takes about 115 000.
+- 300 x is 54 000 to 69 000 images/s on this machine (the simulator runs 180 to 230 images/s):
+  75 000 to 95 000 time-stamp cycles per image per core. The engine takes about 102 000.
 - The largest part, conv2's certified sums, is 96 000 16-lane fused multiply-adds per image: the
   ANN's conv2 multiply-adds plus one bound register in five. It runs near the machine's
   multiply-add throughput; a sparse form (only the 46 % of pool1 units that spike) was tried
   and was slower, as listing each position's nonzero inputs costs more than the multiply-adds it
   saves.
 - Most of the rest is per-unit bookkeeping that the ANN does not have: a step, a bin and a
-  threshold-table lookup per unit (grids, verdicts, spike lists), about 40 % of the time.
+  threshold-table lookup per unit (grids, verdicts, spike lists), about 40 % of the time. The
+  verdicts already take 16 units at a time (a first guess from the threshold formula, checked
+  against the table with register permutes); the grids still go unit by unit.
 - Tried and measured, same bits each time, not kept: gathers (AVX-512) for the threshold-table
-  lookups of 16 lanes at a time (slower than scalar lookups here), a sparse entry list per
-  output position instead of dense window sums, a per-unit dense path for fc1 instead of spike
-  lists by step.
+  lookups (slower than scalar lookups on this machine; the permutes replaced them), a sparse
+  entry list per output position instead of dense window sums, a per-unit dense path for fc1
+  instead of spike lists by step.
 """
 
 def run_pass(index: int, keep: Path) -> tuple:
