@@ -311,17 +311,18 @@ def render(passes: list) -> str:
 BEFORE_AFTER = """\
 | | first version | event-driven exact sums | certified sums (now) |
 |---|---|---|---|
-| analytic engine, one thread, images/s | 1 700 | 7 860 | 22 600 |
-| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 78 x | 200 - 245 x |
-| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.37 x | 1.06 - 1.44 x |
+| analytic engine, one thread, images/s | 1 700 | 7 500 - 7 900 | 23 700 - 25 300 |
+| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 78 x | 218 - 225 x |
+| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.37 x | 1.07 - 1.59 x |
 
 The one-thread row: a small C driver over the C API (ttfs_session_run_u8, spike times not
 recorded) on the 10 000 test images, best of three rounds, the libraries built from the older
 commits and from this one, alternating, three times each (the first column was measured the
 same way on the `or`-pooling model of docs/RESULTS.md run A, on 2 000 images). The ratio rows:
-`test_interleaved_ratios` against each library (TTFS_LIBRARY), all cores; Keras predict itself
-ran at 29 000 to 43 000 images/s in these runs, hence the spread, and why a single run can land
-on either side of 1 x.
+`test_interleaved_ratios` against each library (TTFS_LIBRARY), all cores (the last column: the
+medians of the two passes above and of two more runs); Keras predict itself runs at either about
+30 000 or about 45 000 images/s on this machine from one run to the next, hence the spread of
+the Keras ratio.
 """
 
 
