@@ -974,6 +974,93 @@ int32_t intervals(const LayerPlan& plan, const float* sums, int32_t width, int32
                               low, firing, undecided);
 }
 
+// certified_sums()' activation grid from single spike steps, for the AVX-512 variant (the
+// scalar loop in certified_sums() is the reference): per unit k = min(step - first_step,
+// steps), activation kernel[k], bin slot[k] (the spare bins, steps + 0 .. kSpareBins - 1, in
+// turn where slot[k] == steps), kSpareBins counters per step (of the units with k < steps), and
+// with count_cells the number of nonzero activations per grid cell.
+struct GridJob {
+    const int32_t* single;
+    int32_t in_h, in_w, in_c, pad_top, pad_left, grid_w, first_step, steps;
+    const float* kernel;  // bin_kernel, steps + 1 entries
+    const int32_t* slot;  // bin_slot, steps + 1 entries
+    float* grid;
+    int32_t* grid_bin;
+    int32_t* per_step;
+    int32_t* cell_nonzero;
+    bool count_cells;
+    uint64_t* row_bits;  // scratch: one bit per unit of an input row
+};
+
+// Bits [first, first + count) of a bit array, counted.
+inline int32_t count_bits(const uint64_t* bits, int32_t first, int32_t count) {
+    int32_t total = 0;
+    while (count > 0) {
+        const int32_t word = first >> 6, offset = first & 63, take = std::min(count, 64 - offset);
+        const uint64_t mask = take == 64 ? ~uint64_t(0) : ((uint64_t(1) << take) - 1) << offset;
+        total += __builtin_popcountll(bits[word] & mask);
+        first += take;
+        count -= take;
+    }
+    return total;
+}
+
+#if TTFS_HAVE_AVX512_VARIANT
+// 16 units at a time along each input row (a row's units are consecutive in the steps and in
+// the grid); the tables are looked up with register permutes (steps + 1 <= kGuessTable).
+TTFS_AVX512
+void grid_rows_avx512(const GridJob& d) {
+    alignas(64) float kernel_table[kGuessTable], slot_table[kGuessTable];
+    for (int32_t k = 0; k < kGuessTable; ++k) {
+        kernel_table[k] = k <= d.steps ? d.kernel[k] : 0.0f;
+        const int32_t slot = k <= d.steps ? d.slot[k] : d.steps;
+        std::memcpy(&slot_table[k], &slot, sizeof slot);
+    }
+    __m512 kernels[kGuessTable / kLanes], slots[kGuessTable / kLanes];
+    for (int32_t q = 0; q < kGuessTable / kLanes; ++q) {
+        kernels[q] = _mm512_load_ps(kernel_table + q * kLanes);
+        slots[q] = _mm512_load_ps(slot_table + q * kLanes);
+    }
+    const __m512i steps = _mm512_set1_epi32(d.steps), first = _mm512_set1_epi32(d.first_step);
+    const __m512i turn = _mm512_and_si512(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                          _mm512_set1_epi32(kSpareBins - 1));
+    const int32_t run = d.in_w * d.in_c;
+    alignas(64) int32_t ks[kLanes];
+    for (int32_t h = 0; h < d.in_h; ++h) {
+        const int32_t* t = d.single + ptrdiff_t(h) * run;
+        const ptrdiff_t offset = (ptrdiff_t(h + d.pad_top) * d.grid_w + d.pad_left) * d.in_c;
+        float* x = d.grid + offset;
+        int32_t* bin = d.grid_bin + offset;
+        if (d.count_cells) std::fill(d.row_bits, d.row_bits + (run + 63) / 64, uint64_t(0));
+        for (int32_t i = 0; i < run; i += kLanes) {
+            const __mmask16 lanes = __mmask16(run - i >= kLanes ? 0xffffu : (1u << (run - i)) - 1u);
+            const __m512i step = _mm512_maskz_loadu_epi32(lanes, t + i);
+            const __m512i k = _mm512_maskz_min_epu32(__mmask16(0xffff), _mm512_sub_epi32(step, first), steps);
+            const __m512 activation = table16(kernels, k);
+            __m512i slot = _mm512_castps_si512(table16(slots, k));
+            slot = _mm512_mask_add_epi32(slot, _mm512_cmpeq_epi32_mask(slot, steps), slot, turn);
+            _mm512_mask_storeu_ps(x + i, lanes, activation);
+            _mm512_mask_storeu_epi32(bin + i, lanes, slot);
+            uint32_t spiking = uint32_t(_mm512_mask_cmplt_epu32_mask(lanes, k, steps));
+            if (spiking != 0) {
+                _mm512_store_si512(ks, k);
+                for (; spiking != 0; spiking &= spiking - 1) {
+                    const int32_t l = __builtin_ctz(spiking);
+                    ++d.per_step[ks[l] * kSpareBins + (l & (kSpareBins - 1))];
+                }
+            }
+            if (d.count_cells) {
+                const uint64_t nonzero = _mm512_mask_cmp_ps_mask(lanes, activation, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                d.row_bits[i >> 6] |= nonzero << (i & 63);
+            }
+        }
+        if (!d.count_cells) continue;
+        int32_t* cells = d.cell_nonzero + (h + d.pad_top) * d.grid_w + d.pad_left;
+        for (int32_t w = 0; w < d.in_w; ++w) cells[w] = count_bits(d.row_bits, w * d.in_c, d.in_c);
+    }
+}
+#endif
+
 // certified_pool()'s pool units: unit (oh, ow, c) of the pool gets step b.fire_start + j where
 // j = first_crossing() of both the largest high and the largest low end of its children's
 // intervals (the children: the positions of its window inside the certified layer's output,
@@ -1493,6 +1580,11 @@ public:
         }
         grid_.assign(grid, 0.0f);
         grid_bin_.assign(grid, 0);
+        size_t row_units = 0;
+        for (size_t li = 0; li < count; ++li)
+            if (plans[li].certified)
+                row_units = std::max(row_units, size_t(plans[li].projection.in_w) * size_t(plans[li].projection.in_c));
+        row_bits_.assign(row_units / 64 + 2, 0);
         cell_nonzero_.assign(cells, 0);
         area_.assign(cells, 0);
         layer_sums_.assign(sums, 0.0f);
@@ -1591,7 +1683,17 @@ private:
             std::fill(per_step, per_step + (steps + 1) * kSpareBins, 0);
             int32_t* grid_bin = grid_bin_.data();
             std::fill(grid_bin, grid_bin + plan.grid_floats, steps);
-            for (int32_t h = 0; h < g.in_h; ++h) {
+            const bool count_cells = g.kernel_w * g.in_c > kLanes;  // see the bound factors below
+            bool done = false;
+#if TTFS_HAVE_AVX512_VARIANT
+            if (use_avx512() && steps + 1 <= kGuessTable) {
+                grid_rows_avx512(GridJob{single, g.in_h, g.in_w, g.in_c, g.pad_top, g.pad_left,
+                                         plan.grid_w, first_step, steps, kernel, slot, grid, grid_bin,
+                                         per_step, cell_nonzero, count_cells, row_bits_.data()});
+                done = true;
+            }
+#endif
+            for (int32_t h = 0; !done && h < g.in_h; ++h) {
                 for (int32_t w = 0; w < g.in_w; ++w) {
                     const int32_t cell = (h + g.pad_top) * plan.grid_w + w + g.pad_left;
                     float* x = grid + ptrdiff_t(cell) * g.in_c;
@@ -2071,6 +2173,7 @@ private:
     std::vector<float> interval_high_, interval_low_;  // certified_pool(): per neuron, padded
     std::vector<int32_t> cell_nonzero_, area_, candidate_, step_count_;
     std::vector<int32_t> grid_bin_;  // per grid unit its bin in exact_potential()
+    std::vector<uint64_t> row_bits_;  // grid_rows_avx512() scratch
     std::vector<int32_t> most_;      // certified_sums(): per output column, its bound's count
     std::vector<uint8_t> bin_used_;
     std::vector<int64_t> checked_, recomputed_;
