@@ -1535,7 +1535,6 @@ public:
         spikes_.resize(count);
         last_relayed_.resize(count);
         pool_time_.resize(count);
-        size_t longest_window = 0;
         size_t most_units = 0, most_pairs = 0;
         for (size_t li = 0; li < count; ++li) {
             const Layer& layer = model.layers[li];
@@ -1545,9 +1544,7 @@ public:
             SpikeList& list = spikes_[li];
             list.first_step = plan.window_start;
             list.begin.assign(size_t(plan.window_len) + 1, 0);
-            // list_times_by_step() places every unit, the silent ones after the list.
-            list.unit.assign(std::max(plan.most_spikes, size_t(layer.out.size())), 0);
-            longest_window = std::max(longest_window, size_t(plan.window_len));
+            list.unit.assign(plan.most_spikes, 0);
             if (layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode == TTFS_POOL_EARLIEST &&
                 plans[li - 1].single_spike) {
                 pool_time_[li].assign(size_t(layer.out.size()), kNever);
@@ -1559,7 +1556,6 @@ public:
             }
         }
         fired_.assign(most_units, 0);
-        cursor_.assign(longest_window + 1, 0);
         // Certified layers: the activation grid and its cell counts, their summed-area table,
         // the sums and bound factors of every position, the candidates, and the bins of the
         // exact recomputation (one per step of the input's spike window).
@@ -1988,25 +1984,26 @@ private:
     // An `earliest` pool's spikes listed by step, from its units' steps.
     void list_pool_by_step(size_t li) { list_times_by_step(spikes_[li], pool_time_[li]); }
 
-    // A layer's spikes listed by step from its units' steps (kNever: none), without branches:
-    // a counting sort in which the units that did not spike (or, never the case, spiked outside
-    // the window) go to one more bucket after the last step's, which the list then ignores.
+    // A layer's spikes listed by step from its units' steps (kNever: none): the units that
+    // spiked (inside the window, which is all of them) gathered first without branches, then
+    // a counting sort of those by step (units ascending within a step).
     void list_times_by_step(SpikeList& list, const std::vector<int32_t>& times) {
         const int32_t* time = times.data();
         const int32_t units = int32_t(times.size());
-        const int32_t steps = list.steps();
-        const uint32_t outside = uint32_t(steps);
-        int32_t* cursor = cursor_.data();  // counts, then each bucket's next free slot
-        std::fill(cursor, cursor + steps + 1, 0);
-        for (int32_t u = 0; u < units; ++u)
-            ++cursor[std::min(uint32_t(time[u] - list.first_step), outside)];
-        int32_t* begin = list.begin.data();
-        begin[0] = 0;
-        for (int32_t k = 0; k < steps; ++k) begin[k + 1] = begin[k] + cursor[k];
-        for (int32_t k = 0; k <= steps; ++k) cursor[k] = begin[k];  // begin[steps]: the extra bucket
-        int32_t* unit = list.unit.data();  // room for every unit
-        for (int32_t u = 0; u < units; ++u)
-            unit[cursor[std::min(uint32_t(time[u] - list.first_step), outside)]++] = u;
+        const uint32_t steps = uint32_t(list.steps());
+        const int32_t first_step = list.first_step;
+        int32_t* spiking = fired_.data();
+        int32_t count = 0;
+        for (int32_t u = 0; u < units; ++u) {
+            spiking[count] = u;
+            count += uint32_t(time[u] - first_step) < steps ? 1 : 0;
+        }
+        std::fill(list.begin.begin(), list.begin.end(), 0);
+        int32_t* per_step = list.begin.data() + 1;
+        for (int32_t s = 0; s < count; ++s) ++per_step[time[spiking[s]] - first_step];
+        place_by_step(list, [&](auto place) {
+            for (int32_t s = 0; s < count; ++s) place(spiking[s], time[spiking[s]] - first_step);
+        });
     }
 
     // The complete potential of a neuron layer: first_spike_time = fire_start + first_crossing
@@ -2041,6 +2038,7 @@ private:
             ++per_step[j];
             candidate[fired++] = i;  // the firing neurons, still ascending
         }
+        if (!plan.list_by_step) return;
         place_by_step(list, [&](auto place) {
             for (int32_t s = 0; s < fired; ++s) place(candidate[s], first[candidate[s]] - layer.fire_start);
         });
@@ -2164,7 +2162,6 @@ private:
     // step) pairs of relay_pool() as found, and their units sorted.
     std::vector<std::vector<int32_t>> last_relayed_;
     std::vector<int32_t> pair_unit_, pair_step_, sorted_unit_;
-    std::vector<int32_t> cursor_;  // list_times_by_step() scratch
     // `earliest` pools of single spikes: per unit its step, or kNever (relay_earliest()).
     std::vector<std::vector<int32_t>> pool_time_;
     // certified_layer() and exact_first_crossing() scratch (see the constructor).
