@@ -584,6 +584,12 @@ TTFS_AVX512 TTFS_INLINE void window_sums_avx512_n(const WindowSums& d) {
         for (int32_t ow0 = 0; ow0 < d.out_w; ow0 += NB) {
             const int32_t valid = std::min(NB, d.out_w - ow0);
             float* out = d.out + ptrdiff_t(oh * d.out_w + ow0) * width;
+            // Narrow blocks keep their totals in registers too; wide ones in `out`.
+            constexpr bool kTotalsInRegisters = 2 * NB * CH <= 24;
+            __m512 total[kTotalsInRegisters ? NB : 1][CH];
+            if constexpr (kTotalsInRegisters)
+                for (int b = 0; b < NB; ++b)
+                    for (int q = 0; q < CH; ++q) total[b][q] = _mm512_loadu_ps(d.start + q * kLanes);
             for (int32_t kh = 0; kh < d.kernel_h; ++kh) {
                 const float* a = d.grid + (ptrdiff_t(oh * d.stride_h + kh) * d.grid_w + ow0 * d.stride_w) * d.in_c;
                 const float* w = d.weights + ptrdiff_t(kh) * row_len * width;
@@ -599,15 +605,24 @@ TTFS_AVX512 TTFS_INLINE void window_sums_avx512_n(const WindowSums& d) {
                     }
                 }
                 // The row's chain joins the total (the start values at the first row).
+                if constexpr (kTotalsInRegisters) {
+                    for (int b = 0; b < NB; ++b)
+                        for (int q = 0; q < CH; ++q) total[b][q] = _mm512_add_ps(total[b][q], acc[b][q]);
+                    continue;
+                }
                 for (int b = 0; b < NB; ++b) {
                     if (b >= valid) break;
                     for (int q = 0; q < CH; ++q) {
-                        float* total = out + b * width + q * kLanes;
-                        const __m512 before = _mm512_loadu_ps(kh == 0 ? d.start + q * kLanes : total);
-                        _mm512_storeu_ps(total, _mm512_add_ps(before, acc[b][q]));
+                        float* sum = out + b * width + q * kLanes;
+                        const __m512 before = _mm512_loadu_ps(kh == 0 ? d.start + q * kLanes : sum);
+                        _mm512_storeu_ps(sum, _mm512_add_ps(before, acc[b][q]));
                     }
                 }
             }
+            if constexpr (kTotalsInRegisters)
+                for (int b = 0; b < NB; ++b)
+                    if (b < valid)
+                        for (int q = 0; q < CH; ++q) _mm512_storeu_ps(out + b * width + q * kLanes, total[b][q]);
         }
     }
 }

@@ -52,18 +52,18 @@ ROWS = ([(f"analytic_{b}", f"libttfs CPU analytic, batch {spaced(b)}") for b in 
 # through the C API, spike times not recorded); the split is stable from run to run even when
 # the absolute speed is not. Kept by hand: the library has no per-phase timers.
 PROFILE = """\
-| phase (analytic engine, one image, about 102 000 time-stamp cycles) | share | work per image |
+| phase (analytic engine, one image, about 88 000 time-stamp cycles) | share | work per image |
 |---|---|---|
 | input: first crossings | 3 % | 784 pixels, about 140 fire |
-| conv1: activations into the grid | 7 % | 784 units: step, kernel, bin, counts |
-| conv1: certified sums | 13 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
-| conv1: intervals, spike count | 5 % | 6 912 neurons; about 1 recomputed exactly per image |
-| pool1 (`earliest`, fused): verdicts | 7 % | 1 728 units, about 800 fire: one first_crossing() each, 16 at a time |
-| conv2: activations into the grid | 11 % | 1 728 units |
-| conv2: certified sums | 31 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
-| conv2: intervals, spike count | 3 % | 4 096 neurons |
-| pool2 (`earliest`, fused): verdicts | 11 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
-| pool2: spikes listed by step (for fc1) | 6 % | 1 024 units |
+| conv1: activations into the grid | 3 % | 784 units: step, kernel, bin, step counts; 16 at a time |
+| conv1: certified sums | 15 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
+| conv1: intervals, spike count | 6 % | 6 912 neurons; about 1 recomputed exactly per image |
+| pool1 (`earliest`, fused): verdicts | 8 % | 1 728 units, about 800 fire: one first_crossing() each, 16 at a time |
+| conv2: activations into the grid | 7 % | 1 728 units, and nonzero counts per cell |
+| conv2: certified sums | 36 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
+| conv2: bound factors, intervals, spike count | 4 % | 4 096 neurons |
+| pool2 (`earliest`, fused): verdicts | 12 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
+| pool2: spikes listed by step (for fc1) | 3 % | about 400 spiking units |
 | fc1 (output, exact sums) | 4 % | about 400 spikes x 16 lanes, over 80 steps |
 """
 
