@@ -52,15 +52,15 @@ ROWS = ([(f"analytic_{b}", f"libttfs CPU analytic, batch {spaced(b)}") for b in 
 # through the C API, spike times not recorded); the split is stable from run to run even when
 # the absolute speed is not. Kept by hand: the library has no per-phase timers.
 PROFILE = """\
-| phase (analytic engine, one image, about 88 000 time-stamp cycles) | share | work per image |
+| phase (analytic engine, one image, about 86 000 time-stamp cycles) | share | work per image |
 |---|---|---|
 | input: first crossings | 3 % | 784 pixels, about 140 fire |
 | conv1: activations into the grid | 3 % | 784 units: step, kernel, bin, step counts; 16 at a time |
-| conv1: certified sums | 15 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
+| conv1: certified sums | 10 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
 | conv1: intervals, spike count | 6 % | 6 912 neurons; about 1 recomputed exactly per image |
-| pool1 (`earliest`, fused): verdicts | 8 % | 1 728 units, about 800 fire: one first_crossing() each, 16 at a time |
+| pool1 (`earliest`, fused): verdicts | 9 % | 1 728 units, about 800 fire: one first_crossing() each, 16 at a time |
 | conv2: activations into the grid | 7 % | 1 728 units, and nonzero counts per cell |
-| conv2: certified sums | 36 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
+| conv2: certified sums | 39 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
 | conv2: bound factors, intervals, spike count | 4 % | 4 096 neurons |
 | pool2 (`earliest`, fused): verdicts | 12 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
 | pool2: spikes listed by step (for fc1) | 3 % | about 400 spiking units |
@@ -75,26 +75,29 @@ bound on its distance from the exact (canonical-order) potential; the neuron's f
 read off the interval where both ends agree, and the exact potential is formed only where they
 do not (about 0.02 % of conv1 and 0.2 % of conv2 neurons on this model). A layer followed by an
 `earliest` pool decides the pool units directly from the largest child interval, when spike
-times are not recorded. Results are the same bits as the stepped engine's
-(test_benchmark_batch_is_bit_identical above; tests/test_certified.py).
+times are not recorded. Fire steps, activations and bins are handled 16 units at a time
+(threshold and kernel tables looked up with register permutes). Results are the same bits as
+the stepped engine's (test_benchmark_batch_is_bit_identical above; tests/test_certified.py).
 
-Why 300 x the TensorFlow reference simulator is not met (numbers from the profile above):
+How close the targets are (numbers from the profile above and the tables above):
 
-- 300 x is 54 000 to 69 000 images/s on this machine (the simulator runs 180 to 230 images/s):
-  75 000 to 95 000 time-stamp cycles per image per core. The engine takes about 102 000.
+- 300 x the TF reference simulator is 54 000 to 69 000 images/s on this machine, as the
+  simulator itself runs at 180 to 230 images/s from run to run; the analytic engine runs at
+  about 55 000 to 58 000 images/s on both cores (about 86 000 time-stamp cycles per image per
+  core). So the ratio lands on either side of 300 x depending on the simulator's speed in that
+  run: a small margin at best.
 - The largest part, conv2's certified sums, is 96 000 16-lane fused multiply-adds per image: the
-  ANN's conv2 multiply-adds plus one bound register in five. It runs near the machine's
-  multiply-add throughput; a sparse form (only the 46 % of pool1 units that spike) was tried
-  and was slower, as listing each position's nonzero inputs costs more than the multiply-adds it
-  saves.
-- Most of the rest is per-unit bookkeeping that the ANN does not have: a step, a bin and a
-  threshold-table lookup per unit (grids, verdicts, spike lists), about 40 % of the time. The
-  verdicts already take 16 units at a time (a first guess from the threshold formula, checked
-  against the table with register permutes); the grids still go unit by unit.
-- Tried and measured, same bits each time, not kept: gathers (AVX-512) for the threshold-table
-  lookups (slower than scalar lookups on this machine; the permutes replaced them), a sparse
-  entry list per output position instead of dense window sums, a per-unit dense path for fc1
-  instead of spike lists by step.
+  ANN's conv2 multiply-adds plus one bound register in five, near the machine's multiply-add
+  throughput. A sparse form (only the 46 % of pool1 units that spike) was tried and was slower:
+  listing each position's nonzero inputs costs more than the multiply-adds it saves.
+- Most of the rest is per-unit bookkeeping that the ANN does not have (grids, intervals,
+  verdicts, spike lists: about 45 %). The next candidates: the intervals folded into the
+  window sums' epilogue, and fewer exact recomputations (a tighter per-window count in the
+  bound, whose engine term now uses the whole layer's busiest step).
+- Tried and measured, same bits each time, not kept: AVX-512 gathers for table lookups (slower
+  than scalar loads on this machine; register permutes replaced them), a sparse entry list per
+  output position instead of dense window sums, a per-unit binned path for fc1 instead of spike
+  lists by step.
 """
 
 def run_pass(index: int, keep: Path) -> tuple:
