@@ -83,9 +83,10 @@ How close the targets are (numbers from the profile above and the tables above):
 
 - 300 x the TF reference simulator is 54 000 to 69 000 images/s on this machine, as the
   simulator itself runs at 180 to 230 images/s from run to run; the analytic engine runs at
-  about 55 000 to 58 000 images/s on both cores (about 86 000 time-stamp cycles per image per
-  core). So the ratio lands on either side of 300 x depending on the simulator's speed in that
-  run: a small margin at best.
+  about 59 000 to 61 000 images/s on both cores (about 86 000 time-stamp cycles per image per
+  core). The turn-taking medians were 305 to 335 x in the runs recorded, but single rounds
+  went down to 277 x: the target is met, by a small margin that the simulator's own speed can
+  take away.
 - The largest part, conv2's certified sums, is 96 000 16-lane fused multiply-adds per image: the
   ANN's conv2 multiply-adds plus one bound register in five, near the machine's multiply-add
   throughput. A sparse form (only the 46 % of pool1 units that spike) was tried and was slower:
@@ -314,9 +315,9 @@ def render(passes: list) -> str:
 BEFORE_AFTER = """\
 | | first version | event-driven exact sums | certified sums (now) |
 |---|---|---|---|
-| analytic engine, one thread, images/s | 1 700 | 7 500 - 7 900 | 23 700 - 25 300 |
-| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 78 x | 218 - 225 x |
-| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.37 x | 1.07 - 1.59 x |
+| analytic engine, one thread, images/s | 1 700 | 7 500 - 7 900 | 30 700 - 31 200 |
+| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 78 x | 305 - 335 x |
+| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.37 x | 1.25 - 1.93 x |
 
 The one-thread row: a small C driver over the C API (ttfs_session_run_u8, spike times not
 recorded) on the 10 000 test images, best of three rounds, the libraries built from the older
