@@ -5,13 +5,16 @@
 // image is computed by one thread from start to end, so results do not depend on the thread
 // count or on which thread took which image.
 //
-// Both engines are event driven and share their arithmetic kernels: a step's presynaptic
-// spikes are scattered forward into the synaptic sums of the neurons they feed, and only the
-// neurons that received something integrate at that step (V + 0 * k == V for the others). The
-// stepped engine does that at every step and checks thresholds at every step; the analytic
-// engine lists each layer's spikes by step once (a counting sort), runs the same kernels only
-// at the steps where spikes arrive, and reads each neuron's fire step off its complete
-// potential. docs/BENCHMARKS.md has the measured speed and where the time goes.
+// Both engines are event driven and share their exact arithmetic kernels: a step's
+// presynaptic spikes are scattered forward into the synaptic sums of the neurons they feed,
+// and only the neurons that received something integrate at that step (V + 0 * k == V for the
+// others). The stepped engine does that at every step and checks thresholds at every step. The
+// analytic engine takes each layer once: the output layer (and any layer with TTFS_CERTIFY=off)
+// with the same exact kernels at the steps where spikes arrive; hidden conv2d/dense layers by
+// certified sums (docs/ENGINES.md): fast dense sums with a rigorous error bound, a fire step
+// read off each interval, exact potentials only where an interval cannot decide, and an
+// `earliest` pool after such a layer decided from its children's intervals.
+// docs/BENCHMARKS.md has the measured speed and where the time goes.
 #include <algorithm>
 #include <array>
 #include <atomic>
