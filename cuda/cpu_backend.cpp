@@ -116,6 +116,18 @@ OutputRange outputs_fed_by(int32_t i, int32_t pad, int32_t kernel, int32_t strid
     return {first, last};
 }
 
+// The part of output position (oh, ow)'s window that lies inside the input: kernel rows
+// [kh_first, kh_end) and columns [kw_first, kw_end); input row ih0 + kh, column iw0 + kw.
+struct WindowInside {
+    int32_t kh_first, kh_end, kw_first, kw_end, ih0, iw0;
+};
+
+inline WindowInside window_inside(const Projection& g, int32_t oh, int32_t ow) {
+    const int32_t ih0 = oh * g.stride_h - g.pad_top, iw0 = ow * g.stride_w - g.pad_left;
+    return {std::max(0, -ih0), std::min(g.kernel_h, g.in_h - ih0),
+            std::max(0, -iw0), std::min(g.kernel_w, g.in_w - iw0), ih0, iw0};
+}
+
 struct UnitOrigin {
     int32_t h, w, c;
 };
@@ -1093,13 +1105,10 @@ int32_t pool_verdicts_portable(const LayerPlan& plan, const Layer& layer, const 
         for (int32_t ow = 0; ow < pg.out_w; ++ow) {
             for (int32_t c = 0; c < pg.out_c; ++c) {
                 float most_high = -std::numeric_limits<float>::infinity(), most_low = most_high;
-                for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
-                    const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
-                    if (ih < 0 || ih >= pg.in_h) continue;
-                    for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
-                        const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
-                        if (iw < 0 || iw >= pg.in_w) continue;
-                        const ptrdiff_t i = ptrdiff_t(ih * pg.in_w + iw) * padded_c + c;
+                const WindowInside win = window_inside(pg, oh, ow);
+                for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+                    for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                        const ptrdiff_t i = ptrdiff_t((win.ih0 + kh) * pg.in_w + win.iw0 + kw) * padded_c + c;
                         most_high = std::max(most_high, high[i]);
                         most_low = std::max(most_low, low[i]);
                     }
@@ -1134,13 +1143,10 @@ int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Br
             for (int32_t q = 0; q < padded_c; q += kLanes) {
                 __m512 most_high = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
                 __m512 most_low = most_high;
-                for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
-                    const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
-                    if (ih < 0 || ih >= pg.in_h) continue;
-                    for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
-                        const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
-                        if (iw < 0 || iw >= pg.in_w) continue;
-                        const ptrdiff_t i = ptrdiff_t(ih * pg.in_w + iw) * padded_c + q;
+                const WindowInside win = window_inside(pg, oh, ow);
+                for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+                    for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                        const ptrdiff_t i = ptrdiff_t((win.ih0 + kh) * pg.in_w + win.iw0 + kw) * padded_c + q;
                         // Raised only by a larger value (a NaN never), as std::max(most, x)
                         // in the portable variant.
                         const __m512 h = _mm512_loadu_ps(high + i), lo = _mm512_loadu_ps(low + i);
@@ -1233,12 +1239,11 @@ void earliest_of_window(const Projection& g, const int32_t* child, int32_t oh, i
                         uint32_t* earliest) {
     const int32_t channels = g.out_c;
     for (int32_t c = 0; c < channels; ++c) earliest[c] = uint32_t(kNever);
-    for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
-        const int32_t ih = oh * g.stride_h - g.pad_top + kh;
-        if (ih < 0 || ih >= g.in_h) continue;
-        for (int32_t kw = 0; kw < g.kernel_w; ++kw) {
-            const int32_t iw = ow * g.stride_w - g.pad_left + kw;
-            if (iw < 0 || iw >= g.in_w) continue;
+    const WindowInside win = window_inside(g, oh, ow);
+    for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+        const int32_t ih = win.ih0 + kh;
+        for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+            const int32_t iw = win.iw0 + kw;
             const uint32_t* from = reinterpret_cast<const uint32_t*>(child + (ih * g.in_w + iw) * channels);
             for (int32_t c = 0; c < channels; ++c) earliest[c] = std::min(earliest[c], from[c]);
         }
@@ -1868,7 +1873,7 @@ private:
         float* bins = bins_.data();
         uint8_t* used = bin_used_.data();
         const int32_t oh = p / g.out_w, ow = p % g.out_w;
-        const int32_t in_c = g.in_c, in_w = g.in_w, in_h = g.in_h, kernel_w = g.kernel_w;
+        const int32_t in_c = g.in_c, in_w = g.in_w, kernel_w = g.kernel_w;
         const float* neuron_weights = plan.weights_by_neuron.data() + size_t(n) * size_t(plan.fan_in);
         if (single != nullptr) {
             // Each kernel row of the window is a run of kernel_w * in_c units in the grid, in
@@ -1885,13 +1890,10 @@ private:
                 }
             }
         }
-        for (int32_t kh = 0; single == nullptr && kh < g.kernel_h; ++kh) {
-            const int32_t ih = oh * g.stride_h - g.pad_top + kh;
-            if (ih < 0 || ih >= in_h) continue;
-            for (int32_t kw = 0; kw < kernel_w; ++kw) {
-                const int32_t iw = ow * g.stride_w - g.pad_left + kw;
-                if (iw < 0 || iw >= in_w) continue;
-                const int32_t unit0 = (ih * in_w + iw) * in_c;
+        const WindowInside win = window_inside(g, oh, ow);
+        for (int32_t kh = win.kh_first; single == nullptr && kh < win.kh_end; ++kh) {
+            for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                const int32_t unit0 = ((win.ih0 + kh) * in_w + win.iw0 + kw) * in_c;
                 const float* w = neuron_weights + (kh * kernel_w + kw) * in_c;
                 for (int32_t c = 0; c < in_c; ++c) {
                     const int32_t u = unit0 + c;
@@ -1978,13 +1980,10 @@ private:
         for (;;) {
             float most_high = -std::numeric_limits<float>::infinity(), most_low = most_high;
             int32_t widest = -1;  // the non-exact child with the highest high end
-            for (int32_t kh = 0; kh < pg.kernel_h; ++kh) {
-                const int32_t ih = oh * pg.stride_h - pg.pad_top + kh;
-                if (ih < 0 || ih >= pg.in_h) continue;
-                for (int32_t kw = 0; kw < pg.kernel_w; ++kw) {
-                    const int32_t iw = ow * pg.stride_w - pg.pad_left + kw;
-                    if (iw < 0 || iw >= pg.in_w) continue;
-                    const int32_t i = (ih * out_w + iw) * padded_c + c;
+            const WindowInside win = window_inside(pg, oh, ow);
+            for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+                for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                    const int32_t i = ((win.ih0 + kh) * out_w + win.iw0 + kw) * padded_c + c;
                     most_low = std::max(most_low, low[i]);
                     most_high = std::max(most_high, high[i]);
                     if (high[i] != low[i] && (widest < 0 || !(high[i] <= high[widest]))) widest = i;
