@@ -1909,10 +1909,16 @@ private:
         const int32_t zero = plan.zero_bin;
         const float s0 = zero >= 0 ? bins[zero] : 0.0f;
         float v = ttfs::integrate(0.0f, add_rn(s0, layer.bias[size_t(n)]), layer.kernel_at(0));
+        // The products first (independent of V), then the chain of adds: a bin without a step
+        // of its own (or step 0's, already in) adds +0, which leaves V as it is (V is never -0),
+        // so the chain needs no branches and waits only for the adds.
         const float* kernel = plan.bin_kernel.data();
         for (int32_t k = 0; k < steps; ++k) {
-            const float next = ttfs::integrate(v, bins[k], kernel[k]);
-            v = used[k] && k != zero ? next : v;
+            const float product = mul_rn(bins[k], kernel[k]);
+            bins[k] = used[k] && k != zero ? product : 0.0f;
+        }
+        for (int32_t k = 0; k < steps; ++k) {
+            v = add_rn(v, bins[k]);
             bins[k] = 0.0f;
             used[k] = 0;
         }
