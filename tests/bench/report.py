@@ -52,19 +52,19 @@ ROWS = ([(f"analytic_{b}", f"libttfs CPU analytic, batch {spaced(b)}") for b in 
 # through the C API, spike times not recorded); the split is stable from run to run even when
 # the absolute speed is not. Kept by hand: the library has no per-phase timers.
 PROFILE = """\
-| phase (analytic engine, one image, about 86 000 time-stamp cycles) | share | work per image |
+| phase (analytic engine, one image, about 80 000 time-stamp cycles) | share | work per image |
 |---|---|---|
 | input: first crossings | 3 % | 784 pixels, about 140 fire |
 | conv1: activations into the grid | 3 % | 784 units: step, kernel, bin, step counts; 16 at a time |
-| conv1: certified sums | 10 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
-| conv1: intervals, spike count | 6 % | 6 912 neurons; about 1 recomputed exactly per image |
+| conv1: certified sums | 8 % | 576 positions x 25 rows x 1 register (12 channels and 4 bound lanes): 14 400 16-lane fused multiply-adds |
+| conv1: intervals, spike count | 7 % | 6 912 neurons; about 1 recomputed exactly per image |
 | pool1 (`earliest`, fused): verdicts | 9 % | 1 728 units, about 800 fire: one first_crossing() each, 16 at a time |
 | conv2: activations into the grid | 7 % | 1 728 units, and nonzero counts per cell |
-| conv2: certified sums | 39 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
+| conv2: certified sums | 40 % | 64 positions x 300 rows x 5 registers (64 channels, 16 bound lanes): 96 000 16-lane fused multiply-adds |
 | conv2: bound factors, intervals, spike count | 4 % | 4 096 neurons |
-| pool2 (`earliest`, fused): verdicts | 12 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
+| pool2 (`earliest`, fused): verdicts | 11 % | 1 024 units; about 8 conv2 neurons per image recomputed exactly |
 | pool2: spikes listed by step (for fc1) | 3 % | about 400 spiking units |
-| fc1 (output, exact sums) | 4 % | about 400 spikes x 16 lanes, over 80 steps |
+| fc1 (output, exact sums) | 5 % | about 400 spikes x 16 lanes, over 80 steps |
 """
 
 PROFILE_NOTES = """\
@@ -83,10 +83,9 @@ How close the targets are (numbers from the profile above and the tables above):
 
 - 300 x the TF reference simulator is 54 000 to 69 000 images/s on this machine, as the
   simulator itself runs at 180 to 230 images/s from run to run; the analytic engine runs at
-  about 59 000 to 61 000 images/s on both cores (about 86 000 time-stamp cycles per image per
-  core). The turn-taking medians were 305 to 335 x in the runs recorded, but single rounds
-  went down to 277 x: the target is met, by a small margin that the simulator's own speed can
-  take away.
+  about 60 000 to 65 000 images/s on both cores (about 80 000 time-stamp cycles per image per
+  core). The target is met, by a margin that the simulator's own speed can take away in a
+  single round (see the ranges above).
 - The largest part, conv2's certified sums, is 96 000 16-lane fused multiply-adds per image: the
   ANN's conv2 multiply-adds plus one bound register in five, near the machine's multiply-add
   throughput. A sparse form (only the 46 % of pool1 units that spike) was tried and was slower:
