@@ -314,18 +314,18 @@ def render(passes: list) -> str:
 BEFORE_AFTER = """\
 | | first version | event-driven exact sums | certified sums (now) |
 |---|---|---|---|
-| analytic engine, one thread, images/s | 1 700 | 7 500 - 7 900 | 30 700 - 31 200 |
-| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 78 x | 305 - 335 x |
-| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.37 x | 1.25 - 1.93 x |
+| analytic engine, one thread, images/s | 1 700 | 7 500 - 7 900 | 31 600 - 31 800 |
+| analytic / TF reference simulator, taking turns (target 300 x) | 16 - 17 x | 78 x | 304 - 336 x |
+| analytic / Keras predict at batch_size 10 000, taking turns (target 1 x) | 0.07 - 0.10 x | 0.37 x | 1.36 x |
 
 The one-thread row: a small C driver over the C API (ttfs_session_run_u8, spike times not
 recorded) on the 10 000 test images, best of three rounds, the libraries built from the older
 commits and from this one, alternating, three times each (the first column was measured the
 same way on the `or`-pooling model of docs/RESULTS.md run A, on 2 000 images). The ratio rows:
 `test_interleaved_ratios` against each library (TTFS_LIBRARY), all cores (the last column: the
-medians of the two passes above and of two more runs); Keras predict itself runs at either about
-30 000 or about 45 000 images/s on this machine from one run to the next, hence the spread of
-the Keras ratio.
+medians of the two passes above); Keras predict itself runs at either about 30 000 or about
+45 000 images/s on this machine from one run to the next, which moves the Keras ratio between
+runs (1.07 to 1.93 in the runs of the last rounds of work).
 """
 
 
