@@ -743,10 +743,20 @@ TTFS_INLINE int32_t decide_finite(const LayerPlan& plan, const Layer& layer, con
     return j >= 0 && !reaches(low, b.table[j]) ? kUndecided : j;
 }
 
+// Both ends of an interval are finite numbers (false for NaN).
+TTFS_INLINE bool finite_ends(float high, float low) {
+    return high <= std::numeric_limits<float>::max() && low >= -std::numeric_limits<float>::max();
+}
+
+// The half width of a certified potential v's interval (docs/ENGINES.md): scale * its bound +
+// 4u|v| (the rounding of v +- eps) + 2^-100 (underflow).
+TTFS_INLINE float interval_eps(float scale, float bound, float v) {
+    return scale * bound + std::fabs(v) * 0x1p-22f + 0x1p-100f;
+}
+
 TTFS_INLINE int32_t decide(const LayerPlan& plan, const Layer& layer, const Bracket& b,
                            float high, float low) {
-    if (!(high <= std::numeric_limits<float>::max()) || !(low >= -std::numeric_limits<float>::max()))
-        return kUndecided;
+    if (!finite_ends(high, low)) return kUndecided;
     return decide_finite(plan, layer, b, high, low);
 }
 
@@ -814,6 +824,28 @@ TTFS_AVX512 TTFS_INLINE void load_table16(const Bracket& b, float* padded, __m51
     for (int32_t q = 0; q < kGuessTable / kLanes; ++q) t[q] = _mm512_loadu_ps(padded + q * kLanes);
 }
 
+// guess16() for the candidate lanes, and fire_start + j written to out (16 int32) for the lanes
+// it decides; returns those lanes.
+TTFS_AVX512 TTFS_INLINE uint32_t guess_and_store16(const Bracket& b, const __m512* t, __m512 high,
+                                                  __m512 low, uint32_t candidates, int32_t* out) {
+    __m512i j;
+    const __mmask16 sure = guess16(b, t, high, low, __mmask16(candidates), &j);
+    _mm512_mask_storeu_epi32(out, sure, _mm512_add_epi32(j, _mm512_set1_epi32(b.fire_start)));
+    return uint32_t(sure);
+}
+
+// The lanes whose interval ends are both finite (high <= max and -low <= max; false for NaN).
+TTFS_AVX512 TTFS_INLINE uint32_t finite_ends16(__m512 high, __m512 low) {
+    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
+    return uint32_t(_mm512_cmp_ps_mask(high, most, _CMP_LE_OQ)) &
+           uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), low), most, _CMP_LE_OQ));
+}
+
+// interval_eps() for 16 lanes: e = scale * bound + 2^-100 (per position), plus 4u|x|.
+TTFS_AVX512 TTFS_INLINE __m512 interval_eps16(__m512 e, __m512 x) {
+    return _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0x1p-22f)));
+}
+
 #endif
 
 // For every position p: the interval ends of its neurons (eps from scale[p]; a position with
@@ -836,7 +868,7 @@ int32_t bracket_portable(const LayerPlan& plan, const Layer& layer, const Bracke
         }
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             for (int32_t l = 0; l < kLanes; ++l) {
-                const float eps = scale[p] * bound[plan.bound_lane[size_t(l)]] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
+                const float eps = interval_eps(scale[p], bound[plan.bound_lane[size_t(l)]], v[q + l]);
                 high[q + l] = v[q + l] + eps;
                 low[q + l] = v[q + l] - eps;
             }
@@ -857,9 +889,7 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
                        const float* sums, int32_t width, int32_t positions, int32_t padded_c,
                        int32_t out_c, const float* scale, float* high, float* low,
                        int32_t* first, int32_t* undecided) {
-    const __m512 relative = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-100f);
-    const __m512 floor = _mm512_set1_ps(b.lowest);
-    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
+    const __m512 tiny = _mm512_set1_ps(0x1p-100f), floor = _mm512_set1_ps(b.lowest);
     const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
     __m512 t[kGuessTable / kLanes];
     alignas(64) float padded[kGuessTable];
@@ -875,22 +905,14 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
         const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
         const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[p]), bound), tiny);
         for (int32_t q = 0; q < padded_c; q += kLanes) {
-            const __m512 x = _mm512_loadu_ps(v + q);
-            const __m512 eps = _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), relative));
+            const __m512 x = _mm512_loadu_ps(v + q), eps = interval_eps16(e, x);
             const __m512 h = _mm512_add_ps(x, eps), lo = _mm512_sub_ps(x, eps);
             _mm512_storeu_ps(high + q, h);
             _mm512_storeu_ps(low + q, lo);
             const int32_t valid = std::min(kLanes, out_c - q);
             uint32_t mask = uint32_t(_mm512_cmp_ps_mask(h, floor, _CMP_NLT_UQ)) & ((1u << valid) - 1u);
-            // Finite ends: high <= max and -low <= max (false for NaN).
-            const uint32_t finite = uint32_t(_mm512_cmp_ps_mask(h, most, _CMP_LE_OQ)) &
-                                    uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), lo), most, _CMP_LE_OQ));
-            if (mask != 0 && b.guessable) {
-                __m512i j;
-                const __mmask16 sure = guess16(b, t, h, lo, __mmask16(mask & finite), &j);
-                _mm512_mask_storeu_epi32(neuron_first + q, sure, _mm512_add_epi32(j, _mm512_set1_epi32(b.fire_start)));
-                mask &= ~uint32_t(sure);
-            }
+            const uint32_t finite = finite_ends16(h, lo);
+            if (mask != 0 && b.guessable) mask &= ~guess_and_store16(b, t, h, lo, mask & finite, neuron_first + q);
             for (; mask != 0; mask &= mask - 1) {
                 const int32_t l = __builtin_ctz(mask), n = q + l;
                 const int32_t j = (finite >> l) & 1u ? decide_finite(plan, layer, b, high[n], low[n]) : kUndecided;
@@ -936,14 +958,13 @@ int32_t intervals_portable(const LayerPlan& plan, const float* sums, int32_t wid
         const float factor = scale[p] >= 0.0f ? scale[p] : std::numeric_limits<float>::infinity();
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             for (int32_t l = 0; l < kLanes; ++l) {
-                const float eps = factor * bound[plan.bound_lane[size_t(l)]] + std::fabs(v[q + l]) * 0x1p-22f + 0x1p-100f;
+                const float eps = interval_eps(factor, bound[plan.bound_lane[size_t(l)]], v[q + l]);
                 h[q + l] = v[q + l] + eps;
                 lo[q + l] = v[q + l] - eps;
             }
         }
         for (int32_t n = 0; n < out_c; ++n) {
-            const bool finite = h[n] <= std::numeric_limits<float>::max() &&
-                                lo[n] >= -std::numeric_limits<float>::max();
+            const bool finite = finite_ends(h[n], lo[n]);
             if (finite && h[n] < lowest) continue;
             if (finite && lo[n] >= lowest) {
                 ++fired;
@@ -963,9 +984,7 @@ int32_t intervals_avx512(const LayerPlan& plan, const float* sums, int32_t width
                          float lowest, float* high, float* low, int32_t* firing,
                          int32_t* undecided) {
     const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
-    const __m512 relative = _mm512_set1_ps(0x1p-22f), tiny = _mm512_set1_ps(0x1p-100f);
-    const __m512 floor = _mm512_set1_ps(lowest);
-    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
+    const __m512 tiny = _mm512_set1_ps(0x1p-100f), floor = _mm512_set1_ps(lowest);
     int32_t count = 0, fired = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
@@ -973,15 +992,13 @@ int32_t intervals_avx512(const LayerPlan& plan, const float* sums, int32_t width
         const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
         const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(factor), bound), tiny);
         for (int32_t q = 0; q < padded_c; q += kLanes) {
-            const __m512 x = _mm512_loadu_ps(v + q);
-            const __m512 eps = _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), relative));
+            const __m512 x = _mm512_loadu_ps(v + q), eps = interval_eps16(e, x);
             const __m512 h = _mm512_add_ps(x, eps), lo = _mm512_sub_ps(x, eps);
             _mm512_storeu_ps(high + ptrdiff_t(p) * padded_c + q, h);
             _mm512_storeu_ps(low + ptrdiff_t(p) * padded_c + q, lo);
             const int32_t valid = std::min(kLanes, out_c - q);
             const uint32_t lanes = (1u << valid) - 1u;
-            const uint32_t finite = uint32_t(_mm512_cmp_ps_mask(h, most, _CMP_LE_OQ)) &
-                                    uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), lo), most, _CMP_LE_OQ));
+            const uint32_t finite = finite_ends16(h, lo);
             const uint32_t below = uint32_t(_mm512_cmp_ps_mask(h, floor, _CMP_LT_OQ)) & finite;
             const uint32_t above = uint32_t(_mm512_cmp_ps_mask(lo, floor, _CMP_GE_OQ)) & finite;
             fired += __builtin_popcount(above & lanes);
@@ -1137,7 +1154,6 @@ int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Br
     __m512 t[kGuessTable / kLanes];
     alignas(64) float padded[kGuessTable];
     if (b.guessable) load_table16(b, padded, t);
-    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
     int32_t count = 0;
     for (int32_t oh = 0; oh < pg.out_h; ++oh) {
         for (int32_t ow = 0; ow < pg.out_w; ++ow) {
@@ -1162,14 +1178,8 @@ int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Br
                 uint32_t mask = uint32_t(_mm512_mask_cmp_ps_mask(lanes, most_high, floor, _CMP_GE_OQ));
                 if (mask == 0) continue;
                 if (b.guessable) {
-                    // Finite ends only (high <= max; low >= -max).
-                    const __mmask16 finite = _mm512_mask_cmp_ps_mask(
-                        __mmask16(mask), most_high, most, _CMP_LE_OQ) &
-                        _mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), most_low), most, _CMP_LE_OQ);
-                    __m512i j;
-                    const __mmask16 sure = guess16(b, t, most_high, most_low, finite, &j);
-                    _mm512_mask_storeu_epi32(unit_time + q, sure, _mm512_add_epi32(j, _mm512_set1_epi32(b.fire_start)));
-                    mask &= ~uint32_t(sure);
+                    mask &= ~guess_and_store16(b, t, most_high, most_low,
+                                               mask & finite_ends16(most_high, most_low), unit_time + q);
                     if (mask == 0) continue;
                 }
                 alignas(64) float ends_high[kLanes], ends_low[kLanes];
