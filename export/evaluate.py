@@ -44,6 +44,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from export import ttfs_format
+from export import efficiency
+from export.efficiency import relay_spikes
+from export.efficiency import window_view as _window_view
 
 F32 = np.float32
 NEURON_KINDS = ("input", "conv2d", "dense")
@@ -196,47 +199,6 @@ def output_stage(spec: ttfs_format.ModelSpec) -> OutputStage:
         bias=None if output.bias is None else np.asarray(output.bias, F32).reshape(-1),
         integ_window=(start, end), fire_window=tuple(int(v) for v in nr.fire_window),
         kernels=_kernel_table(nr.tau_integ, nr.td_integ, end - start))
-
-
-def _window_view(x: np.ndarray, kernel, stride, padding: str, fill=0):
-    """The kh*kw shifted views of x (n, h, w, c) that a conv2d / maxpool window reads, in
-    kernel-row then kernel-column order; SAME padding as TensorFlow (the smaller half first).
-    Padding positions hold `fill` (0 / False = no spike: nothing to a sum, nothing to an OR)."""
-    n, h, w, c = x.shape
-    (kh, kw), (sh, sw) = kernel, stride
-    oh = ttfs_format.output_extent(h, kh, sh, padding)
-    ow = ttfs_format.output_extent(w, kw, sw, padding)
-    top = max((oh - 1) * sh + kh - h, 0) // 2 if padding == "same" else 0
-    left = max((ow - 1) * sw + kw - w, 0) // 2 if padding == "same" else 0
-    shape = (n, max(top + h, (oh - 1) * sh + kh), max(left + w, (ow - 1) * sw + kw), c)
-    if shape == x.shape:  # VALID windows inside the map: no copy
-        padded = x
-    else:
-        padded = np.full(shape, fill, dtype=x.dtype)
-        padded[:, top:top + h, left:left + w, :] = x
-    return [padded[:, r:r + (oh - 1) * sh + 1:sh, q:q + (ow - 1) * sw + 1:sw, :]
-            for r in range(kh) for q in range(kw)]
-
-
-def relay_spikes(spikes: np.ndarray, relays: Sequence[ttfs_format.Layer],
-                 passed: Dict[str, np.ndarray]) -> np.ndarray:
-    """One step's boolean spike map (n, h, w, c) through maxpool / flatten layers.
-
-    `or` pools spike whenever a child does; `earliest` pools pass only their first spike
-    (`passed[name]` remembers which units have, so call this for every spike step in order)."""
-    spikes = np.asarray(spikes, bool)
-    for layer in relays:
-        if layer.kind == "flatten":
-            spikes = spikes.reshape(spikes.shape[0], 1, 1, -1)
-            continue
-        pooled = np.logical_or.reduce(_window_view(spikes, layer.kernel, layer.stride,
-                                                   layer.padding, fill=False))
-        if layer.pool_mode == "earliest":
-            seen = passed.setdefault(layer.name, np.zeros(pooled.shape, bool))
-            pooled &= ~seen
-            seen |= pooled
-        spikes = pooled
-    return spikes
 
 
 def _row_sums(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -635,6 +597,7 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
             raise KeyError(f"{train_path}: field '{key}' is missing")
     spec = ttfs_format.read_model(model_path)
     stage = output_stage(spec)
+    synapses = efficiency.synapse_stages(spec)
 
     data = load_mnist(getattr(options, "mnist", None))
     full_test = len(data.test)
@@ -674,6 +637,7 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
         predictions = np.empty(n, np.int32)
         potentials = np.empty((n, stage.classes), F32)
         counts = {name: np.empty(n, np.int32) for name in neuron_layers}
+        synops = {s["layer"]: np.empty(n, np.int64) for s in synapses}
         histograms = {name: np.zeros(stage.time_steps, np.int64) for name in neuron_layers}
         over_time = np.empty((len(records), n), np.int32)
         output_fired = np.zeros(n, bool)
@@ -708,6 +672,9 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
                                           f"disagree with the recorded spike times")
                 if lo < reference_images:
                     kept_times[name].append(times[:reference_images - lo])
+            for name, ops in efficiency.synaptic_operations(spec, primary.spike_times,
+                                                             synapses).items():
+                synops[name][lo:hi] = ops
             out_times = primary.spike_times[output_name].reshape(len(chunk), -1)
             output_fired[lo:hi] = (out_times >= 0).any(axis=1)
             earliest = np.where(out_times >= 0, out_times, np.iinfo(np.int32).max).min(axis=1)
@@ -853,6 +820,9 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
                                                              - histograms[name].sum())}
                                    for name in neuron_layers},
         "reference": reference,
+        "efficiency": efficiency.efficiency_record(
+            spec, spikes_per_image, {name: float(v.mean()) for name, v in synops.items()},
+            efficiency.blank_image_spikes(model_path)),
         "failures": failures,
     }
 
@@ -860,7 +830,8 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
     np.savez_compressed(results_dir / PER_IMAGE_NPZ, labels=labels, predictions=predictions,
                         potentials=potentials, record_steps=records,
                         predictions_over_time=over_time,
-                        **{f"spike_counts_{name}": counts[name] for name in neuron_layers})
+                        **{f"spike_counts_{name}": counts[name] for name in neuron_layers},
+                        **{f"synaptic_operations_{name}": v for name, v in synops.items()})
     _plot_accuracy(results_dir / PLOT_ACCURACY, results, ann_compare, stage)
     _plot_histograms(results_dir / PLOT_HISTOGRAM, results, neuron_layers, output_name)
     _plot_spikes(results_dir / PLOT_SPIKES, results, neuron_layers)
@@ -919,6 +890,7 @@ def summary_rows(results: dict, steps: Sequence[int], ann_accuracy: float) -> Li
     rows.append((f"spikes per image, hidden ({' + '.join(results['hidden_layers'])})",
                  f"{results['hidden_spikes_per_image']:.1f} (reference run "
                  f"{REFERENCE_HIDDEN_TOTAL:.0f})"))
+    rows += efficiency_summary_rows(results["efficiency"])
     over = results["accuracy_over_time"]
     for t in steps:
         a = over["accuracy"][over["steps"].index(t)]
@@ -938,6 +910,38 @@ def summary_rows(results: dict, steps: Sequence[int], ann_accuracy: float) -> Li
         rows.append((f"images/s, {engine} engine (CPU)",
                      "n/a" if ips is None else f"{ips:.0f}"))
     return rows
+
+
+def efficiency_summary_rows(record: dict) -> List[Tuple[str, str]]:
+    """The efficiency figures (export.efficiency) as summary rows."""
+    rows = []
+    blank = record.get("blank_image_spikes")
+    if blank is not None:
+        rows.append(("spikes on a blank image, hidden",
+                     f"{blank['hidden']} (" + ", ".join(f"{k} {v}" for k, v in
+                                                       blank["per_layer"].items()) + ")"))
+    rows.append(("synaptic operations per image",
+                 f"{record['synaptic_operations_total']:,.0f} (ANN: "
+                 f"{record['ann_multiply_adds_total']:,} multiply-adds; ratio "
+                 f"{record['synops_per_multiply_add']:.3f})"))
+    return rows
+
+
+def efficiency_markdown(record: dict) -> List[str]:
+    """The report's efficiency section: the per-layer table and what it counts."""
+    blank = record.get("blank_image_spikes")
+    return ["## Efficiency", "",
+            "Synaptic operations: every spike that reaches a conv2d or dense layer times its "
+            "fan-out there, counted at the receiving layer (through the pools as the pool mode "
+            "relays: an `or` pooled unit can deliver several spikes). The ANN column: its "
+            "multiply-adds for the same layer. Spikes on a blank image: one all-zero image "
+            "(neurons that fire on their bias alone).", "",
+            *_md_table(efficiency.EFFICIENCY_HEADER, efficiency.efficiency_rows(record)), "",
+            f"Synaptic operations per image: {record['synaptic_operations_total']:,.0f}, "
+            f"{record['synops_per_multiply_add']:.3f} of the ANN's "
+            f"{record['ann_multiply_adds_total']:,} multiply-adds."
+            + ("" if blank is None else
+               f" Hidden spikes on a blank image: {blank['hidden']}."), ""]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -989,7 +993,8 @@ def _report_markdown(results: dict, summary, picked: Sequence[int]) -> str:
                            f"{REFERENCE_SPIKES[k]:.0f}" if k in REFERENCE_SPIKES else "")
                           for k, v in results["spikes_per_image"].items()]), "",
               f"![spikes per layer]({PLOT_SPIKES})", "",
-              f"![first-spike times]({PLOT_HISTOGRAM})", ""]
+              f"![first-spike times]({PLOT_HISTOGRAM})", "",
+              *efficiency_markdown(results["efficiency"])]
 
     over = results["accuracy_over_time"]
     check = results["postprocess_check"]
@@ -1066,48 +1071,85 @@ def _pyplot():
     return plt
 
 
+def _zoom_range(over: dict, ann_accuracy: float) -> Tuple[Tuple[float, float], Tuple[int, int]]:
+    """The zoomed panel's y range (in %) around the final SNN and the ANN accuracy, and its x
+    range: from the first record step whose accuracy is inside that band to the last step."""
+    steps = np.asarray(over["steps"])
+    accuracy = 100 * np.asarray(over["accuracy"], np.float64)
+    final, ann = float(accuracy[-1]), 100 * float(ann_accuracy)
+    span = max(abs(final - ann), 0.1)
+    low = min(final, ann) - max(2 * span, 0.3)
+    high = min(max(final, ann) + max(span, 0.15), 100.05)
+    inside = np.flatnonzero(accuracy >= low)
+    first = int(steps[inside[0]]) if inside.size else int(steps[0])
+    return (low, high), (max(first - 10, 0), int(steps[-1]) + 2)
+
+
 def _plot_accuracy(path: Path, results: dict, ann_accuracy: float, stage: OutputStage) -> None:
+    """Accuracy against time: the whole run (left) and a zoom around the final accuracy
+    (right), where the SNN and the ANN actually differ."""
     plt = _pyplot()
     over = results["accuracy_over_time"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(over["steps"], [100 * a for a in over["accuracy"]], marker=".",
-            label=f"SNN (libttfs, {results['test_images']} images)")
-    ax.axhline(100 * ann_accuracy, color="black", linestyle="--",
-               label=f"ANN {100 * ann_accuracy:.2f} %")
+    steps = over["steps"]
+    accuracy = [100 * a for a in over["accuracy"]]
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
     start, end = stage.integ_window
-    ax.axvspan(start, end, color="tab:orange", alpha=0.12,
-               label=f"output integration window [{start}, {end})")
-    ax.set_xlabel("time step t")
+    for axis in (ax, zoom):
+        axis.plot(steps, accuracy, marker=".",
+                  label=f"SNN (libttfs, {results['test_images']} images), final "
+                        f"{accuracy[-1]:.2f} %")
+        axis.axhline(100 * ann_accuracy, color="black", linestyle="--",
+                     label=f"ANN {100 * ann_accuracy:.2f} %")
+        axis.axvspan(start, end, color="tab:orange", alpha=0.12,
+                     label=f"output integration window [{start}, {end})")
+        axis.set_xlabel("time step t")
+        axis.grid(alpha=0.3)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Accuracy against time ({results['readout']} readout)")
     ax.set_ylim(0, 100.5)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
+    (low, high), (left, right) = _zoom_range(over, ann_accuracy)
+    zoom.set_ylim(low, high)
+    zoom.set_xlim(left, right)
+    zoom.set_title(f"Zoom: SNN {accuracy[-1]:.2f} % vs ANN {100 * ann_accuracy:.2f} % "
+                   f"({accuracy[-1] - 100 * ann_accuracy:+.2f} points)", fontsize=10)
+    ax.indicate_inset_zoom(zoom, edgecolor="gray")  # the zoomed region, drawn on the left
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def firing_layers(results: dict, neuron_layers: Sequence[str], output_name: str) -> List[str]:
+    """The neuron layers that can fire: not the output layer under vmem readout (it never
+    fires), not a layer whose fire window is empty."""
+    hist = results["first_spike_histograms"]
+    return [name for name in neuron_layers
+            if not (name == output_name and results["readout"] == "vmem")
+            and hist[name]["window"][1] > hist[name]["window"][0]]
+
+
 def _plot_histograms(path: Path, results: dict, neuron_layers: Sequence[str],
                      output_name: str) -> None:
+    """First-spike times per layer, one panel per layer that can fire."""
     plt = _pyplot()
     hist = results["first_spike_histograms"]
     n = results["test_images"]
-    fig, axes = plt.subplots(len(neuron_layers), 1, figsize=(7, 2.1 * len(neuron_layers)),
+    layers = firing_layers(results, neuron_layers, output_name)
+    silent = [name for name in neuron_layers if name not in layers]
+    fig, axes = plt.subplots(max(len(layers), 1), 1, figsize=(7, 2.1 * max(len(layers), 1) + 0.4),
                              squeeze=False)
-    for ax, name in zip(axes[:, 0], neuron_layers):
+    for ax, name in zip(axes[:, 0], layers):
         start, end = hist[name]["window"]
         counts = np.asarray(hist[name]["counts"])
-        if name == output_name and results["readout"] == "vmem":
-            ax.text(0.5, 0.5, "does not fire (vmem readout)", ha="center", va="center",
-                    transform=ax.transAxes)
-        else:
-            steps = np.arange(start, max(end, start + 1))
-            ax.bar(steps, counts[start:max(end, start + 1)] / n, width=1.0)
+        ax.bar(np.arange(start, end), counts[start:end] / n, width=1.0)
         ax.set_title(f"{name}: {results['spikes_per_image'][name]:.1f} spikes/image, "
                      f"fire window [{start}, {end})", fontsize=9)
         ax.set_ylabel("spikes / image")
     axes[-1, 0].set_xlabel("first-spike time step")
+    if silent:
+        fig.suptitle("not shown (cannot fire): " + ", ".join(
+            f"{name}" + (" (output, vmem readout)" if name == output_name else
+                         " (empty fire window)") for name in silent), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

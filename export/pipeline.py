@@ -277,16 +277,23 @@ def _constants(spec) -> Dict[str, dict]:
 
 def snn_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray, *,
                  engine: str = "analytic", batch: int = 1000, progress: bool = True) -> dict:
-    """Run libttfs over a labelled set; accuracy, mean spikes per layer, images per second."""
+    """Run libttfs over a labelled set; accuracy, mean spikes per layer, mean synaptic
+    operations per receiving layer (export.efficiency), images per second."""
     import pyttfs
     from tqdm.auto import tqdm
 
+    from export import efficiency
+
     predictions = np.empty(len(images), np.int32)
     spikes: Dict[str, float] = {}
+    synops: Dict[str, float] = {}
     silent = 0
     seconds = 0.0
+    spec = ttfs_format.read_model(model_path)
+    stages = efficiency.synapse_stages(spec)
     with pyttfs.Model(model_path) as model, \
-            model.session(backend="cpu", engine=engine, max_batch=batch) as session:
+            model.session(backend="cpu", engine=engine, max_batch=batch,
+                          record_spike_times=True) as session:
         neuron_layers = [l.name for l in model.layers if l.depth >= 0]
         output = model.layers[-1].name
         for lo in tqdm(range(0, len(images), batch), disable=not progress, unit="batch",
@@ -296,13 +303,17 @@ def snn_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray, *,
             result = session.run(chunk)
             seconds += time.perf_counter() - started
             predictions[lo:lo + len(chunk)] = result.predictions
+            times = {name: session.spike_times(name) for name in neuron_layers}
             for name in neuron_layers:
                 spikes[name] = spikes.get(name, 0.0) + float(session.spike_counts(name).sum())
+            for name, ops in efficiency.synaptic_operations(spec, times, stages).items():
+                synops[name] = synops.get(name, 0.0) + float(ops.sum())
             silent += int((session.spike_counts(output) == 0).sum())
         readout = model.readout
     n = len(images)
     return {"n": n, "accuracy": float((predictions == labels).mean()),
             "spikes_per_image": {k: v / n for k, v in spikes.items()},
+            "synaptic_operations_per_image": {k: v / n for k, v in synops.items()},
             "images_per_second": n / seconds if seconds > 0 else float("nan"),
             "no_output_spike": silent if readout == "first_spike" else None,
             "predictions": predictions}
@@ -310,6 +321,7 @@ def snn_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray, *,
 
 def step_export(options: Options) -> dict:
     """The final model file, its report, and the test set in the CLI's formats."""
+    from export import efficiency
     from export.datasets import write_image_bin, write_mnist_idx
 
     trained = ttfs_format.read_model(_require(options.run_dir / TRAINED_FILE, "train-tc"))
@@ -349,6 +361,9 @@ def step_export(options: Options) -> dict:
         "lambdas": stats["lambdas"],
         "time_constants": tc["constants"],
         "snn_validation": {k: v for k, v in snn_val.items() if k != "predictions"},
+        "efficiency": efficiency.efficiency_record(
+            trained, snn_val["spikes_per_image"], snn_val["synaptic_operations_per_image"],
+            efficiency.blank_image_spikes(model_path)),
         "files": {k: str(v) for k, v in files.items()},
     }
     _write_json(options.run_dir / REPORT_JSON, report)
@@ -359,6 +374,8 @@ def step_export(options: Options) -> dict:
 
 
 def _report_markdown(report: dict) -> str:
+    from export import efficiency
+
     snn = report["snn_validation"]
     lines = [
         "# Conversion report", "",
@@ -378,9 +395,13 @@ def _report_markdown(report: dict) -> str:
         "| layer | tau_fire | td_fire |", "|---|---|---|",
         *[f"| {k} | {v['tau_fire']:.6g} | {v['td_fire']:.6g} |"
           for k, v in report["time_constants"].items()], "",
-        "## Spikes per image (validation)", "",
-        "| layer | spikes |", "|---|---|",
-        *[f"| {k} | {v:.1f} |" for k, v in snn["spikes_per_image"].items()], "",
+        "## Spikes and synaptic operations per image (validation)", "",
+        "Synaptic operations: each spike reaching a conv2d / dense layer times its fan-out "
+        "there (export/efficiency.py), next to the ANN's multiply-adds.", "",
+        "| " + " | ".join(efficiency.EFFICIENCY_HEADER) + " |",
+        "|" + "---|" * len(efficiency.EFFICIENCY_HEADER),
+        *["| " + " | ".join(row) + " |"
+          for row in efficiency.efficiency_rows(report["efficiency"])], "",
     ]
     if snn.get("no_output_spike") is not None:
         lines += [f"Images with no output spike (first_spike readout; the potential argmax "

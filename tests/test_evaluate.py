@@ -403,7 +403,12 @@ def test_step_evaluate_on_a_tiny_run(tiny_run_dir, tmp_path, capsys, variant):
         shared = ((out_times == first).sum(axis=1) > 1) & ~silent
         assert no_spike["images_with_simultaneous_first_spikes"] == int(shared.sum())
 
+    if variant == "vmem":
+        _check_efficiency(saved, per_image, run_dir / "model.ttfs", test.images)
+        assert ev.firing_layers(saved, list(counts), list(counts)[-1]) == list(counts)[:-1]
+
     report = (out_dir / ev.REPORT_MD).read_text()
+    assert "## Efficiency" in report and "spikes on a blank image" in printed
     for plot in (ev.PLOT_ACCURACY, ev.PLOT_HISTOGRAM, ev.PLOT_SPIKES):
         assert f"]({plot})" in report
     assert "SNN accuracy, stepped / analytic" in printed
@@ -411,6 +416,41 @@ def test_step_evaluate_on_a_tiny_run(tiny_run_dir, tmp_path, capsys, variant):
             f"{100 * accuracy:.2f} % / {100 * accuracy:.2f} % (identical") in printed
     assert "images/s, stepped engine" in printed
     assert ("images/s, analytic engine" in printed) == (variant != "overlapping")
+
+
+def _valid_cover(size: int, kernel: int) -> np.ndarray:
+    """Output positions of a VALID stride-1 window that read each input position."""
+    y = np.arange(size)
+    return np.minimum(y, size - kernel) - np.maximum(y - kernel + 1, 0) + 1
+
+
+def _check_efficiency(saved, per_image, model_path, images):
+    """The tiny run's efficiency figures (reference CNN: conv1 5x5x12 on 28x28, earliest
+    pools 2x2, conv2 5x5x64 on 12x12), recounted here from the spike times: a spike reaching
+    conv1 or conv2 adds to (output positions whose window holds it) x (output channels)."""
+    pyttfs = _pyttfs()
+    with pyttfs.Model(model_path) as model:
+        with model.session(backend="cpu", engine="stepped", max_batch=len(images),
+                           record_spike_times=True) as session:
+            session.run(images)
+            pixels = session.spike_times("input").reshape(len(images), 28, 28) >= 0
+            conv1 = session.spike_times("conv1").reshape(len(images), 24, 24, 12) >= 0
+        with model.session(backend="cpu", engine="stepped", max_batch=1) as session:
+            session.run(np.zeros((1, 28, 28, 1), np.uint8))
+            blank = {info.name: int(session.spike_counts(info.name)[0])
+                     for info in model.layers if info.has_neurons}
+    fan1 = np.outer(_valid_cover(28, 5), _valid_cover(28, 5)) * 12
+    pooled = conv1.reshape(len(images), 12, 2, 12, 2, 12).any(axis=(2, 4))  # earliest: one
+    fan2 = np.outer(_valid_cover(12, 5), _valid_cover(12, 5))[..., None] * 64
+    np.testing.assert_array_equal(per_image["synaptic_operations_conv1"],
+                                  (pixels * fan1).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(per_image["synaptic_operations_conv2"],
+                                  (pooled * fan2).sum(axis=(1, 2, 3)))
+    record = saved["efficiency"]
+    assert record["blank_image_spikes"]["per_layer"] == blank
+    assert record["ann_multiply_adds_total"] == 24 * 24 * 12 * 25 + 8 * 8 * 64 * 300 + 10240
+    assert record["synaptic_operations_per_image"]["conv1"] == pytest.approx(
+        float((pixels * fan1).sum(axis=(1, 2)).mean()))
 
 
 def test_step_evaluate_names_the_missing_file(tmp_path):
