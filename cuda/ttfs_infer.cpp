@@ -32,6 +32,7 @@
 #include <sys/types.h>  // off_t for fseeko/ftello: images files may exceed 2 GiB
 #include <unistd.h>     // isatty: the progress line is for people, not for pipes
 
+#include "infer_efficiency.h"
 #include "ttfs.h"
 
 namespace {
@@ -63,7 +64,10 @@ const char* const kUsage =
     "  --batch N        images per run when streaming an IDX file (default 256); memory use\n"
     "                   grows with N, not with the file\n"
     "  --threads N      CPU worker threads (default: one per hardware thread)\n"
-    "  --json           print one JSON object instead of text\n"
+    "  --json           print one JSON object instead of text, with the efficiency figures:\n"
+    "                   spikes per neuron, synaptic operations per image (each spike times\n"
+    "                   its fan-out) next to the ANN's multiply-adds, spikes on a blank image\n"
+    "                   (it records spike times for them, which slows a run down a little)\n"
     "  --help           print this help\n"
     "  --version        print the version and the library's build information\n"
     "\n"
@@ -621,6 +625,49 @@ std::string common_json_fields(const Options& options, const ModelInfo& info, co
     return out;
 }
 
+// The efficiency figures (infer_efficiency.h) as JSON fields, each starting with ", ".
+std::string efficiency_json_fields(const ttfs_model* model, const ModelInfo& info, const Runner& runner,
+                                   const SetSummary& summary, const ttfs_efficiency::Counter& counter) {
+    const std::vector<int64_t>& sizes = counter.neuron_sizes();
+    std::string out = ", \"spikes_per_neuron\": {";
+    double hidden = 0;
+    for (size_t l = 0; l < info.neuron_layers.size(); ++l) {
+        double per_image = double(summary.spike_totals[l]) / double(summary.n);
+        out += (l ? ", " : "") + json_string(info.neuron_layers[l].name) + ": " +
+               json_number(per_image / double(sizes[l]));
+        if (l > 0 && l + 1 < info.neuron_layers.size()) hidden += per_image;  // not input, not output
+    }
+    out += "}, \"hidden_spikes_per_image\": " + json_number(hidden);
+    std::string synops = "{", macs = "{";
+    double synops_total = 0;
+    int64_t macs_total = 0;
+    bool countable = true;
+    for (size_t s = 0; s < counter.stages().size(); ++s) {
+        const ttfs_efficiency::Stage& stage = counter.stages()[s];
+        synops += (s ? ", " : "") + json_string(stage.receiver_name) + ": " +
+                  (stage.countable ? json_number(double(stage.synaptic_operations) / double(summary.n))
+                                   : std::string("null"));
+        macs += (s ? ", " : "") + json_string(stage.receiver_name) + ": " + format("%" PRId64, stage.multiply_adds);
+        synops_total += double(stage.synaptic_operations) / double(summary.n);
+        macs_total += stage.multiply_adds;
+        countable = countable && stage.countable;
+    }
+    out += ", \"synaptic_operations_per_image\": " + synops + "}";
+    out += ", \"synaptic_operations_total\": " + (countable ? json_number(synops_total) : std::string("null"));
+    out += ", \"ann_multiply_adds\": " + macs + "}";
+    out += format(", \"ann_multiply_adds_total\": %" PRId64, macs_total);
+    std::vector<int64_t> blank =
+        ttfs_efficiency::Counter::blank_image_spikes(model, runner.backend, runner.engine, counter.neuron_layers());
+    out += ", \"blank_image_spikes\": {";
+    int64_t blank_hidden = 0;
+    for (size_t l = 0; l < blank.size(); ++l) {
+        out += (l ? ", " : "") + json_string(info.neuron_layers[l].name) + ": " + format("%" PRId64, blank[l]);
+        if (l > 0 && l + 1 < blank.size()) blank_hidden += blank[l];
+    }
+    out += format("}, \"blank_image_hidden_spikes\": %" PRId64, blank_hidden);
+    return out;
+}
+
 void print_spikes_table(const ModelInfo& info, const SetSummary& summary) {
     size_t width = 5;
     for (const NeuronLayer& layer : info.neuron_layers) width = std::max(width, layer.name.size());
@@ -656,7 +703,8 @@ int run_single(const ttfs_model* model, const ModelInfo& info, const Options& op
         fail(format("--index %" PRIu64 " is out of range: ", index) + quoted(options.images_path) +
              format(" holds %" PRIu64 " images (0 .. %" PRIu64 ")", images.count(), images.count() - 1));
     bool first_spike = info.readout == TTFS_READOUT_FIRST_SPIKE;
-    Runner runner = create_runner(model, options, 1, first_spike ? TTFS_SESSION_RECORD_SPIKE_TIMES : 0u);
+    Runner runner = create_runner(model, options, 1,
+                                  first_spike || options.json ? TTFS_SESSION_RECORD_SPIKE_TIMES : 0u);
 
     std::vector<uint8_t> u8_pixels;
     std::vector<float> f32_pixels, potentials;
@@ -667,6 +715,8 @@ int run_single(const ttfs_model* model, const ModelInfo& info, const Options& op
     summary.run_seconds = run_batch(runner.session.get(), images, index, 1, u8_pixels, f32_pixels,
                                     predictions, potentials, info.classes);
     add_spike_counts(runner.session.get(), info, 1, summary, counts);
+    ttfs_efficiency::Counter efficiency(model);
+    if (options.json) efficiency.add_batch(runner.session.get(), 1);
 
     std::vector<int32_t> spike_times;
     if (first_spike) {
@@ -686,7 +736,8 @@ int run_single(const ttfs_model* model, const ModelInfo& info, const Options& op
     }
 
     if (options.json) {
-        std::string out = "{" + common_json_fields(options, info, runner, summary);
+        std::string out = "{" + common_json_fields(options, info, runner, summary) +
+                          efficiency_json_fields(model, info, runner, summary, efficiency);
         out += format(", \"index\": %" PRIu64 ", \"predicted\": %d", index, predictions[0]);
         out += ", \"label\": " + (label >= 0 ? format("%d", label) : std::string("null"));
         out += ", \"potentials\": [";
@@ -730,8 +781,9 @@ int run_set(const ttfs_model* model, const ModelInfo& info, const Options& optio
             LabelFile* labels) {
     const uint64_t total = images.count();
     const int32_t batch = int32_t(std::min<uint64_t>(uint64_t(options.batch), total));
-    Runner runner = create_runner(model, options, batch, 0u);
+    Runner runner = create_runner(model, options, batch, options.json ? TTFS_SESSION_RECORD_SPIKE_TIMES : 0u);
     const bool progress = isatty(STDERR_FILENO) != 0;
+    ttfs_efficiency::Counter efficiency(model);
 
     std::vector<uint8_t> u8_pixels, label_bytes;
     std::vector<float> f32_pixels, potentials;
@@ -744,6 +796,7 @@ int run_set(const ttfs_model* model, const ModelInfo& info, const Options& optio
         summary.run_seconds += run_batch(runner.session.get(), images, first, n, u8_pixels, f32_pixels,
                                          predictions, potentials, info.classes);
         add_spike_counts(runner.session.get(), info, n, summary, counts);
+        if (options.json) efficiency.add_batch(runner.session.get(), n);
         if (labels) {
             labels->read(first, n, label_bytes);
             for (int32_t i = 0; i < n; ++i) {
@@ -760,7 +813,8 @@ int run_set(const ttfs_model* model, const ModelInfo& info, const Options& optio
     if (progress) std::fprintf(stderr, "\r%60s\r", "");  // leave the terminal clean
 
     if (options.json) {
-        std::printf("{%s, \"batch\": %d}\n", common_json_fields(options, info, runner, summary).c_str(), batch);
+        std::printf("{%s%s, \"batch\": %d}\n", common_json_fields(options, info, runner, summary).c_str(),
+                    efficiency_json_fields(model, info, runner, summary, efficiency).c_str(), batch);
         return kExitOk;
     }
     std::printf("model: %s\n", options.model_path.c_str());

@@ -480,3 +480,48 @@ def test_help_and_version():
         assert option in help_text
     version = run_cli("--version").stdout
     assert version.startswith(f"ttfs-infer {pyttfs.version()} (")
+
+
+# ---- Efficiency figures in --json --------------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.mark.parametrize("name", ["mnist_or_vmem", "mnist_earliest_first_spike"])
+def test_json_efficiency_figures(tmp_path, name):
+    """Synaptic operations as export/efficiency.py counts them (an independent count: step by
+    step through the pools in numpy, against lists of distinct steps in C++), the MNIST
+    network's multiply-adds worked out by hand, and spikes on a blank image as pyttfs gives
+    them for an all-zero image."""
+    from export import efficiency
+
+    model_path = GOLDEN / f"{name}.ttfs"
+    images = np.load(GOLDEN / "images.npy")[:30]
+    path = write_idx_u8(tmp_path / "images.idx", images[..., 0])
+    spec = read_model(model_path)
+    with pyttfs.Model(model_path) as model:
+        with model.session(backend="cpu", max_batch=len(images),
+                           record_spike_times=True) as session:
+            session.run(images)
+            layers = [info.name for info in model.layers if info.has_neurons]
+            times = {layer: session.spike_times(layer) for layer in layers}
+            counts = {layer: session.spike_counts(layer).mean() for layer in layers}
+        blank = efficiency.blank_image_spikes(model)
+    expected = {k: float(v.mean()) for k, v in efficiency.synaptic_operations(spec, times).items()}
+    for args in ((), ("--batch", "7"), ("--index", "3")):
+        document = run_json(model_path, path, *args)
+        if args[:1] == ("--index",):
+            one = {k: float(v[0]) for k, v in efficiency.synaptic_operations(
+                spec, {k: v[3:4] for k, v in times.items()}).items()}
+            assert document["synaptic_operations_per_image"] == pytest.approx(one, rel=1e-12)
+            continue
+        assert document["synaptic_operations_per_image"] == pytest.approx(expected, rel=1e-12)
+        assert document["synaptic_operations_total"] == pytest.approx(sum(expected.values()))
+        assert document["spikes_per_neuron"]["conv1"] == pytest.approx(counts["conv1"] / 6912)
+        assert document["hidden_spikes_per_image"] == pytest.approx(counts["conv1"]
+                                                                     + counts["conv2"])
+    assert document["ann_multiply_adds"] == {"conv1": 24 * 24 * 12 * 25,
+                                             "conv2": 8 * 8 * 64 * 25 * 12, "fc1": 1024 * 10}
+    assert document["ann_multiply_adds_total"] == 1_411_840
+    assert document["blank_image_spikes"] == blank
+    assert document["blank_image_hidden_spikes"] == blank["conv1"] + blank["conv2"]
