@@ -294,3 +294,111 @@ def efficiency_rows(record: dict) -> List[Tuple[str, ...]]:
 EFFICIENCY_HEADER = ("layer", "neurons", "spikes / image", "spikes / neuron",
                      "spikes on a blank image", "synaptic ops / image (received)",
                      "ANN multiply-adds / image")
+
+
+# ---- Accuracy against hidden spikes, across configurations ------------------------------------
+
+# The reference's published result (docs/RESULTS.md): 99.22 % with 1226 + 1090 hidden spikes.
+REFERENCE_POINT = (0.9922, 2316.0)
+
+
+def load_point(path) -> Tuple[str, float, float]:
+    """(name, SNN test accuracy, hidden spikes per image) of an evaluated run: a run
+    directory, its results/ directory, or a results.json."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    candidates = [path, path / "results.json", path / "results" / "results.json"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{path}: no results.json there (run `python -m export "
+                                f"evaluate` first)")
+    results = json.loads(found.read_text())
+    try:
+        accuracy = float(results["snn"]["accuracy"])
+        spikes = float(results["hidden_spikes_per_image"])
+    except KeyError as error:
+        raise KeyError(f"{found}: field {error} is missing") from None
+    name = path.name if path.is_dir() and path.name != "results" else found.parent.parent.name
+    return name, accuracy, spikes
+
+
+def plot_accuracy_vs_spikes(points: Sequence[Tuple[str, float, float]], path, *,
+                            goal: Optional[Tuple[float, float]] = (0.994, 2000.0),
+                            title: str = "SNN test accuracy against hidden spikes per image") -> None:
+    """One marker per configuration (name, accuracy 0..1, hidden spikes per image), the
+    reference's published point, and the goal region (accuracy >= goal[0] with at most goal[1]
+    spikes) shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, accuracy, spikes in points:
+        ax.scatter(spikes, 100 * accuracy, s=30, zorder=3)
+        ax.annotate(name, (spikes, 100 * accuracy), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    ref_acc, ref_spikes = REFERENCE_POINT
+    ax.scatter(ref_spikes, 100 * ref_acc, marker="*", s=140, color="black", zorder=4)
+    ax.annotate("reference (published)", (ref_spikes, 100 * ref_acc), textcoords="offset points",
+                xytext=(6, -12), fontsize=8)
+    accuracies = [100 * a for _, a, _ in points] + [100 * ref_acc]
+    spikes_all = [s for _, _, s in points] + [ref_spikes]
+    low = min(accuracies) - 0.1
+    high = max(max(accuracies), 100 * goal[0] if goal else 0) + 0.1
+    if goal is not None:
+        ax.fill_between([0, goal[1]], 100 * goal[0], high, color="tab:green", alpha=0.12,
+                        label=f"goal: >= {100 * goal[0]:.1f} % with <= {goal[1]:.0f} spikes")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, max(spikes_all) * 1.12)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("hidden spikes per image (test set)")
+    ax.set_ylabel("SNN test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    """python -m export.efficiency RUN_DIR... --output PNG [--name RUN_DIR=LABEL ...]"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m export.efficiency",
+        description="Plot SNN test accuracy against hidden spikes per image for evaluated runs "
+                    "(each RUN is a run directory, its results/ or a results.json), with the "
+                    "reference's published point.")
+    parser.add_argument("runs", nargs="+", metavar="RUN")
+    parser.add_argument("--output", required=True, help="the PNG to write")
+    parser.add_argument("--label", action="append", default=[], metavar="RUN=LABEL",
+                        help="the label of one RUN in the plot (default: its directory name)")
+    args = parser.parse_args(argv)
+    labels = {}
+    for item in args.label:
+        run, sep, label = item.partition("=")
+        if not sep:
+            parser.error(f"--label {item!r}: expected RUN=LABEL")
+        labels[run] = label
+    points = []
+    for run in args.runs:
+        try:
+            name, accuracy, spikes = load_point(run)
+        except (FileNotFoundError, KeyError, ValueError) as error:
+            print(f"python -m export.efficiency: error: {error}", file=sys.stderr)
+            return 1
+        points.append((labels.get(run, name), accuracy, spikes))
+        print(f"{labels.get(run, name)}: {100 * accuracy:.2f} %, {spikes:.0f} hidden spikes")
+    plot_accuracy_vs_spikes(points, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

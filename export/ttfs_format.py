@@ -83,6 +83,8 @@ _KINDS = {"input": _C["TTFS_FMT_LAYER_INPUT"], "conv2d": _C["TTFS_FMT_LAYER_CONV
           "dense": _C["TTFS_FMT_LAYER_DENSE"]}
 _PADDINGS = {"valid": _C["TTFS_FMT_PADDING_VALID"], "same": _C["TTFS_FMT_PADDING_SAME"]}
 _POOL_MODES = {"or": _C["TTFS_FMT_POOL_OR"], "earliest": _C["TTFS_FMT_POOL_EARLIEST"]}
+# The pool modes a model file can hold, by name (the export CLI offers these).
+POOL_MODE_NAMES = tuple(_POOL_MODES)
 _READOUTS = {"vmem": _C["TTFS_FMT_READOUT_VMEM"], "first_spike": _C["TTFS_FMT_READOUT_FIRST_SPIKE"]}
 _NEURON_KINDS = ("input", "conv2d", "dense")
 _NO_TENSOR = _C["TTFS_FMT_NO_TENSOR"]
