@@ -5,8 +5,10 @@
 //   reaches the layer times its fan-out there (how many of its neurons the spike's unit
 //   feeds). Spikes reach it through the maxpool / flatten layers in between as the pool mode
 //   relays them: an `earliest` pooled unit passes its first spike only, an `or` pooled unit
-//   one spike per distinct step at which a child fires. Needs the session's recorded
-//   first-spike times (TTFS_SESSION_RECORD_SPIKE_TIMES).
+//   one spike per distinct step at which a child fires, a `gated` one (directly above a
+//   neuron layer) the spike of the child with the largest spike counter at each step (0
+//   before it fired, its threshold at its fire step, 1 after; the first in window order among
+//   equals). Needs the session's recorded first-spike times (TTFS_SESSION_RECORD_SPIKE_TIMES).
 // - the ANN's multiply-adds for the same layers: the sum of the fan-outs of their input units;
 // - spikes on a blank image: one all-zero image through a separate one-image session.
 // Fan-outs come from ttfs_model_layer_info (kernel, stride, padding, shapes). Errors throw
@@ -14,6 +16,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -23,6 +26,8 @@
 
 namespace ttfs_efficiency {
 
+constexpr int32_t kPoolGated = 2;  // TTFS_POOL_GATED
+
 inline void check(ttfs_status status, const std::string& what) {
     if (status != TTFS_OK)
         throw std::runtime_error(what + ": " + ttfs_status_name(status) + ": " + ttfs_last_error());
@@ -30,8 +35,23 @@ inline void check(ttfs_status status, const std::string& what) {
 
 // One maxpool between a neuron layer and the next weight layer.
 struct Pool {
-    int32_t in_h, in_w, channels, out_h, out_w, kh, kw, sh, sw, top, left, mode;
+    int32_t in_h = 0, in_w = 0, channels = 0, out_h = 0, out_w = 0, kh = 0, kw = 0, sh = 0, sw = 0;
+    int32_t top = 0, left = 0, mode = 0;
+    int32_t fire_start = 0;         // gated: the fire window of the neuron layer below
+    std::vector<float> thresholds;  // gated: its threshold at each step of that window
 };
+
+// The threshold table libttfs builds (docs/ENGINES.md, "Tables"), one rounding per operation.
+inline std::vector<float> fire_thresholds(const ttfs_layer_info& layer) {
+    std::vector<float> table;
+    for (int32_t j = 0; j < layer.fire_window[1] - layer.fire_window[0]; ++j) {
+        float elapsed = float(j) - layer.td_fire;
+        float exponent = -elapsed / layer.tau_fire;
+        float decay = std::exp(exponent);
+        table.push_back(layer.vth0 * decay);
+    }
+    return table;
+}
 
 // One receiving conv2d / dense layer and where its spikes come from.
 struct Stage {
@@ -98,11 +118,19 @@ public:
                 neuron_layers_.push_back(i);
                 neuron_sizes_.push_back(int64_t(info.shape[0]) * info.shape[1] * info.shape[2]);
             } else if (info.kind == TTFS_LAYER_MAXPOOL) {
-                Pool p{in[0], in[1], in[2], info.shape[0], info.shape[1], info.kernel[0], info.kernel[1],
-                       info.stride[0], info.stride[1], 0, 0, info.pool_mode};
+                Pool p;
+                p.in_h = in[0], p.in_w = in[1], p.channels = in[2];
+                p.out_h = info.shape[0], p.out_w = info.shape[1];
+                p.kh = info.kernel[0], p.kw = info.kernel[1], p.sh = info.stride[0], p.sw = info.stride[1];
+                p.mode = info.pool_mode;
                 p.top = padding_before(p.in_h, p.kh, p.sh, p.out_h, info.padding);
                 p.left = padding_before(p.in_w, p.kw, p.sw, p.out_w, info.padding);
-                countable = countable && (p.mode == TTFS_POOL_OR || p.mode == TTFS_POOL_EARLIEST);
+                if (p.mode == kPoolGated && pools.empty() && source >= 0) {
+                    p.fire_start = layers[size_t(source)].fire_window[0];
+                    p.thresholds = fire_thresholds(layers[size_t(source)]);
+                } else if (p.mode != TTFS_POOL_OR && p.mode != TTFS_POOL_EARLIEST) {
+                    countable = false;  // a mode this count does not know, or a gated pool of a pool
+                }
                 pools.push_back(p);
             }
         }
@@ -187,6 +215,10 @@ private:
                         size_t out = (size_t(oy) * size_t(p.out_w) + size_t(ox)) * size_t(p.channels) + size_t(c);
                         int32_t* steps = next_list_.data() + out * next_capacity;
                         int32_t found = 0;
+                        if (p.mode == kPoolGated) {
+                            next_length_[out] = gated_window(p, oy, ox, c, steps);
+                            continue;
+                        }
                         for (int32_t r = 0; r < p.kh; ++r)
                             for (int32_t q = 0; q < p.kw; ++q) {
                                 int32_t y = oy * p.sh - p.top + r, x = ox * p.sw - p.left + q;
@@ -211,6 +243,45 @@ private:
         uint64_t operations = 0;
         for (size_t u = 0; u < length_.size(); ++u) operations += uint64_t(length_[u]) * uint64_t(stage.fan_out[u]);
         return operations;
+    }
+
+    // A gated window (children are neurons: one time each): the steps at which the child with
+    // the largest spike counter fires, the first in window order winning ties.
+    int32_t gated_window(const Pool& p, int32_t oy, int32_t ox, int32_t c, int32_t* steps) const {
+        int32_t children[64];
+        std::vector<int32_t> many;
+        int32_t* times = children;
+        if (p.kh * p.kw > 64) {
+            many.resize(size_t(p.kh) * size_t(p.kw));
+            times = many.data();
+        }
+        int32_t m = 0;
+        for (int32_t r = 0; r < p.kh; ++r)
+            for (int32_t q = 0; q < p.kw; ++q) {
+                int32_t y = oy * p.sh - p.top + r, x = ox * p.sw - p.left + q;
+                if (y < 0 || y >= p.in_h || x < 0 || x >= p.in_w) continue;
+                times[m++] = list_[(size_t(y) * size_t(p.in_w) + size_t(x)) * size_t(p.channels) + size_t(c)];
+            }
+        int32_t found = 0;
+        for (int32_t i = 0; i < m; ++i) {
+            int32_t t = times[i];
+            bool seen = false;  // each distinct step once
+            for (int32_t k = 0; k < i; ++k) seen = seen || times[k] == t;
+            if (t < 0 || seen) continue;
+            int32_t j = t - p.fire_start;
+            float vth = j >= 0 && j < int32_t(p.thresholds.size()) ? p.thresholds[size_t(j)] : 0.0f;
+            int32_t winner = -1;
+            float best = 0.0f;
+            for (int32_t k = 0; k < m; ++k) {
+                float counter = times[k] < 0 || times[k] > t ? 0.0f : times[k] == t ? vth : 1.0f;
+                if (winner < 0 || counter > best) {
+                    winner = k;
+                    best = counter;
+                }
+            }
+            if (times[winner] == t) steps[found++] = t;
+        }
+        return found;
     }
 
     std::vector<Stage> stages_;

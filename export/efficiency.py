@@ -10,8 +10,10 @@ export step's report, docs/RESULTS.md), so they are counted one way everywhere:
   dense layer, times its fan-out there (the number of that layer's neurons whose weights it
   adds to). Spikes reach a layer through the pooling between them as the pool mode relays
   them: an `earliest` pooled unit passes one spike, an `or` pooled unit passes one spike for
-  every distinct step at which one of its children fires (up to the window's size), so
-  pooling can multiply the synaptic operations;
+  every distinct step at which one of its children fires (up to the window's size), a
+  `gated` one the spikes of the child with the largest spike counter (its first child's
+  spike, and a later child's only while that child's threshold is above 1), so pooling can
+  multiply the synaptic operations;
 - the ANN's multiply-adds per image for the same layers (every in-bounds weight of every
   output, i.e. the sum of the fan-outs over the layer's input units), so the two compare
   like for like: an SNN in which every unit fired once would do as many synaptic operations
@@ -59,20 +61,67 @@ def window_view(x: np.ndarray, kernel, stride, padding: str, fill=0) -> List[np.
             for r in range(kh) for q in range(kw)]
 
 
+def fire_thresholds(layer: ttfs_format.Layer) -> np.ndarray:
+    """A neuron layer's threshold at each step of its fire window, float32 as libttfs tabulates
+    it (docs/ENGINES.md, "Tables"): vth0 * exp(-(j - td_fire) / tau_fire)."""
+    from export.evaluate import _kernel_table  # the C library's expf, as libttfs
+
+    start, end = (int(v) for v in layer.neuron.fire_window)
+    table = _kernel_table(layer.neuron.tau_fire, layer.neuron.td_fire, end - start)
+    return (np.float32(layer.neuron.vth0) * table).astype(np.float32)
+
+
+def _gated_pool(spikes: np.ndarray, layer: ttfs_format.Layer, step: int,
+                source_times: np.ndarray, source: ttfs_format.Layer,
+                passed: Dict[str, np.ndarray]) -> np.ndarray:
+    """The spike-count-gated pool at `step`: per window, this step's spike of the child with
+    the largest spike counter (0 before it fired, vth(step) at its fire step, 1 after), the
+    first in window order among equals; positions outside the input are no children."""
+    key = f"{layer.name}/thresholds"
+    if key not in passed:
+        passed[key] = fire_thresholds(source)
+    start = int(source.neuron.fire_window[0])
+    table = passed[key]
+    views = window_view(spikes, layer.kernel, layer.stride, layer.padding, fill=False)
+    if not 0 <= step - start < len(table):
+        return np.zeros(views[0].shape, bool)  # nobody below can spike at this step
+    vth = table[step - start]
+    counter = np.where(source_times == step, vth,
+                       np.where((source_times >= 0) & (source_times < step), np.float32(1.0),
+                                np.float32(0.0))).astype(np.float32)
+    counters = np.stack(window_view(counter, layer.kernel, layer.stride, layer.padding,
+                                    fill=-np.inf))
+    winner = np.argmax(counters, axis=0)[None]  # the first maximum in window order
+    return np.take_along_axis(np.stack(views), winner, axis=0)[0]
+
+
 def relay_spikes(spikes: np.ndarray, relays: Sequence[ttfs_format.Layer],
-                 passed: Dict[str, np.ndarray]) -> np.ndarray:
+                 passed: Dict[str, np.ndarray], *, step: Optional[int] = None,
+                 source_times: Optional[np.ndarray] = None,
+                 source: Optional[ttfs_format.Layer] = None) -> np.ndarray:
     """One step's boolean spike map (n, h, w, c) through maxpool / flatten layers.
 
     `or` pools spike whenever a child does; `earliest` pools pass only their first spike
-    (`passed[name]` remembers which units have, so call this for every spike step in order)."""
+    (`passed[name]` remembers which units have, so call this for every spike step in order);
+    `gated` pools (only directly above a neuron layer) pass the spike of the child with the
+    largest spike counter, which needs the step, the first-spike times of that neuron layer
+    (source_times, (n, h, w, c), -1 = never) and the layer itself (source)."""
     spikes = np.asarray(spikes, bool)
-    for layer in relays:
+    for index, layer in enumerate(relays):
         if layer.kind == "flatten":
             spikes = spikes.reshape(spikes.shape[0], 1, 1, -1)
             continue
+        if layer.pool_mode == "gated":
+            if index != 0 or step is None or source_times is None or source is None:
+                raise ValueError(f"maxpool '{layer.name}': a gated pool reads the spike "
+                                 f"counters of the neuron layer directly below it; pass step, "
+                                 f"source_times and source (and put it first in relays)")
+            spikes = _gated_pool(spikes, layer, int(step), np.asarray(source_times), source,
+                                 passed)
+            continue
         if layer.pool_mode not in ("or", "earliest"):
             raise ValueError(f"maxpool '{layer.name}': pool mode {layer.pool_mode!r} is not "
-                             f"'or' or 'earliest'")
+                             f"'or', 'earliest' or 'gated'")
         pooled = np.logical_or.reduce(window_view(spikes, layer.kernel, layer.stride,
                                                   layer.padding, fill=False))
         if layer.pool_mode == "earliest":
@@ -83,13 +132,15 @@ def relay_spikes(spikes: np.ndarray, relays: Sequence[ttfs_format.Layer],
     return spikes
 
 
-def delivered_spikes(times: np.ndarray, relays: Sequence[ttfs_format.Layer]) -> np.ndarray:
+def delivered_spikes(times: np.ndarray, relays: Sequence[ttfs_format.Layer],
+                     source: Optional[ttfs_format.Layer] = None) -> np.ndarray:
     """How many spikes each unit of the relayed map delivers, per image.
 
     times: (n, h, w, c) first-spike times of a neuron layer (-1: never fired), as libttfs
-    records them. relays: the maxpool / flatten layers between it and the next weight layer.
-    Returns (n, h', w', c') int32: with no relay, 1 for every neuron that fired; through a
-    pool, what the pool passes on, step by step (relay_spikes)."""
+    records them; source: that layer (needed by a gated pool). relays: the maxpool / flatten
+    layers between it and the next weight layer. Returns (n, h', w', c') int32: with no relay,
+    1 for every neuron that fired; through a pool, what the pool passes on, step by step
+    (relay_spikes)."""
     times = np.asarray(times)
     if times.ndim != 4:
         raise ValueError(f"spike times: shape {times.shape}, expected (n, h, w, c)")
@@ -99,10 +150,12 @@ def delivered_spikes(times: np.ndarray, relays: Sequence[ttfs_format.Layer]) -> 
     passed: Dict[str, np.ndarray] = {}
     counts = None
     for t in np.unique(times[fired]):
-        relayed = relay_spikes(times == t, relays, passed)
+        relayed = relay_spikes(times == t, relays, passed, step=int(t), source_times=times,
+                               source=source)
         counts = relayed.astype(np.int32) if counts is None else counts + relayed
     if counts is None:  # nothing fired: the relayed shape from an empty step
-        counts = relay_spikes(np.zeros(times.shape, bool), relays, {}).astype(np.int32)
+        counts = relay_spikes(np.zeros(times.shape, bool), relays, {}, step=-1,
+                              source_times=times, source=source).astype(np.int32)
     return counts
 
 
@@ -152,15 +205,16 @@ def synapse_stages(spec: ttfs_format.ModelSpec) -> List[dict]:
     between them, and the fan-out of the relayed units. In file order."""
     stages = []
     shapes = _in_shapes(spec)
-    source, relays = None, []
+    source, source_layer, relays = None, None, []
     for index, layer in enumerate(spec.layers):
         if layer.kind in WEIGHT_KINDS:
             if source is None:
                 raise ValueError(f"layer '{layer.name}': no neuron layer below it")
             stages.append({"layer": layer.name, "source": source, "relays": list(relays),
+                           "source_layer": source_layer,
                            "fan_out": fan_out(layer, shapes[index])})
         if layer.kind in NEURON_KINDS:
-            source, relays = layer.name, []
+            source, source_layer, relays = layer.name, layer, []
         elif layer.kind in RELAY_KINDS:
             relays.append(layer)
     return stages
@@ -190,7 +244,7 @@ def synaptic_operations(spec: ttfs_format.ModelSpec, spike_times: Mapping[str, n
                            f"'{stage['layer']}')")
         times = np.asarray(spike_times[stage["source"]])
         times = times.reshape((times.shape[0],) + shapes[stage["source"]])
-        counts = delivered_spikes(times, stage["relays"])
+        counts = delivered_spikes(times, stage["relays"], stage["source_layer"])
         fan = stage["fan_out"].reshape(counts.shape[1:])
         out[stage["layer"]] = np.einsum("nhwc,hwc->n", counts.astype(np.int64), fan)
     return out

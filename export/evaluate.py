@@ -144,6 +144,7 @@ class OutputStage:
     relayed through the pools/flattens after it, into the output layer."""
 
     source: str  # the last hidden neuron layer (its spikes are the input here)
+    source_layer: ttfs_format.Layer  # that layer (a gated pool reads its thresholds)
     source_shape: Tuple[int, int, int]
     relays: List[ttfs_format.Layer]  # maxpool / flatten layers, in file order
     output: ttfs_format.Layer
@@ -186,14 +187,17 @@ def output_stage(spec: ttfs_format.ModelSpec) -> OutputStage:
     if i < 0 or layers[i].kind not in NEURON_KINDS:
         raise ValueError(f"{where}: no neuron layer below the output layer (found "
                          f"{layers[i].kind if i >= 0 else None!r} at layer {i})")
-    for relay in relays:
-        if relay.kind == "maxpool" and relay.pool_mode not in ("or", "earliest"):
-            raise ValueError(f"layer '{relay.name}': pool_mode {relay.pool_mode!r} is not 'or' "
-                             f"or 'earliest'")
+    for position, relay in enumerate(relays):
+        if relay.kind == "maxpool" and relay.pool_mode not in ("or", "earliest", "gated"):
+            raise ValueError(f"layer '{relay.name}': pool_mode {relay.pool_mode!r} is not 'or', "
+                             f"'earliest' or 'gated'")
+        if relay.kind == "maxpool" and relay.pool_mode == "gated" and position != 0:
+            raise ValueError(f"layer '{relay.name}': a gated pool must follow a neuron layer")
     nr = output.neuron
     start, end = (int(v) for v in nr.integ_window)
     return OutputStage(
-        source=layers[i].name, source_shape=tuple(int(v) for v in layers[i].out_shape),
+        source=layers[i].name, source_layer=layers[i],
+        source_shape=tuple(int(v) for v in layers[i].out_shape),
         relays=relays, output=output, readout=spec.readout, time_steps=int(spec.time_steps),
         weights=np.asarray(output.weights, F32),
         bias=None if output.bias is None else np.asarray(output.bias, F32).reshape(-1),
@@ -292,7 +296,9 @@ def output_potentials_over_time(stage: OutputStage, source_times: np.ndarray,
             recorded.append(v.copy())
             recorded_magnitude.append(magnitude.copy())
         spikes = source_times == t
-        relayed = relay_spikes(spikes, stage.relays, passed) if spikes.any() else None
+        relayed = relay_spikes(spikes, stage.relays, passed, step=int(t),
+                               source_times=source_times, source=stage.source_layer) \
+            if spikes.any() else None
         k = stage.kernel_at(int(t))
         if k is not None and (relayed is not None or t == 0):
             s = np.zeros((n, classes), F32) if relayed is None \
