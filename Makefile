@@ -20,7 +20,8 @@ $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "numpy>=1.26" "pytest>=8" "pytest-benchmark>=4.0" \
-	    "scikit-build-core>=0.10" "tqdm>=4.60" "matplotlib>=3.7" "tensorflow-cpu==2.21.0"
+	    "scikit-build-core>=0.10" "tqdm>=4.60" "matplotlib>=3.7" "Pillow>=9" \
+	    "tensorflow-cpu==2.21.0"
 	# pyttfs.ray and tests/test_ray.py (the [ray] extra): Ray Data, the version tested, and
 	# Pillow, which ray.data.read_images decodes with. About 500 MB, 30 s.
 	$(PY) -m pip install --quiet "ray[data]==2.60.0" "pillow>=10"

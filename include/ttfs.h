@@ -60,6 +60,9 @@ typedef enum ttfs_status {
     TTFS_ERR_NO_RESULTS = 8,          /* results asked for before a run, or not recorded */
     TTFS_ERR_BUSY = 9,                /* the session is running in another thread */
     TTFS_ERR_INTERNAL = 10,           /* a bug in libttfs; please report the message */
+    TTFS_ERR_BAD_INPUT = 12,          /* an input value the network cannot code: NaN or
+                                         infinite, or a float outside [0, 1] (see
+                                         TTFS_SESSION_ALLOW_UNSCALED) */
 
     /* Model-file rejections, one per reason (docs/FORMAT.md lists when each is returned). */
     TTFS_ERR_TRUNCATED_HEADER = 100,
@@ -104,6 +107,8 @@ typedef enum ttfs_engine {
 /* Session flags (bitwise or). */
 #define TTFS_SESSION_RECORD_SPIKE_TIMES 1u /* keep every layer's first-spike times of the last
                                              batch (max_batch x layer size int32 per layer) */
+#define TTFS_SESSION_ALLOW_UNSCALED 2u     /* let ttfs_session_run_f32 take finite values
+                                             outside [0, 1] (NaN and infinity stay errors) */
 
 /* ---- Library information ---------------------------------------------------------------- */
 
@@ -178,7 +183,8 @@ TTFS_API ttfs_status ttfs_model_metadata(const ttfs_model* model, const char** j
 /* ---- Sessions --------------------------------------------------------------------------- */
 
 /* Create a session that runs `model` on `backend` with `engine` for batches of up to
- * max_batch images (>= 1). flags: 0 or TTFS_SESSION_RECORD_SPIKE_TIMES. The session keeps its
+ * max_batch images (>= 1). flags: 0 or a bitwise or of TTFS_SESSION_RECORD_SPIKE_TIMES and
+ * TTFS_SESSION_ALLOW_UNSCALED. The session keeps its
  * own reference to the model's data, so the model may be freed first.
  * Errors: TTFS_ERR_UNSUPPORTED for the analytic engine on a model whose windows overlap (the
  * message names the layers); TTFS_ERR_BACKEND_UNAVAILABLE for TTFS_BACKEND_CUDA without CUDA
@@ -195,7 +201,11 @@ TTFS_API ttfs_status ttfs_session_set_threads(ttfs_session* session, int32_t thr
 
 /* Run a batch of n images (1 <= n <= max_batch).
  * images: n x h x w x c float32 values in HWC order, already scaled (x = byte / divisor);
- *         images_len must equal exactly n * h * w * c.
+ *         images_len must equal exactly n * h * w * c. Every value must be finite and in
+ *         [0, 1], else TTFS_ERR_BAD_INPUT and nothing runs (the message names the first bad
+ *         value: image, h, w, c). Values above 1 are the classic mistake of 0..255 floats fed
+ *         without dividing; a session created with TTFS_SESSION_ALLOW_UNSCALED accepts any
+ *         finite value (the network then codes whatever it is given).
  * predictions: n int32 predicted classes, or NULL (then predictions_len is ignored).
  * potentials: n x classes float32 output-layer membrane potentials at the last time step, or
  *         NULL. Under first_spike readout a class neuron that fired was reset to 0 and, with
@@ -209,7 +219,8 @@ TTFS_API ttfs_status ttfs_session_run_f32(ttfs_session* session, const float* im
                                           size_t images_len, int32_t n,
                                           int32_t* predictions, size_t predictions_len,
                                           float* potentials, size_t potentials_len);
-/* The same for uint8 images; each byte becomes float32(byte) / input_divisor. */
+/* The same for uint8 images; each byte becomes float32(byte) / input_divisor (every byte is
+ * a valid input, so this call never returns TTFS_ERR_BAD_INPUT). */
 TTFS_API ttfs_status ttfs_session_run_u8(ttfs_session* session, const uint8_t* images,
                                          size_t images_len, int32_t n,
                                          int32_t* predictions, size_t predictions_len,

@@ -42,6 +42,7 @@ class Status(enum.IntEnum):
     ERR_NO_RESULTS = 8
     ERR_BUSY = 9
     ERR_INTERNAL = 10
+    ERR_BAD_INPUT = 12
     ERR_TRUNCATED_HEADER = 100
     ERR_BAD_MAGIC = 101
     ERR_UNSUPPORTED_VERSION = 102
@@ -76,6 +77,7 @@ class Engine(enum.IntEnum):
 
 
 RECORD_SPIKE_TIMES = 1  # TTFS_SESSION_RECORD_SPIKE_TIMES
+ALLOW_UNSCALED = 2  # TTFS_SESSION_ALLOW_UNSCALED
 
 
 class LayerInfoStruct(ctypes.Structure):

@@ -11,14 +11,61 @@ from typing import Optional, Union
 import numpy as np
 
 from ._lib import (
+    ALLOW_UNSCALED,
     RECORD_SPIKE_TIMES,
     Backend,
     Engine,
     LayerInfoStruct,
     LayerKind,
+    Status,
+    TtfsError,
     _check,
     lib,
 )
+
+INT32_MAX = 2**31 - 1
+
+# The library words its messages for C callers; pyttfs callers get them in Python terms.
+_PYTHON_TERMS = [
+    ("ttfs_session_create", "Model.session"),
+    ("ttfs_session_run_f32", "Session.run"),
+    ("ttfs_session_run_u8", "Session.run"),
+    ("ttfs_session_spike_times", "Session.spike_times"),
+    ("ttfs_session_spike_counts", "Session.spike_counts"),
+    ("ttfs_session_set_threads", "Session.set_threads"),
+    ("ttfs_session_last_batch_size", "Session.last_batch_size"),
+    ("create the session with TTFS_SESSION_ALLOW_UNSCALED",
+     "create the session with allow_unscaled=True"),
+    ("create it with the flag TTFS_SESSION_RECORD_SPIKE_TIMES",
+     "create it with record_spike_times=True"),
+    ("TTFS_SESSION_RECORD_SPIKE_TIMES", "record_spike_times=True"),
+    ("TTFS_SESSION_ALLOW_UNSCALED", "allow_unscaled=True"),
+    ("pass uint8 pixels to ttfs_session_run_u8", "pass uint8 pixels"),
+    ("(ttfs_session_run_f32/ttfs_session_run_u8)", "(Session.run)"),
+]
+
+
+def _python_terms(message: str) -> str:
+    for c_words, python_words in _PYTHON_TERMS:
+        message = message.replace(c_words, python_words)
+    return message
+
+
+def _check_py(code: int) -> None:
+    """_check, with the library's message reworded for Python callers."""
+    try:
+        _check(code)
+    except TtfsError as error:
+        raise TtfsError(error.code, error.status, _python_terms(error.message)) from None
+
+
+def _int_in_range(value, name: str, low: int, high: int, meaning: str = "") -> int:
+    """An int argument checked before ctypes can silently wrap it into a C int32."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} = {value!r}; expected an integer{meaning}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{name} = {value!r}; expected an integer from {low} to {high}{meaning}")
+    return int(value)
 
 _KIND_NAMES = {
     LayerKind.INPUT: "input",
@@ -190,11 +237,14 @@ class Model(_Closing):
         return _layer_index(self.layers, layer)
 
     def session(self, backend: str = "auto", engine: str = "analytic", max_batch: int = 64,
-                record_spike_times: bool = False, threads: int = 0) -> "Session":
+                record_spike_times: bool = False, threads: int = 0,
+                allow_unscaled: bool = False) -> "Session":
         """A session running this model. backend: "auto" (CUDA when a device is present, else
-        CPU), "cpu" or "cuda"; engine: "analytic" or "stepped" (any window layout)."""
+        CPU), "cpu" or "cuda"; engine: "analytic" or "stepped" (any window layout);
+        allow_unscaled: accept float inputs outside [0, 1] (see Session.run)."""
         return Session(self, backend=backend, engine=engine, max_batch=max_batch,
-                       record_spike_times=record_spike_times, threads=threads)
+                       record_spike_times=record_spike_times, threads=threads,
+                       allow_unscaled=allow_unscaled)
 
     def close(self) -> None:
         """Frees the library's model. Sessions made from it keep working."""
@@ -206,6 +256,59 @@ class Model(_Closing):
         source = self.path if self.path is not None else "<memory>"
         return (f"Model({source!r}, input_shape={self.input_shape}, classes={self.num_classes}, "
                 f"layers={len(self.layers)}, readout={self.readout!r})")
+
+
+def prepare_images(images, input_shape) -> np.ndarray:
+    """images (any accepted dtype and shape) -> contiguous (n, h, w, c) uint8 or float32."""
+    array = np.asarray(images)
+    h, w, c = (int(v) for v in input_shape)
+    given = array.shape
+    if array.dtype == np.uint8:
+        pass
+    elif array.dtype.kind in "iu":
+        if array.size:
+            low, high = array.min(), array.max()
+            if low < 0 or high > 255:
+                bad = tuple(int(i) for i in np.argwhere((array < 0) | (array > 255))[0])
+                raise ValueError(
+                    f"Session.run: images{list(bad)} = {array[bad]}; {array.dtype} images must "
+                    f"hold pixels 0..255 (found {low}..{high}): scale them to 0..255, or pass "
+                    "floats in [0, 1]")
+        array = array.astype(np.uint8)
+    elif array.dtype.kind == "f":
+        array = array.astype(np.float32, copy=False)
+    else:
+        raise ValueError(f"Session.run: images have dtype {array.dtype}; expected uint8 pixels, "
+                         "another integer type holding 0..255, or floats in [0, 1]")
+    if array.shape == (h, w, c):
+        array = array[np.newaxis]
+    elif c == 1 and array.shape == (h, w):
+        array = array[np.newaxis, :, :, np.newaxis]
+    elif c == 1 and array.ndim == 3 and array.shape[1:] == (h, w):
+        array = array[..., np.newaxis]
+    elif not (array.ndim == 4 and array.shape[1:] == (h, w, c)):
+        one_channel = f", (n, {h}, {w}) or ({h}, {w})" if c == 1 else ""
+        raise ValueError(f"Session.run: images have shape {given}; expected (n, {h}, {w}, {c}) "
+                         f"or ({h}, {w}, {c}) for one image{one_channel}")
+    return np.ascontiguousarray(array)
+
+
+def _bad_value_message(array: np.ndarray, allow_unscaled: bool, divisor: float) -> str:
+    """Names the first value the library refused (ERR_BAD_INPUT), in Session.run's terms."""
+    finite = np.isfinite(array)
+    bad = ~finite if allow_unscaled else ~(finite & (array >= 0) & (array <= 1))
+    where = np.argwhere(bad)
+    if not len(where):  # the library and numpy disagree: report the library's words
+        return "Session.run: " + _python_terms(
+            lib.ttfs_last_error().decode(errors="replace"))
+    index = tuple(int(i) for i in where[0])
+    value = array[index]
+    if not np.isfinite(value):
+        return (f"Session.run: images{list(index)} = {value}; every input value must be a "
+                "finite number (check how the images were decoded or normalised)")
+    return (f"Session.run: images{list(index)} = {value:g}; float images must be scaled to "
+            f"[0, 1] (pixels divided by {divisor:g}): divide them, pass uint8 pixels, or "
+            "create the session with allow_unscaled=True to run them as they are")
 
 
 def _layer_index(layers: list, layer: Union[int, str]) -> int:
@@ -228,27 +331,31 @@ class Session(_Closing):
     (they may share the Model). A call that finds it busy raises TtfsError ERR_BUSY."""
 
     def __init__(self, model: Model, backend: str = "auto", engine: str = "analytic",
-                 max_batch: int = 64, record_spike_times: bool = False, threads: int = 0):
+                 max_batch: int = 64, record_spike_times: bool = False, threads: int = 0,
+                 allow_unscaled: bool = False):
+        self._handle = None
+        self._free = lib.ttfs_session_free  # kept so __del__ works while the interpreter exits
         if model.closed:
             raise ValueError("the model is closed; create sessions before Model.close()")
         backend_code = _choice(backend, _BACKENDS, "backend")
         engine_code = _choice(engine, _ENGINES, "engine")
-        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) \
-                or max_batch < 1:
-            raise ValueError(f"max_batch = {max_batch!r}; expected an integer >= 1")
-        self._handle = None
-        self._free = lib.ttfs_session_free  # kept so __del__ works while the interpreter exits
+        max_batch = _int_in_range(max_batch, "max_batch", 1, INT32_MAX)
+        threads = _int_in_range(threads, "threads", 0, INT32_MAX,
+                                " (0 = one per hardware thread)")
         handle = c_void_p()
-        flags = RECORD_SPIKE_TIMES if record_spike_times else 0
-        _check(lib.ttfs_session_create(model._handle, backend_code, engine_code, int(max_batch),
-                                       flags, byref(handle)))
+        flags = (RECORD_SPIKE_TIMES if record_spike_times else 0) | \
+            (ALLOW_UNSCALED if allow_unscaled else 0)
+        _check_py(lib.ttfs_session_create(model._handle, backend_code, engine_code, max_batch,
+                                          flags, byref(handle)))
         self._handle = handle.value
         # Plain copies of the model's facts, so the session does not keep the Model object alive.
         self.layers = model.layers
         self.input_shape = model.input_shape
         self.num_classes = model.num_classes
-        self.max_batch = int(max_batch)
+        self.max_batch = max_batch
         self.record_spike_times = bool(record_spike_times)
+        self.allow_unscaled = bool(allow_unscaled)
+        self.input_divisor = model.input_divisor
         backend_names = {int(v): k for k, v in _BACKENDS.items()}
         engine_names = {int(v): k for k, v in _ENGINES.items()}
         self.backend = backend_names[_int_out(lib.ttfs_session_backend, self._handle)]
@@ -263,63 +370,89 @@ class Session(_Closing):
 
     def set_threads(self, threads: int) -> None:
         """CPU worker threads; 0 = one per hardware thread. Ignored by the CUDA backend."""
-        _check(lib.ttfs_session_set_threads(self._live_handle(), int(threads)))
+        threads = _int_in_range(threads, "threads", 0, INT32_MAX, " (0 = one per hardware thread)")
+        _check_py(lib.ttfs_session_set_threads(self._live_handle(), threads))
+
+    def prepare(self, images) -> np.ndarray:
+        """The (n, h, w, c) contiguous uint8 or float32 array that run() hands to the library,
+        by run()'s rules; raises ValueError for anything run() would refuse before running."""
+        return prepare_images(images, self.input_shape)
 
     def run(self, images) -> Result:
-        """Runs a batch. images: (n, h, w, c) or one (h, w, c) image; uint8 pixels (scaled by
-        the model's input divisor) or floats already scaled."""
+        """Runs a batch of images.
+
+        images: (n, h, w, c) or one (h, w, c) image; for a one-channel model also (n, h, w) or
+        one (h, w) image. Pixel types:
+        - uint8: pixels, divided by the model's input divisor;
+        - other integer types (int32, int64, uint16, ...): pixels too, when every value is in
+          0..255 (else ValueError);
+        - float16/32/64: values already scaled to [0, 1]. NaN and infinity are always an error;
+          values outside [0, 1] (typically unscaled 0..255 floats) are an error unless the
+          session was created with allow_unscaled=True.
+        """
         handle = self._live_handle()
-        array = np.asarray(images)
-        if array.dtype == np.uint8:
-            array = np.ascontiguousarray(array)
-            run, pointer_type = lib.ttfs_session_run_u8, c_uint8
-        elif np.issubdtype(array.dtype, np.floating):
-            array = np.ascontiguousarray(array, dtype=np.float32)
-            run, pointer_type = lib.ttfs_session_run_f32, c_float
-        else:
-            raise ValueError(f"images have dtype {array.dtype}; expected uint8 pixels or "
-                             "floating-point values already divided by the input divisor")
-        if array.ndim == 3:
-            array = array[np.newaxis]
-        if array.ndim != 4 or tuple(array.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"images have shape {np.asarray(images).shape}; expected "
-                             f"(n, {', '.join(map(str, self.input_shape))}) or "
-                             f"{tuple(self.input_shape)} for one image")
+        array = self.prepare(images)
         n = array.shape[0]
         if not 1 <= n <= self.max_batch:
-            raise ValueError(f"a batch of {n} images; expected 1 to max_batch = {self.max_batch} "
-                             "(split the batch, or create the session with a larger max_batch)")
+            raise ValueError(f"Session.run: a batch of {n} images; expected 1 to max_batch = "
+                             f"{self.max_batch} (split the batch, or create the session with a "
+                             "larger max_batch)")
+        if array.dtype == np.uint8:
+            run, pointer_type = lib.ttfs_session_run_u8, c_uint8
+        else:
+            run, pointer_type = lib.ttfs_session_run_f32, c_float
         predictions = np.empty(n, dtype=np.int32)
         potentials = np.empty((n, self.num_classes), dtype=np.float32)
-        _check(run(handle, array.ctypes.data_as(POINTER(pointer_type)), array.size, n,
+        code = run(handle, array.ctypes.data_as(POINTER(pointer_type)), array.size, n,
                    predictions.ctypes.data_as(POINTER(c_int32)), predictions.size,
-                   potentials.ctypes.data_as(POINTER(c_float)), potentials.size))
+                   potentials.ctypes.data_as(POINTER(c_float)), potentials.size)
+        if code == Status.ERR_BAD_INPUT:
+            # The library checked every value in one fast pass; only now, on the failure path,
+            # is the array searched again to name the bad value in Python terms.
+            raise ValueError(_bad_value_message(array, self.allow_unscaled, self.input_divisor))
+        _check_py(code)
         return Result(predictions=predictions, potentials=potentials)
 
     def last_batch_size(self) -> int:
         """Images in the last successful run (TtfsError ERR_NO_RESULTS before the first)."""
-        return _int_out(lib.ttfs_session_last_batch_size, self._live_handle())
+        handle = self._live_handle()
+        value = c_int32()
+        _check_py(lib.ttfs_session_last_batch_size(handle, byref(value)))
+        return value.value
 
     def spike_times(self, layer: Union[int, str]) -> np.ndarray:
         """First-spike times of a neuron layer for the last batch: (n, h, w, c) int32 global
         steps, -1 where a neuron never fired. Needs record_spike_times=True."""
         handle = self._live_handle()
         index = _layer_index(self.layers, layer)
+        self._check_neurons(index, "spike_times")
+        if not self.record_spike_times:
+            raise TtfsError(Status.ERR_NO_RESULTS, "TTFS_ERR_NO_RESULTS",
+                            "Session.spike_times: this session does not record spike times; "
+                            "create it with record_spike_times=True")
         n = self.last_batch_size()
         out = np.empty((n,) + tuple(self.layers[index].shape), dtype=np.int32)
-        _check(lib.ttfs_session_spike_times(handle, index, out.ctypes.data_as(POINTER(c_int32)),
-                                            out.size))
+        _check_py(lib.ttfs_session_spike_times(handle, index,
+                                               out.ctypes.data_as(POINTER(c_int32)), out.size))
         return out
 
     def spike_counts(self, layer: Union[int, str]) -> np.ndarray:
         """Neurons of a neuron layer that fired, per image of the last batch: (n,) int32."""
         handle = self._live_handle()
         index = _layer_index(self.layers, layer)
+        self._check_neurons(index, "spike_counts")
         n = self.last_batch_size()
         out = np.empty(n, dtype=np.int32)
-        _check(lib.ttfs_session_spike_counts(handle, index, out.ctypes.data_as(POINTER(c_int32)),
-                                             out.size))
+        _check_py(lib.ttfs_session_spike_counts(handle, index,
+                                                out.ctypes.data_as(POINTER(c_int32)), out.size))
         return out
+
+    def _check_neurons(self, index: int, method: str) -> None:
+        layer = self.layers[index]
+        if not layer.has_neurons:
+            raise ValueError(f"Session.{method}: layer {index} ({layer.name!r}) is a {layer.kind} "
+                             "layer, which has no neurons; expected an input, conv2d or dense "
+                             "layer")
 
     @property
     def closed(self) -> bool:

@@ -418,7 +418,7 @@ def bad_files(data):
 BAD_INPUTS = [
     ("missing model", ["{dir}/nope.ttfs", "{idx3}"], 1, ["nope.ttfs"]),
     ("missing images", ["{vmem}", "{dir}/nope.idx"], 1, ["nope.idx", "cannot open"]),
-    ("images is a directory", ["{vmem}", "{dir}"], 1, ["is a directory"]),
+    ("directory without images", ["{vmem}", "{dir}"], 1, ["holds no .png, .jpg or .jpeg"]),
     ("corrupt model", ["{corrupt_model}", "{idx3}"], 1, ["TTFS_ERR_BAD_CRC", "corrupt.ttfs"]),
     ("images as model", ["{idx3}", "{idx3}"], 1, ["TTFS_ERR_"]),
     ("bad magic", ["{vmem}", "{bad_magic}"], 1, ["0x00000903", "0x00000803"]),
