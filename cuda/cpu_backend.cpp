@@ -1382,7 +1382,7 @@ protected:
 
 // The fire check of one layer at one step: every neuron not yet fired whose potential reaches
 // the step's threshold spikes, and its potential becomes `after` (0 for conv2d/dense: the reset
-// of ALGORITHM.md; NaN for the input layer, whose potential here is a private copy of the
+// of docs/ALGORITHM.md; NaN for the input layer, whose potential here is a private copy of the
 // pixel: no threshold is reached by NaN, so a fired pixel is not looked at again). At most
 // steps most neurons are below the threshold, so blocks of them are first tested together (a
 // vectorised compare, the same reaches() per neuron); the per-neuron checks run in index order,

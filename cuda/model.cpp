@@ -11,7 +11,7 @@ namespace ttfs {
 namespace {
 
 // exp(-(float(i) - td) / tau) in float32, one rounding per operation, exactly as
-// ALGORITHM.md section 4 writes it. These tables are computed once on the host and used by
+// docs/ALGORITHM.md section 4 writes it. These tables are computed once on the host and used by
 // every engine and backend, so they all compare against the same bits.
 float decay(int32_t i, float td, float tau) {
     float elapsed = float(i) - td;

@@ -43,7 +43,7 @@ TTFS_HD float integrate(float membrane, float synaptic_sum, float kernel) {
     return add_rn(membrane, mul_rn(synaptic_sum, kernel));
 }
 
-// A neuron fires when its potential reaches the threshold (>=, ALGORITHM.md section 4).
+// A neuron fires when its potential reaches the threshold (>=, docs/ALGORITHM.md section 4).
 TTFS_HD bool reaches(float membrane, float threshold) { return membrane >= threshold; }
 
 // Index j of the first entry with membrane >= threshold[j], or -1 if none. Used by the
@@ -55,7 +55,7 @@ TTFS_HD int32_t first_crossing(float membrane, const float* threshold, int32_t l
     return -1;
 }
 
-// uint8 pixel -> float32, a true division (ALGORITHM.md section 1).
+// uint8 pixel -> float32, a true division (docs/ALGORITHM.md section 1).
 TTFS_HD float scale_pixel(uint8_t byte, float divisor) { return float(byte) / divisor; }
 
 // Output size along one axis for conv2d/maxpool (docs/FORMAT.md): VALID or SAME.

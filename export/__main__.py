@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="no progress bars")
     g.add_argument("--reference-recipe", action="store_true",
                    help="the reference's documented MNIST commands as they run (its main.py "
-                        "defaults, ALGORITHM.md): 500 epochs at batch 100 keeping the best "
+                        "defaults, docs/ALGORITHM.md): 500 epochs at batch 100 keeping the best "
                         "validation epoch, statistics on the test images, `or` pooling, vmem "
                         "readout, the reference time-constant rule. Options given explicitly "
                         "still win: add --pool-mode gated for the reference's other pooling "
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     from export.ttfs_format import POOL_MODE_NAMES
 
     g.add_argument("--pool-mode", choices=POOL_MODE_NAMES, default=d.pool_mode,
-                   help="max-pooling of spikes (ALGORITHM.md section 5): `or` passes every "
+                   help="max-pooling of spikes (docs/ALGORITHM.md section 5): `or` passes every "
                         "step at which a child fires (the reference with f_spike_max_pool off, "
                         "the default of its main.py); `gated` lets the child with the largest "
                         "spike counter pass its spike (the reference with f_spike_max_pool on, "

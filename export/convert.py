@@ -1,6 +1,6 @@
 """From a Keras CNN to the converted network: BN fusion, statistics, normalisation, model spec.
 
-ALGORITHM.md section 2. Everything after `fuse_batch_norm` is numpy only: the fused layers are
+docs/ALGORITHM.md section 2. Everything after `fuse_batch_norm` is numpy only: the fused layers are
 plain arrays, the ANN forward pass is an im2col convolution, and the per-neuron percentiles are
 exact order statistics gathered in one streaming pass (no need to hold 55000 x 6912 floats).
 
@@ -34,7 +34,7 @@ class AnnLayer:
     conv2d weights are HWIO [kh, kw, cin, cout], dense weights [in, out]; bias [out] or None.
     kernel/stride/padding: conv2d and maxpool only. relu: a ReLU follows (conv2d/dense).
     bn: the BatchNormalization folded into this layer, kept because the reference
-    time-constant rule re-applies it (ALGORITHM.md section 8): name, gamma, beta,
+    time-constant rule re-applies it (docs/ALGORITHM.md section 8): name, gamma, beta,
     moving_mean, moving_variance (float32 arrays) and epsilon (float); None if there was none.
     scale: the lambda_l this layer's outputs were divided by (set by `normalise`).
     """
@@ -85,7 +85,7 @@ def _bn_parameters(bn_layer, channels: int) -> dict:
 
 
 def fold_batch_norm(weights, bias, bn: dict) -> Tuple[np.ndarray, np.ndarray]:
-    """W_f, b_f of ALGORITHM.md section 2, per output channel (the last weight axis).
+    """W_f, b_f of docs/ALGORITHM.md section 2, per output channel (the last weight axis).
 
     inv = gamma * rsqrt(moving_variance + epsilon); W_f = W * inv; b_f = (b - mean) * inv + beta.
     Computed in float64 and rounded once to float32 (bias None counts as zeros).
@@ -417,7 +417,7 @@ class _TopValues:
 
 @dataclass
 class ActivationStatistics:
-    """Per-neuron percentiles and per-layer lambdas (ALGORITHM.md section 2)."""
+    """Per-neuron percentiles and per-layer lambdas (docs/ALGORITHM.md section 2)."""
 
     percentile: float
     image_count: int

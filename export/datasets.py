@@ -10,7 +10,7 @@ numpy only (no TensorFlow). `load_mnist` looks, in this order, at
    ``mnist/data/mnist.pkl.gz``: 50k train + 10k validation + 10k test images stored as float32
    k/256; the bytes are recovered exactly as round(x * 256).
 
-Reference splits (ALGORITHM.md section 1): validation = training images 55000-59999, train =
+Reference splits (docs/ALGORITHM.md section 1): validation = training images 55000-59999, train =
 0-54999, test = the 10000 test images. Images are uint8 (n, 28, 28, 1), labels uint8 (n,).
 
 File formats (what ttfs-infer reads): IDX with big-endian header and data — magic 0x00000803
@@ -103,7 +103,7 @@ class Mnist:
 
 
 def to_float32(images, divisor: float = 255.0) -> np.ndarray:
-    """float32(byte) / float32(divisor), the input scaling of ALGORITHM.md section 1."""
+    """float32(byte) / float32(divisor), the input scaling of docs/ALGORITHM.md section 1."""
     images = np.asarray(images)
     return images.astype(np.float32) / np.float32(divisor)
 

@@ -12,7 +12,7 @@ It reads run_dir/model.ttfs (the export step's model) and train.json (the ANN's 
    model with overlapping windows (T_s < T_d), which the analytic engine refuses, runs on the
    stepped engine alone, and the report says so;
 2. counts spikes per image per neuron layer, and the total of the hidden layers only (what the
-   TF reference counted: not the input, not the output; ALGORITHM.md section 9: 1226 conv1 +
+   TF reference counted: not the input, not the output; docs/ALGORITHM.md section 9: 1226 conv1 +
    1090 conv2 = 2316);
 3. computes accuracy against time (t = 9, 19, ..., T-1) with a numpy post-process of the spike
    times libttfs recorded (`output_potentials_over_time`): the output layer's potential at t is
@@ -65,7 +65,7 @@ PLOT_SPIKES = "spikes_per_layer.png"
 
 RECORD_EVERY = 10  # the reference recorded the output after steps 9, 19, ..., 399
 
-# What the TF reference run counted per image on the 10000 test images (ALGORITHM.md section 9).
+# What the TF reference run counted per image on the 10000 test images (docs/ALGORITHM.md section 9).
 REFERENCE_SPIKES = {"conv1": 1226.0, "conv2": 1090.0}
 REFERENCE_HIDDEN_TOTAL = 2316.0
 REFERENCE_ACCURACY = {169: 0.9834, 189: 0.9912, 399: 0.9922}
@@ -266,7 +266,7 @@ def output_potentials_over_time(stage: OutputStage, source_times: np.ndarray,
 
     source_times: (n, h, w, c) int32, -1 = never fired (as libttfs / tf_reference record them).
     output_times: (n, classes) first-spike times of the output layer, needed under first_spike
-    readout: a neuron that fired was reset to 0 at that step (ALGORITHM.md section 7).
+    readout: a neuron that fired was reset to 0 at that step (docs/ALGORITHM.md section 7).
     V(t) = bias (entered at t = 0, k = 1) + sum over arrival steps t' <= t at which the output
     integrates of S(t') * k(t'), added in ascending t' as the engines do."""
     source_times = np.asarray(source_times)
@@ -325,7 +325,7 @@ def output_potentials_over_time(stage: OutputStage, source_times: np.ndarray,
 
 def predict_at(readout: str, potentials: np.ndarray, output_times: Optional[np.ndarray],
                t: int) -> np.ndarray:
-    """The readout (ALGORITHM.md section 6) as it stands after step t. vmem: argmax of V(t),
+    """The readout (docs/ALGORITHM.md section 6) as it stands after step t. vmem: argmax of V(t),
     ties to the lowest index. first_spike: the earliest class fired by t (ties: lowest index),
     else the argmax of V(t)."""
     potentials = np.asarray(potentials)
@@ -743,7 +743,7 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
                                            enumerate(np.bincount(fallback,
                                                                  minlength=stage.classes))},
             # several classes crossing at the same first step: the lowest index wins, which
-            # is a readout tie, not a decision (ALGORITHM.md section 6)
+            # is a readout tie, not a decision (docs/ALGORITHM.md section 6)
             "images_with_simultaneous_first_spikes": int((first_shared > 1).sum()),
             "simultaneous_first_spikes_accuracy": float(
                 (predictions[first_shared > 1] == labels[first_shared > 1]).mean())
@@ -809,7 +809,7 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
         "reference_run": {"spikes_per_image": REFERENCE_SPIKES,
                           "hidden_spikes_per_image": REFERENCE_HIDDEN_TOTAL,
                           "accuracy_at": {str(k): v for k, v in REFERENCE_ACCURACY.items()},
-                          "source": "ALGORITHM.md section 9 (TF reference, its trained model)"},
+                          "source": "docs/ALGORITHM.md section 9 (TF reference, its trained model)"},
         "accuracy_over_time": {"steps": [int(t) for t in records],
                                "accuracy": [float(a) for a in accuracy_over_time]},
         "postprocess_check": {"max_relative_difference_final": worst_relative,
@@ -1173,7 +1173,7 @@ def _plot_spikes(path: Path, results: dict, neuron_layers: Sequence[str]) -> Non
     reference = [REFERENCE_SPIKES.get(name, np.nan) for name in neuron_layers]
     if any(np.isfinite(reference)):
         ax.bar(x + 0.2, reference, width=0.4, hatch="//", alpha=0.6,
-               label="TF reference run (ALGORITHM.md 9)")
+               label="TF reference run (docs/ALGORITHM.md 9)")
     ax.set_xticks(x, neuron_layers)
     ax.set_ylabel("spikes per image")
     ax.set_title(f"Spikes per image ({results['test_images']} test images); hidden total "

@@ -3,7 +3,7 @@
 TensorFlow/Keras is imported inside the functions that need it, so this module (and
 `check_supported`, which only looks at class names and configs) imports with numpy alone.
 
-Layer names of `reference_cnn` (ALGORITHM.md section 1), in order:
+Layer names of `reference_cnn` (docs/ALGORITHM.md section 1), in order:
 
     input    InputLayer 28x28x1
     conv1    Conv2D 5x5, 12 filters, VALID, bias, linear        -> 24x24x12

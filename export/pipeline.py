@@ -4,7 +4,7 @@ Each step reads what the previous steps left in the run directory and writes its
 a step can be re-run alone (after changing its options) without redoing the earlier ones:
 
     train      -> ann.keras, train.json          the ANN (trained here, or a user's .keras)
-    stats      -> stats.json                     per-layer lambdas (ALGORITHM.md section 2)
+    stats      -> stats.json                     per-layer lambdas (docs/ALGORITHM.md section 2)
     convert    -> converted.ttfs                 BN-fused, normalised, initial time constants
     train-tc   -> trained.ttfs, tc.json,         trained time constants (section 8), with the
                   time_constants/*.json          constants saved every N images
@@ -86,14 +86,14 @@ class Options:
     progress: bool = True
 
 
-# The reference's documented MNIST commands as they run (ALGORITHM.md sections 1-8): the
+# The reference's documented MNIST commands as they run (docs/ALGORITHM.md sections 1-8): the
 # defaults of its main.py, every value pinned here so that a change of our defaults cannot
 # change the recipe. 500 epochs of Adam 1e-3 at batch 100 with no augmentation, the best
 # validation epoch kept; statistics (99.9th percentile per neuron) on the 10 000 test images;
 # `or` pooling (its f_spike_max_pool flag off, main.py's default); vmem readout; windows
 # 80/80 over 400 steps, threshold amplitude 1; the reference time-constant rule over training
 # images 0-9999, 6 passes of batch 100. Not reproduced: the reference's statistics also took in
-# one zero row and one batch of the untrained network (an accident, ALGORITHM.md section 2).
+# one zero row and one batch of the untrained network (an accident, docs/ALGORITHM.md section 2).
 # The other reference path, the spike-count-gated pool (f_spike_max_pool on, set by its run
 # script and config file), is this recipe with --pool-mode gated.
 REFERENCE_RECIPE = {"epochs": 500, "batch_size": 100, "learning_rate": 1e-3, "augment_shift": 0,

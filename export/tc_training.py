@@ -1,4 +1,4 @@
-"""Time-constant training (ALGORITHM.md section 8), after conversion and before export.
+"""Time-constant training (docs/ALGORITHM.md section 8), after conversion and before export.
 
 Per batch of images: the target activations x of each layer (from the ANN, `targets_fn`), one
 SNN pass with the current constants (libttfs's analytic engine through pyttfs, or the
@@ -151,7 +151,7 @@ def trained_layers(spec) -> Tuple[List[str], List[str]]:
 
 def _with_constants(spec, tau: Dict[str, np.float32], td: Dict[str, np.float32]):
     """A copy of spec with the given tau_fire/td_fire and the integration constants chained:
-    tau_integ(l) = tau_fire(l-1), td_integ(l) = td_fire(l-1) (ALGORITHM.md section 4)."""
+    tau_integ(l) = tau_fire(l-1), td_integ(l) = td_fire(l-1) (docs/ALGORITHM.md section 4)."""
     layers = []
     previous = None
     for layer in spec.layers:
@@ -295,7 +295,7 @@ def train_time_constants(spec, images_uint8, targets_fn, *, rule: str = "referen
                          save_dir=None, snn: str = "native", progress: bool = True,
                          backend: str = "cpu", exp: str = "tf",
                          time_window: Optional[int] = None):
-    """Train tau_fire/td_fire (ALGORITHM.md section 8). Returns (trained ModelSpec, history).
+    """Train tau_fire/td_fire (docs/ALGORITHM.md section 8). Returns (trained ModelSpec, history).
 
     images_uint8: (n, h, w, c) uint8 (or float32 already scaled), used in order, `passes`
     times, in batches of batch_size (a last partial batch is used as it is). targets_fn:

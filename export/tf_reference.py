@@ -1,4 +1,4 @@
-"""The TensorFlow reference simulator: ALGORITHM.md sections 3-6, one time step at a time.
+"""The TensorFlow reference simulator: docs/ALGORITHM.md sections 3-6, one time step at a time.
 
 This is the TTFS network the way the T2FSNN reference TensorFlow code ran it: float32
 throughout, vectorised over the batch, every layer advanced once per step in the order of
@@ -29,7 +29,7 @@ value). `exp="float64"` computes them in float64 and rounds once, which is what 
 (std::exp on float) and tests/reference_numpy.py compute in practice, so that a comparison with
 them only has to cope with convolution summation order.
 
-For the tie analysis (ALGORITHM.md section 7: TensorFlow sums a convolution in another order
+For the tie analysis (docs/ALGORITHM.md section 7: TensorFlow sums a convolution in another order
 than libttfs, so a V within rounding of a threshold may fire one step apart) every firing
 neuron layer records the membrane potential just before the fire check at the step it fired
 (or at the last step of its window when it never fired) and at the check one step earlier;
@@ -189,7 +189,7 @@ class SimResult:
 
 
 def predict(readout: str, potentials, output_times) -> np.ndarray:
-    """ALGORITHM.md section 6. potentials (n, classes); output_times (n, classes), -1 = none.
+    """docs/ALGORITHM.md section 6. potentials (n, classes); output_times (n, classes), -1 = none.
 
     vmem: argmax of V, ties to the lowest index. first_spike: the class that fired first,
     ties to the lowest index; images without any output spike fall back to the vmem argmax."""

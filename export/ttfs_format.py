@@ -111,7 +111,7 @@ def _name_of(table: Dict[str, int], code: int):
 
 @dataclass
 class NeuronParams:
-    """Per-layer neuron constants (ALGORITHM.md section 4). None = filled by build_model."""
+    """Per-layer neuron constants (docs/ALGORITHM.md section 4). None = filled by build_model."""
 
     tau_fire: float = 20.0
     td_fire: float = 0.0
@@ -245,7 +245,7 @@ def build_model(layers, time_steps: int, readout: str = "vmem", metadata=None, *
     """Complete a list of layers into a ModelSpec (the given layers are not modified).
 
     Fills output shapes, depths (neuron layers 0, 1, 2, ...), default neuron parameters, and
-    the reference windows where a window is None (ALGORITHM.md section 3, T_s = time_fire_start,
+    the reference windows where a window is None (docs/ALGORITHM.md section 3, T_s = time_fire_start,
     T_d = time_fire_duration): the input fires [0, T_d); depth d integrates
     [(d-1) T_s, (d-1) T_s + T_d) and fires [d T_s, d T_s + T_d). Windows are clipped to
     [0, time_steps], which changes nothing a simulation of time_steps steps could observe.

@@ -11,7 +11,7 @@ potentials. MODEL runs on those images with record_spike_times, and every first-
 compared.
 
 TensorFlow sums a convolution in another order than libttfs, so a neuron whose V lies within
-rounding of a threshold may fire one step apart (ALGORITHM.md section 7). Such a mismatch is a
+rounding of a threshold may fire one step apart (docs/ALGORITHM.md section 7). Such a mismatch is a
 threshold tie when the golden's |V - vth| at the earlier of the two steps is within
 tie_bound(); it then explains every later difference of that image, so deeper layers of an
 image with a mismatch are not judged ("not compared"), nor are its potentials. Anything else

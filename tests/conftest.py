@@ -29,7 +29,7 @@ TINY_NEURONS = {
     "fc": dict(tau_fire=21.0, td_fire=0.5, vth0=1.125),
 }
 
-# What the tiny model is, written out by hand (ALGORITHM.md section 3 windows, T_s = T_d = 20):
+# What the tiny model is, written out by hand (docs/ALGORITHM.md section 3 windows, T_s = T_d = 20):
 # name, kind, depth, shape, kernel, stride, padding, pool_mode, integ_window, fire_window.
 TINY = dict(
     time_steps=60,

@@ -1,6 +1,6 @@
 """An independent, pure-numpy, time-stepped TTFS simulator: the test suite's second opinion.
 
-Written from ALGORITHM.md sections 3-6 and docs/FORMAT.md only (never from the library's
+Written from docs/ALGORITHM.md sections 3-6 and docs/FORMAT.md only (never from the library's
 sources), so that agreement with libttfs means something. It takes an
 ``export.ttfs_format.ModelSpec`` (read by attribute only) and a batch of images and simulates
 every time step, vectorised over the batch, in float32 with one rounding per operation:
@@ -142,7 +142,7 @@ def to_float_images(spec, images):
 
 
 def predict(readout, potentials, output_times):
-    """Readout of ALGORITHM.md section 6. output_times: (n, classes), -1 = never fired."""
+    """Readout of docs/ALGORITHM.md section 6. output_times: (n, classes), -1 = never fired."""
     potentials = np.asarray(potentials)
     by_vmem = np.argmax(potentials, axis=1).astype(np.int32)  # first maximum = lowest index
     if readout == "vmem":

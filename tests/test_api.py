@@ -458,7 +458,7 @@ def test_results_through_the_abi_match_the_numpy_reference(tiny_model_path):
 
 def test_u8_input_is_divided_by_the_model_divisor(tiny_model_path):
     images = tiny_images(4, seed=5)
-    scaled = images.astype(np.float32) / np.float32(TINY["divisor"])  # ALGORITHM.md section 1
+    scaled = images.astype(np.float32) / np.float32(TINY["divisor"])  # docs/ALGORITHM.md section 1
     with pyttfs.Model(tiny_model_path) as model, \
             model.session(backend="cpu", engine="stepped", max_batch=4,
                           record_spike_times=True) as session:
@@ -528,7 +528,7 @@ def test_model_queries_equal_what_was_written(tiny):
     assert json.loads(text.value.decode()) == TINY["metadata"]
 
     kinds = {"input": 1, "conv2d": 2, "maxpool": 3, "flatten": 4, "dense": 5}
-    # Integration constants chain from the neuron layer below (ALGORITHM.md section 4).
+    # Integration constants chain from the neuron layer below (docs/ALGORITHM.md section 4).
     chained = {"input": (0.0, 0.0), "conv": (15.5, 0.0), "fc": (18.25, -1.5)}
     for index, (name, kind, depth, out_shape, kernel, stride, padding, pool_mode, integ,
                 fire) in enumerate(TINY["layers"]):

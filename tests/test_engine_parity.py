@@ -4,7 +4,7 @@ Random small networks (tests/random_nets.py) are written to model-file bytes; th
 those bytes and the reference (tests/reference_numpy.py) simulates the spec read back from the
 same bytes, so both sides see exactly the same float32 constants and weights.
 
-What must hold (docs/ENGINES.md, ../shared/docs/ALGORITHM.md):
+What must hold (docs/ENGINES.md, docs/ALGORITHM.md):
 
 - stepped == analytic, bit for bit: first-spike times of every neuron layer, predictions,
   output potentials (compared as uint32 bit patterns).

@@ -305,7 +305,7 @@ def _pyttfs_numbers(model_path, images):
 
 def _overlapping(spec, start: int = 60, duration: int = 80):
     """The same network with early firing (T_s < T_d): windows overlap, so only the stepped
-    engine may run it (ALGORITHM.md section 3)."""
+    engine may run it (docs/ALGORITHM.md section 3)."""
     for layer in spec.layers:
         if layer.neuron is None:
             continue

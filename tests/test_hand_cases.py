@@ -1,7 +1,7 @@
 """Tiny networks whose answers are worked out by hand, run on the CPU backend with both engines.
 
 Each expected spike time below is derived in a comment from the threshold formula of
-ALGORITHM.md section 4 (fires at the first step t of its window with V >= vth0 *
+docs/ALGORITHM.md section 4 (fires at the first step t of its window with V >= vth0 *
 exp(-(t - start - td) / tau)), and each test also asserts the two thresholds around it, so the
 hand derivation is checked too. Expected potentials are written out as the float32 operations of
 docs/ENGINES.md (V = +0 + (S(0) + bias) * 1, then V + S(t) * k(t)). Weights are exact binary

@@ -1,7 +1,7 @@
 """Checks of the numpy reference simulator itself, on cases small enough to work out by hand.
 
 The specs here are plain namespaces with every window written out, so these tests depend on
-neither the model-file writer nor the library: they pin the reference to ALGORITHM.md before
+neither the model-file writer nor the library: they pin the reference to docs/ALGORITHM.md before
 the reference is used to judge libttfs.
 """
 

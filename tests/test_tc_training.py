@@ -1,4 +1,4 @@
-"""Time-constant training (export/tc_training.py, ALGORITHM.md section 8).
+"""Time-constant training (export/tc_training.py, docs/ALGORITHM.md section 8).
 
 (a) the update formulas on tiny batches worked out by hand (the expected values are written
     out below with math.exp in float64, step by step, from the formulas of section 8);
@@ -352,7 +352,7 @@ def test_native_and_tf_training_give_the_same_constants():
 
 def test_input_tau_reaches_the_reference_value_on_mnist():
     # The reference trained on MNIST training images 0-9999 in order, batch 100, 6 passes, and
-    # ended with tau_in = 17.45 (ALGORITHM.md section 8). The input layer's spike times follow
+    # ended with tau_in = 17.45 (docs/ALGORITHM.md section 8). The input layer's spike times follow
     # from the pixels (first j with x >= exp(-j/tau), thresholds as the float32 table the
     # simulators use), so its 600 updates can be replayed without any SNN.
     from export import datasets

@@ -1,5 +1,6 @@
 """The wheel: `pip wheel .` builds libttfs into the pyttfs package, and an installed wheel works
-on its own, from outside the checkout, with no TTFS_LIBRARY or PYTHONPATH to help it.
+on its own, from outside the checkout, with no TTFS_LIBRARY or PYTHONPATH to help it: the
+Python package, the `ttfs-infer` console script, and the C header a C program compiles against.
 
 Slow (it compiles the library once, CPU-only), but part of the default run: a wheel that
 cannot find its own library is the first thing a user would hit.
@@ -10,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -42,6 +44,8 @@ json.dump({
     "export_importable": importlib.util.find_spec("export") is not None,
     "predictions": result.predictions.tolist(),
     "potentials": result.potentials.tolist(),
+    "include": pyttfs.get_include(),
+    "read_back": pyttfs.read_images(images_path, model).tolist() == images.tolist(),
 }, open(out_path, "w"))
 """
 
@@ -80,8 +84,10 @@ def test_wheel_contents(wheel):
     assert "pyttfs/libttfs.so" in names
     assert "pyttfs/ttfs-infer" in names
     assert (archive.getinfo("pyttfs/ttfs-infer").external_attr >> 16) & 0o111, "not executable"
-    for module in ("__init__.py", "__main__.py", "_lib.py", "model.py"):
+    for module in ("__init__.py", "__main__.py", "_lib.py", "model.py", "images.py", "_cli.py"):
         assert f"pyttfs/{module}" in names
+    assert "pyttfs/include/ttfs.h" in names
+    assert archive.read("pyttfs/include/ttfs.h") == (REPO / "include" / "ttfs.h").read_bytes()
     top_level = {name.split("/")[0] for name in names}
     assert "export" not in top_level and "tests" not in top_level
     assert top_level == {"pyttfs", f"pyttfs-{pyttfs.version()}.dist-info"}, top_level
@@ -91,6 +97,9 @@ def test_wheel_contents(wheel):
     metadata = archive.read(
         f"pyttfs-{pyttfs.version()}.dist-info/METADATA").decode()
     assert "Requires-Dist: numpy" in metadata
+    assert "Requires-Dist: pillow" in metadata.lower()
+    entry_points = archive.read(f"pyttfs-{pyttfs.version()}.dist-info/entry_points.txt").decode()
+    assert re.search(r"^ttfs-infer = pyttfs\._cli:ttfs_infer$", entry_points, re.M), entry_points
 
 
 def test_installed_wheel_runs_outside_the_checkout(wheel, tmp_path, tiny_model_path):
@@ -129,3 +138,35 @@ def test_installed_wheel_runs_outside_the_checkout(wheel, tmp_path, tiny_model_p
         expected = session.run(images)
     assert report["predictions"] == expected.predictions.tolist()
     np.testing.assert_array_equal(np.array(report["potentials"], np.float32), expected.potentials)
+    assert report["read_back"] is True
+    include = Path(report["include"]).resolve()
+    assert include.is_relative_to(site) and (include / "ttfs.h").is_file()
+
+    # The console script runs the wheel's own ttfs-infer on the same images.
+    script = venv / "bin" / "ttfs-infer"
+    assert script.is_file()
+    ran = _run([str(script), str(tiny_model_path), "images.npy", "--output", "-", "--top-k", "1"],
+               cwd=outside, env=_clean_env(), timeout=120)
+    rows = ran.stdout.strip().splitlines()
+    assert rows[0].startswith("index,prediction,confidence")
+    assert [int(row.split(",")[1]) for row in rows[1:]] == expected.predictions.tolist()
+    assert "images per second" in ran.stderr  # the summary, beside the rows on stdout
+    version = _run([str(script), "--version"], cwd=outside, env=_clean_env(), timeout=60)
+    assert version.stdout.startswith(f"ttfs-infer {pyttfs.version()} (")
+
+    # A C program compiles against the shipped header and links the installed library.
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build a program against the installed header")
+    library_dir = Path(report["library"]).parent
+    program = outside / "run_model"
+    _run([compiler, "-Wall", "-Werror", str(REPO / "examples" / "c" / "run_model.c"),
+          f"-I{include}", f"-L{library_dir}", "-lttfs", f"-Wl,-rpath,{library_dir}", "-o",
+          str(program)], timeout=120)
+    (outside / "image.bin").write_bytes((images[2].astype(np.float32) / np.float32(255))
+                                        .astype("<f4").tobytes())
+    printed = _run([str(program), str(tiny_model_path), "image.bin"], cwd=outside,
+                   env=_clean_env(), timeout=60).stdout
+    assert re.search(r"^prediction: (\d+)$", printed, re.M).group(1) == str(expected.predictions[2])
+    potentials = np.float32(re.search(r"^potentials: (.*)$", printed, re.M).group(1).split())
+    np.testing.assert_array_equal(potentials, expected.potentials[2])

@@ -49,7 +49,7 @@ LABELS_FILE = "labels.npy"
 MANIFEST_FILE = "manifest.json"
 
 # The committed models: stem -> pipeline options beyond the common ones. The first is the
-# reference configuration (ALGORITHM.md sections 5-6), the second the TTFS-native one.
+# reference configuration (docs/ALGORITHM.md sections 5-6), the second the TTFS-native one.
 MODELS = {
     "mnist_or_vmem": ["--pool-mode", "or", "--readout", "vmem"],
     "mnist_earliest_first_spike": ["--pool-mode", "earliest", "--readout", "first_spike"],

@@ -3,7 +3,7 @@
     input HxWx1 -> conv kxk, F1 (VALID, bias) -> maxpool 2x2 `or` -> conv kxk, F2 -> maxpool 2x2
     `or` -> flatten -> dense 10 ; T_s = T_d (80 by default), T = 400, vmem readout
 
-The default sizes are those of ALGORITHM.md section 1 (28x28x1, 5x5x12, 5x5x64). Weights are
+The default sizes are those of docs/ALGORITHM.md section 1 (28x28x1, 5x5x12, 5x5x64). Weights are
 random, then scaled per layer through a rough ANN model of the spiking net (a receiver decodes a
 spike into the sender's V / vth0, clipped to the sender's threshold range) so that a realistic
 share of each layer's neurons fires, spread over the fire window: the benchmark then does the
