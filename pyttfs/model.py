@@ -75,7 +75,7 @@ _KIND_NAMES = {
     LayerKind.DENSE: "dense",
 }
 _PADDING_NAMES = {0: "valid", 1: "same"}
-_POOL_MODE_NAMES = {0: "or", 1: "earliest"}
+_POOL_MODE_NAMES = {0: "or", 1: "earliest", 2: "gated"}
 _READOUT_NAMES = {0: "vmem", 1: "first_spike"}
 _BACKENDS = {"auto": Backend.AUTO, "cpu": Backend.CPU, "cuda": Backend.CUDA}
 _ENGINES = {"stepped": Engine.STEPPED, "analytic": Engine.ANALYTIC}

@@ -119,8 +119,10 @@ class Net:
 
 
 def run_library(model, engine, images):
+    # allow_unscaled: a model with input divisor 100 turns bytes into values up to 2.55, and
+    # the float path must take the very same values to be compared with the uint8 path.
     session = model.session(backend="cpu", engine=engine, max_batch=len(images),
-                            record_spike_times=True)
+                            record_spike_times=True, allow_unscaled=True)
     result = session.run(images)
     layers = [i for i, info in enumerate(model.layers) if info.kind in NEURON_KINDS]
     run = LibRun(spike_times={i: session.spike_times(i) for i in layers},

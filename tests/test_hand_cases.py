@@ -30,12 +30,13 @@ def decay(elapsed, td, tau):
 
 
 def session_for(layers, time_steps, engine, *, readout="vmem", fire_start, fire_duration,
-                threads=0, max_batch=8):
+                threads=0, max_batch=8, allow_unscaled=False):
     spec = build_model(layers, time_steps=time_steps, readout=readout,
                        time_fire_start=fire_start, time_fire_duration=fire_duration)
     model = pyttfs.Model.from_bytes(to_bytes(spec))
     return model.session(backend="cpu", engine=engine, max_batch=max_batch,
-                         record_spike_times=True, threads=threads)
+                         record_spike_times=True, threads=threads,
+                         allow_unscaled=allow_unscaled)
 
 
 def images_of(*pixels, shape):
@@ -74,7 +75,9 @@ def test_input_pixel_fires_at_first_threshold_crossing(engine):
     count = len(INPUT_CASES)
     layers = [input_layer(shape=(1, 1, count)),
               dense("out", np.zeros((count, 1), np.float32))]
-    session = session_for(layers, 160, engine, fire_start=80, fire_duration=80)
+    # 2.5 is above [0, 1] on purpose (it must fire at t = 0, never earlier): allowed here.
+    session = session_for(layers, 160, engine, fire_start=80, fire_duration=80,
+                          allow_unscaled=True)
     session.run(images_of([x for x, _ in INPUT_CASES], shape=(1, 1, count)))
     expected = [t for _, t in INPUT_CASES]
     np.testing.assert_array_equal(session.spike_times("input").reshape(-1), expected)
