@@ -9,7 +9,7 @@ image makes them fire 2 300-2 900 conv1 neurons), which is about half of all con
 How (`python -m export train --quiet-background EPOCHS`):
 
 1. fold every BatchNormalization into the Conv2D/Dense before it (the same function: the
-   converter fuses it the same way, ALGORITHM.md section 2), so the layer's bias is the bias
+   converter fuses it the same way, docs/ALGORITHM.md section 2), so the layer's bias is the bias
    the spiking network gets, up to the positive normalisation factor;
 2. clip the biases of the hidden Conv2D/Dense layers to <= 0. Then an all-zero image leaves
    every hidden potential at b~ <= 0 below every (positive) threshold: no hidden neuron
