@@ -25,7 +25,7 @@ def test_every_cited_doc_exists():
         for doc in re.findall(r"\bdocs/[A-Za-z_]+\.md\b", text):
             cited.setdefault(doc, name)
         # A bare "ALGORITHM.md" (no docs/) once pointed at a page outside the repository.
-        for match in re.finditer(r"(?<![/\w])ALGORITHM\.md", text):
+        for match in re.finditer(r"(?<![/\w])ALGORITHM\.md", text if name != "tests/test_docs.py" else ""):
             line = text[:match.start()].count("\n") + 1
             assert name.startswith("docs/"), f"{name}:{line} cites {match.group(0)} without docs/"
     assert "docs/ALGORITHM.md" in cited
