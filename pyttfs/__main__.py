@@ -13,8 +13,8 @@ def describe(path) -> dict:
     `ttfs-infer MODEL --info --json`)."""
     import pyttfs
 
-    data = Path(path).read_bytes()
-    with pyttfs.Model.from_bytes(data) as model:
+    with pyttfs.Model(path) as model:  # the library validates it (and names the file)
+        data = Path(path).read_bytes()
         layers = []
         for layer in model.layers:
             entry = {"name": layer.name, "kind": layer.kind, "depth": layer.depth,

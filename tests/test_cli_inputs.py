@@ -523,3 +523,15 @@ def test_python_info_says_the_same(tiny_model_path):
             else:
                 assert a[key] == b[key], key
     assert math.isclose(python["input_divisor"], document["input_divisor"])
+
+
+def test_python_info_of_a_damaged_file_is_one_error_line():
+    import subprocess as sp
+    import sys
+
+    damaged = Path(__file__).resolve().parent / "corrupt" / "bad_crc.ttfs"
+    result = sp.run([sys.executable, "-m", "pyttfs", "info", str(damaged)], capture_output=True,
+                    text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("python -m pyttfs info: error: TTFS_ERR_BAD_CRC: ")
+    assert str(damaged) in result.stderr
