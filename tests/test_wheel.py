@@ -97,7 +97,7 @@ def test_wheel_contents(wheel):
     metadata = archive.read(
         f"pyttfs-{pyttfs.version()}.dist-info/METADATA").decode()
     assert "Requires-Dist: numpy" in metadata
-    assert "Requires-Dist: pillow" in metadata.lower()
+    assert "requires-dist: pillow" in metadata.lower()
     entry_points = archive.read(f"pyttfs-{pyttfs.version()}.dist-info/entry_points.txt").decode()
     assert re.search(r"^ttfs-infer = pyttfs\._cli:ttfs_infer$", entry_points, re.M), entry_points
 
