@@ -273,7 +273,37 @@ struct LayerPlan {
     std::vector<int32_t> bin_slot;
     std::vector<float> bin_kernel;
     int32_t zero_bin = -1;
+    // `gated` maxpool (its children are the neurons of the layer below, which fire at most
+    // once): per step k of the children's fire window (first step window_start), how the
+    // counter vth(t) of a child firing at t compares with the counter 1 of a child that fired
+    // earlier (Gate); see relay_pool() of the analytic engine.
+    std::vector<uint8_t> gate;
 };
+
+// A `gated` pool at step t (docs/ENGINES.md): every child has a spike counter, 0 before it
+// fires, vth(t) at its fire step, 1 afterwards, and the unit passes the spike of the step of the
+// child with the largest counter, the first in window order among equals. With E the children
+// that fired before t and F those firing at t (F not empty), the unit spikes at t when:
+enum Gate : uint8_t {
+    kGateOpen = 0,    // vth(t) > 1: F outranks everyone: always
+    kGateFirst = 1,   // 0 < vth(t) < 1: only if E is empty
+    kGateTieOne = 2,  // vth(t) == 1: if E is empty, else if the first child in window order of E
+                      // and F together is in F
+    kGateTieZero = 3  // vth(t) == 0: only if E is empty and the first child in window order (the
+                      // counters all 0) is in F
+};
+
+Gate gate_of(float vth) {
+    if (vth > 1.0f) return kGateOpen;
+    if (vth == 1.0f) return kGateTieOne;
+    return vth > 0.0f ? kGateFirst : kGateTieZero;  // thresholds are never negative
+}
+
+void plan_gate(const Layer& children, LayerPlan& plan) {
+    plan.gate.assign(size_t(plan.window_len), kGateOpen);
+    for (int32_t k = 0; k < plan.window_len; ++k)
+        plan.gate[size_t(k)] = gate_of(children.fire_threshold[size_t(plan.window_start + k - children.fire_start)]);
+}
 
 // How the analytic engine forms hidden layers' potentials (environment TTFS_CERTIFY, read when
 // a session is created; docs/ENGINES.md): kOn = certified sums with exact recomputation where
@@ -366,7 +396,7 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
             plan.window_len = below.window_len;
             plan.most_spikes = below.most_spikes;
             plan.single_spike = below.single_spike &&
-                                !(layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode == TTFS_POOL_OR);
+                                !(layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode != TTFS_POOL_EARLIEST);
             if (layer.kind == TTFS_LAYER_FLATTEN) plan.source = below.source;  // HWC == flat order
         }
         if (layer.kind == TTFS_LAYER_MAXPOOL) {
@@ -380,6 +410,7 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
             plan.most_spikes *= most_parents;
             if (layer.pool_mode == TTFS_POOL_EARLIEST)
                 plan.most_spikes = std::min(plan.most_spikes, size_t(layer.out.size()));
+            if (layer.pool_mode == TTFS_POOL_GATED) plan_gate(model.layers[li - 1], plan);
         } else if (layer.kind == TTFS_LAYER_CONV2D || layer.kind == TTFS_LAYER_DENSE) {
             const Projection g = projection_of(layer);
             plan.projection = g;
@@ -1427,10 +1458,10 @@ public:
             // Sized to the longest possible list: a unit is listed at most once per step.
             if (layer.kind != TTFS_LAYER_FLATTEN) spiking_now_[li].assign(size_t(layer.out.size()), 0);
             if (layer.kind == TTFS_LAYER_MAXPOOL) {
-                if (layer.pool_mode == TTFS_POOL_OR)
-                    last_marked_[li].assign(size_t(layer.out.size()), kNever);
-                else
+                if (layer.pool_mode == TTFS_POOL_EARLIEST)
                     pool_relayed_[li].assign(size_t(layer.out.size()), 0);
+                else
+                    last_marked_[li].assign(size_t(layer.out.size()), kNever);
             }
         }
         active_steps_ = std::min(active_steps_, model.time_steps);
@@ -1485,13 +1516,15 @@ private:
                                         after, first_spike_time_[li].data(), spiking_now_[li].data());
     }
 
-    // `or`: a unit spikes at every step one of its children spikes; `earliest`: only once.
+    // `or`: a unit spikes at every step one of its children spikes; `earliest`: only once;
+    // `gated`: when the child with the largest spike counter spikes (gated_winner_spikes()).
     void relay_pool(size_t li, int32_t t) {
         const Layer& layer = model_.layers[li];
         const size_t source = plans_[li - 1].source;
         int32_t* spiking = spiking_now_[li].data();
         int32_t spikes = 0;
-        const bool is_or = layer.pool_mode == TTFS_POOL_OR;
+        const bool is_or = layer.pool_mode != TTFS_POOL_EARLIEST;  // `or` and `gated`: per step
+        const bool gated = layer.pool_mode == TTFS_POOL_GATED;
         const Fanout& fan = plans_[li].fanout;
         const int32_t* children = spiking_now_[source].data();
         for (int32_t s = 0; s < spike_count_[source]; ++s) {
@@ -1501,8 +1534,9 @@ private:
                 for (int32_t ow = cols.first; ow <= cols.last; ++ow) {
                     const int32_t unit = (oh * layer.out.w + ow) * layer.out.c + o.c;
                     if (is_or) {
-                        if (last_marked_[li][size_t(unit)] == t) continue;  // already spiking at t
+                        if (last_marked_[li][size_t(unit)] == t) continue;  // already decided at t
                         last_marked_[li][size_t(unit)] = t;
+                        if (gated && !gated_winner_spikes(li, oh, ow, o.c, t)) continue;
                     } else {
                         if (pool_relayed_[li][size_t(unit)]) continue;
                         pool_relayed_[li][size_t(unit)] = 1;
@@ -1515,6 +1549,34 @@ private:
         // overlap), so the list comes out unordered; the next layer needs ascending HWC order.
         std::sort(spiking, spiking + spikes);
         spike_count_[li] = spikes;
+    }
+
+    // The spike-count-gated pool of the T2FSNN reference, as it computes it at step t, after
+    // the children's layer (the neuron layer below: a gated pool has no other) has fired: every
+    // child's counter is 0 before it fires, the threshold vth(t) at its fire step and 1 after;
+    // the child with the largest counter wins, the first in window order (kernel row, then
+    // column, positions inside the input only) among equals; the unit spikes at t when the
+    // winner does.
+    bool gated_winner_spikes(size_t li, int32_t oh, int32_t ow, int32_t c, int32_t t) const {
+        const Layer& children = model_.layers[li - 1];
+        const Projection& g = plans_[li].projection;
+        const int32_t* first = first_spike_time_[li - 1].data();
+        const float vth = children.fire_threshold[size_t(t - children.fire_start)];
+        const WindowInside win = window_inside(g, oh, ow);
+        float best = 0.0f;
+        int32_t winner = -1;
+        for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+            for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                const int32_t child = ((win.ih0 + kh) * g.in_w + win.iw0 + kw) * g.in_c + c;
+                const int32_t fired = first[child];
+                const float counter = fired == kNever ? 0.0f : fired < t ? 1.0f : vth;
+                if (winner < 0 || counter > best) {
+                    best = counter;
+                    winner = child;
+                }
+            }
+        }
+        return winner >= 0 && first[winner] == t;
     }
 
     int32_t active_steps_ = 0;
@@ -1591,6 +1653,12 @@ public:
             }
         }
         fired_.assign(most_units, 0);
+        for (size_t li = 0; li < count; ++li) {
+            if (model.layers[li].kind != TTFS_LAYER_MAXPOOL || model.layers[li].pool_mode != TTFS_POOL_GATED)
+                continue;
+            gate_first_.assign(most_units, kNever);
+            gate_touched_.assign(most_units + 1, 0);  // + 1: written before it is known to be new
+        }
         // Certified layers: the activation grid and its cell counts, their summed-area table,
         // the sums and bound factors of every position, the candidates, and the bins of the
         // exact recomputation (one per step of the input's spike window).
@@ -2105,7 +2173,8 @@ private:
 
     // The pool's spikes from its children's, which arrive listed by step: each child spike at
     // step t is relayed by the units whose window holds the child, once per unit and step
-    // (`or`) or only by units that have not relayed yet (`earliest`). The (unit, step) pairs
+    // (`or`), only by units that have not relayed yet (`earliest`), or once per unit and step
+    // where the gate of a `gated` pool lets it through (gated_pairs()). The (unit, step) pairs
     // come out in step order; two stable counting sorts, by unit and then by step, give both
     // lists (by unit: each unit's steps ascending; by step: each step's units ascending)
     // without a comparison sort, and without data-dependent branches, as whether a pair is
@@ -2129,7 +2198,9 @@ private:
         std::fill(unit_begin, unit_begin + units + 1, 0);
         std::fill(list.begin.begin(), list.begin.end(), 0);
         int32_t pairs = 0, dropped = 0;
-        for (int32_t k = 0; k < below.steps(); ++k) {
+        const bool gated = layer.pool_mode == TTFS_POOL_GATED;
+        if (gated) pairs = gated_pairs(li, unit_begin, per_step);
+        for (int32_t k = 0; !gated && k < below.steps(); ++k) {
             const int32_t t = below.first_step + k;
             const int32_t* children = below.at(k);
             for (int32_t s = 0, count = below.count(k); s < count; ++s) {
@@ -2169,6 +2240,78 @@ private:
         for (int32_t i = 0; i < pairs; ++i) last[sorted_unit[i]] = kNever;  // ready for the next image
     }
 
+    // relay_pool()'s (unit, step) pairs for a `gated` pool (see Gate), in step order, counted
+    // per unit and per step as there; returns the number of pairs. The children are the
+    // neurons of the layer below (the only kind a gated pool may read), so each spikes once,
+    // at its first-spike time. Per unit, the step of its first child spike tells whether a
+    // child fired before the current step (E not empty); only an exact tie of the threshold
+    // with 0 or 1 needs a look at the window (first_child_spikes()).
+    int32_t gated_pairs(size_t li, int32_t* unit_begin, int32_t* per_step) {
+        const LayerPlan& plan = plans_[li];
+        const Projection& g = plan.projection;
+        const UnitOrigin* origin = plan.fanout.origin.data();
+        const OutputRange* rows_fed = plan.fanout.rows.data();
+        const OutputRange* cols_fed = plan.fanout.cols.data();
+        const SpikeList& below = spikes_[li - 1];
+        const int32_t* child_time = first_spike_time_[li - 1].data();
+        const uint8_t* gate = plan.gate.data();
+        int32_t* last = last_relayed_[li].data();  // per unit: its last step, or kNever
+        int32_t* first_child = gate_first_.data();  // per unit: its first child's step, or kNever
+        int32_t* touched = gate_touched_.data();    // the units whose first_child was set
+        int32_t* pair_unit = pair_unit_.data();
+        int32_t* pair_step = pair_step_.data();
+        int32_t pairs = 0, touched_count = 0;
+        for (int32_t k = 0; k < below.steps(); ++k) {
+            const int32_t t = below.first_step + k;
+            const Gate code = Gate(gate[k]);
+            const int32_t* children = below.at(k);
+            for (int32_t s = 0, count = below.count(k); s < count; ++s) {
+                const UnitOrigin o = origin[children[s]];
+                const OutputRange rows = rows_fed[o.h], cols = cols_fed[o.w];
+                for (int32_t oh = rows.first; oh <= rows.last; ++oh) {
+                    for (int32_t ow = cols.first; ow <= cols.last; ++ow) {
+                        const int32_t u = (oh * g.out_w + ow) * g.out_c + o.c;
+                        const int32_t before = first_child[u];
+                        touched[touched_count] = u;
+                        touched_count += before == kNever ? 1 : 0;
+                        first_child[u] = before == kNever ? t : before;
+                        const bool earlier = before != kNever && before != t;  // E not empty
+                        bool open = true;
+                        if (code == kGateFirst)
+                            open = !earlier;
+                        else if (code == kGateTieOne)
+                            open = !earlier || first_child_spikes(g, child_time, oh, ow, o.c, t, true);
+                        else if (code == kGateTieZero)
+                            open = !earlier && first_child_spikes(g, child_time, oh, ow, o.c, t, false);
+                        const bool fresh = open && last[u] != t;
+                        pair_unit[pairs] = u;
+                        pair_step[pairs] = t;
+                        pairs += fresh ? 1 : 0;
+                        last[u] = fresh ? t : last[u];
+                        ++unit_begin[fresh ? u + 1 : 0];  // unit_begin[0] counts the rest
+                        per_step[k] += fresh ? 1 : 0;
+                    }
+                }
+            }
+        }
+        for (int32_t i = 0; i < touched_count; ++i) first_child[touched[i]] = kNever;  // next image
+        return pairs;
+    }
+
+    // Whether the first child in window order of pool unit (oh, ow, c) — among the children
+    // that have fired by step t when `fired_by_t`, else among all — fires at t.
+    static bool first_child_spikes(const Projection& g, const int32_t* child_time, int32_t oh, int32_t ow,
+                                   int32_t c, int32_t t, bool fired_by_t) {
+        const WindowInside win = window_inside(g, oh, ow);
+        for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+            for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                const int32_t time = child_time[((win.ih0 + kh) * g.in_w + win.iw0 + kw) * g.in_c + c];
+                if (!fired_by_t || (time != kNever && time <= t)) return time == t;
+            }
+        }
+        return false;
+    }
+
     // V = +0 + (S(0) + bias) * 1, then V + S(t) * k(t) for each later step with arrivals,
     // ascending: the stepped engine's operations for every neuron, only at the steps where
     // something arrives.
@@ -2199,6 +2342,9 @@ private:
     std::vector<int32_t> pair_unit_, pair_step_, sorted_unit_;
     // `earliest` pools of single spikes: per unit its step, or kNever (relay_earliest()).
     std::vector<std::vector<int32_t>> pool_time_;
+    // gated_pairs() scratch: per unit the step of its first child spike (kNever between
+    // images), and the units that have one.
+    std::vector<int32_t> gate_first_, gate_touched_;
     // certified_layer() and exact_first_crossing() scratch (see the constructor).
     Certify certify_ = Certify::kOn;
     std::vector<float> grid_, layer_sums_, scale_, high_, low_, bins_;

@@ -296,7 +296,14 @@ ttfs_status CudaBackend::init_layer(size_t index, std::string& error) {
         return TTFS_OK;
     }
 
-    // maxpool
+    // maxpool. A gated one reads the threshold table of the neuron layer below (the reader
+    // guarantees that the layer below a gated pool has neurons).
+    if (layer.pool_mode == TTFS_POOL_GATED) {
+        const Layer& children = model_->layers[index - 1];
+        state.desc.gate_threshold = below.fire_threshold.as<float>();
+        state.desc.gate_fire_start = children.fire_start;
+        state.desc.gate_fire_len = children.fire_len();
+    }
     if (stepped) {
         if ((status = state.spiked_now.allocate(batch * units, 1, "the spike map of " + name, error)) !=
                 TTFS_OK ||
@@ -308,9 +315,10 @@ ttfs_status CudaBackend::init_layer(size_t index, std::string& error) {
         return TTFS_OK;
     }
     // An `or` unit relays each distinct step of its children: at most (pool size) x (what one
-    // child relays) steps, and never more than the source layer's fire window has steps.
+    // child relays) steps, and never more than the source layer's fire window has steps; a
+    // `gated` unit relays some of those steps.
     int64_t capacity = 1;
-    if (layer.pool_mode == TTFS_POOL_OR) {
+    if (layer.pool_mode != TTFS_POOL_EARLIEST) {
         capacity = int64_t(layer.kernel_h) * layer.kernel_w * below.steps_view.capacity;
         capacity = std::min<int64_t>(capacity, std::max<int32_t>(below.source_fire_len, 1));
     }
@@ -411,7 +419,8 @@ ttfs_status CudaBackend::enqueue_stepped(int32_t n, std::string& error) {
             case TTFS_LAYER_MAXPOOL:
                 may_spike[i] = may_spike[i - 1];
                 if (may_spike[i])
-                    launched = gpu::launch_pool_relay_step(state.desc, layers_[i - 1].spiked_now_view, n,
+                    launched = gpu::launch_pool_relay_step(state.desc, layers_[i - 1].spiked_now_view,
+                                                           layers_[i - 1].first_spike.as<int32_t>(), n, t,
                                                            state.relayed_before.as<uint8_t>(),
                                                            state.spiked_now.as<uint8_t>(), stream_);
                 break;

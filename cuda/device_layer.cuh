@@ -28,6 +28,10 @@ struct DeviceLayer {
     const float* bias = nullptr;            // [out_c]
     const float* fire_threshold = nullptr;  // [fire_len], Layer::fire_threshold
     const float* integ_kernel = nullptr;    // [integ_end - integ_start], Layer::integ_kernel
+    // `gated` maxpool: the threshold table of the neuron layer below (its children's spike
+    // counter at their fire step) and where that layer's fire window starts.
+    const float* gate_threshold = nullptr;  // [gate_fire_len]
+    int32_t gate_fire_start = 0, gate_fire_len = 0;
 
     TTFS_HD int64_t in_size() const { return int64_t(in_h) * in_w * in_c; }
     TTFS_HD int64_t out_size() const { return int64_t(out_h) * out_w * out_c; }

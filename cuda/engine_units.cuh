@@ -38,10 +38,42 @@ TTFS_HD int32_t analytic_input_unit(const DeviceLayer& input, float x) {
     return j >= 0 ? input.fire_start + j : -1;
 }
 
+// `gated` maxpool unit `at` at step t, once the neuron layer below has fired at t (the
+// spike-count-gated pool of the T2FSNN reference; docs/ENGINES.md): each child's spike counter
+// is 0 before it fires, the threshold vth(t) at its fire step and 1 afterwards; the child with
+// the largest counter wins, the first in window order (kernel row, then column, positions
+// inside the input) among equals; the unit spikes at t when the winner fires at t.
+// child_first_spike: the first-spike times of the image's children layer (HWC, -1 = never,
+// possibly later than t in the analytic engine: not fired yet at t).
+TTFS_HD bool gated_winner_spikes(const DeviceLayer& pool, const int32_t* child_first_spike,
+                                 const NeuronIndex& at, int32_t t) {
+    const float vth = pool.gate_threshold[t - pool.gate_fire_start];
+    float best = 0.0f;
+    int32_t winner_time = -1;
+    bool any = false;
+    for (int32_t kr = 0; kr < pool.kernel_h; ++kr) {
+        const int32_t ih = at.oh * pool.stride_h - pool.pad_top + kr;
+        if (ih < 0 || ih >= pool.in_h) continue;
+        for (int32_t kc = 0; kc < pool.kernel_w; ++kc) {
+            const int32_t iw = at.ow * pool.stride_w - pool.pad_left + kc;
+            if (iw < 0 || iw >= pool.in_w) continue;
+            const int32_t fired = child_first_spike[(int64_t(ih) * pool.in_w + iw) * pool.in_c + at.oc];
+            const float counter = (fired < 0 || fired > t) ? 0.0f : fired < t ? 1.0f : vth;
+            if (!any || counter > best) {
+                any = true;
+                best = counter;
+                winner_time = fired;
+            }
+        }
+    }
+    return any && winner_time == t;
+}
+
 // maxpool unit idx (image-major, HWC): writes the steps it relays to
 // out_steps[idx * out_capacity ...], ascending, padded with -1. `or`: every distinct step of
-// its children; `earliest`: only the first. out_capacity must be at least the number of
-// distinct steps the children spike at (the backend sizes it so).
+// its children; `earliest`: only the first; `gated`: those where gated_winner_spikes() (its
+// children are neurons: below holds their first-spike times, capacity 1). out_capacity must be
+// at least the number of distinct steps the children spike at (the backend sizes it so).
 TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64_t idx,
                                 int32_t* out_steps, int32_t out_capacity) {
     const NeuronIndex at = split_neuron_index(pool, idx);
@@ -50,11 +82,13 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
     int32_t* unit_out = out_steps + idx * out_capacity;
 
     // Each pass finds the smallest child step after `relayed`; each child's list is ascending,
-    // so its first entry after `relayed` is its candidate.
+    // so its first entry after `relayed` is its candidate. A gated unit skips the steps its
+    // gate closes (at most one pass per distinct child step, as for `or`).
+    const bool gated = pool.pool_mode == TTFS_POOL_GATED;
     const int32_t passes = pool.pool_mode == TTFS_POOL_EARLIEST ? 1 : out_capacity;
     int32_t relayed = -1;
     int32_t written = 0;
-    for (; written < passes; ++written) {
+    while (written < passes) {
         int32_t next = INT_MAX;
         for (int32_t kr = 0; kr < pool.kernel_h; ++kr) {
             const int32_t ih = at.oh * pool.stride_h - pool.pad_top + kr;
@@ -75,8 +109,9 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
             }
         }
         if (next == INT_MAX) break;
-        unit_out[written] = next;
         relayed = next;
+        if (gated && !gated_winner_spikes(pool, image_steps, at, next)) continue;
+        unit_out[written++] = next;
     }
     for (; written < out_capacity; ++written) unit_out[written] = -1;
 }
@@ -169,9 +204,12 @@ TTFS_HD void stepped_input_unit(const DeviceLayer& input, const float* images, i
     spiked_now[idx] = spiked;
 }
 
-// maxpool unit idx at one step: `or` relays when any child spiked now; `earliest` only the
-// first time (relayed_before remembers it; unused for `or`).
-TTFS_HD void stepped_pool_unit(const DeviceLayer& pool, const uint8_t* below_spiked_now, int64_t idx,
+// maxpool unit idx at step t: `or` relays when any child spiked now; `earliest` only the
+// first time (relayed_before remembers it; unused otherwise); `gated` when a child spiked now
+// and gated_winner_spikes() (below_first_spike: the neuron layer below's first-spike times,
+// already updated for step t; used by `gated` only).
+TTFS_HD void stepped_pool_unit(const DeviceLayer& pool, const uint8_t* below_spiked_now,
+                               const int32_t* below_first_spike, int64_t idx, int32_t t,
                                uint8_t* relayed_before, uint8_t* spiked_now) {
     const NeuronIndex at = split_neuron_index(pool, idx);
     const uint8_t* image_map = below_spiked_now + at.image * pool.in_size();
@@ -189,6 +227,9 @@ TTFS_HD void stepped_pool_unit(const DeviceLayer& pool, const uint8_t* below_spi
         }
     }
     uint8_t relay = any_child ? 1 : 0;
+    if (pool.pool_mode == TTFS_POOL_GATED && relay &&
+        !gated_winner_spikes(pool, below_first_spike + at.image * pool.in_size(), at, t))
+        relay = 0;
     if (pool.pool_mode == TTFS_POOL_EARLIEST && relay) {
         if (relayed_before[idx]) relay = 0;  // only the first child spike passes
         else relayed_before[idx] = 1;

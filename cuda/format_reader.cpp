@@ -25,6 +25,10 @@ constexpr uint64_t kLayerRecord = TTFS_FMT_LAYER_RECORD_SIZE;
 constexpr uint64_t kTensorRecord = TTFS_FMT_TENSOR_RECORD_SIZE;
 constexpr uint64_t kAlignment = TTFS_FMT_ALIGNMENT;
 constexpr uint64_t kCrcSize = TTFS_FMT_CRC_SIZE;
+// The pool modes are stored as the public enum's values (layer.pool_mode is cast below).
+static_assert(TTFS_FMT_POOL_OR == TTFS_POOL_OR && TTFS_FMT_POOL_EARLIEST == TTFS_POOL_EARLIEST &&
+                  TTFS_FMT_POOL_GATED == TTFS_POOL_GATED,
+              "pool mode values of ttfs_format.h and ttfs.h differ");
 
 // zlib's CRC-32 (reflected polynomial 0xEDB88320), table-driven.
 uint32_t crc32(const uint8_t* data, size_t size) {
@@ -606,9 +610,15 @@ ttfs_status Reader::check_layer_fields(size_t index, int32_t& next_depth) {
         if (status != TTFS_OK) return status;
     }
     if (kind == TTFS_FMT_LAYER_MAXPOOL) {
-        if (r.pool_mode != TTFS_FMT_POOL_OR && r.pool_mode != TTFS_FMT_POOL_EARLIEST)
+        if (r.pool_mode != TTFS_FMT_POOL_OR && r.pool_mode != TTFS_FMT_POOL_EARLIEST &&
+            r.pool_mode != TTFS_FMT_POOL_GATED)
             return fail(TTFS_ERR_BAD_FIELD, label, ": pool_mode is ", r.pool_mode, ", expected ", TTFS_FMT_POOL_OR,
-                        " (or) or ", TTFS_FMT_POOL_EARLIEST, " (earliest)");
+                        " (or), ", TTFS_FMT_POOL_EARLIEST, " (earliest) or ", TTFS_FMT_POOL_GATED, " (gated)");
+        // A gated pool reads the spike counters of its children, which only neurons have.
+        if (r.pool_mode == TTFS_FMT_POOL_GATED && index > 0 && !is_neuron_kind(layers_[index - 1].kind))
+            return fail(TTFS_ERR_BAD_FIELD, label, ": pool_mode is ", r.pool_mode,
+                        " (gated), which needs a neuron layer (input, conv2d or dense) directly below it; "
+                        "layer ", index - 1, " is a ", kind_name(layers_[index - 1].kind));
     } else if (r.pool_mode != 0) {
         return fail(TTFS_ERR_BAD_FIELD, label, ": pool_mode is ", r.pool_mode, ", expected 0 (unused by a ",
                     kind_text, " layer)");

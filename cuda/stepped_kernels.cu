@@ -18,11 +18,12 @@ __global__ void input_fire_step_kernel(DeviceLayer input, const float* __restric
 }
 
 __global__ void pool_relay_step_kernel(DeviceLayer pool, const uint8_t* __restrict__ below_spiked_now,
-                                       int64_t total, uint8_t* __restrict__ relayed_before,
+                                       const int32_t* __restrict__ below_first_spike, int64_t total,
+                                       int32_t t, uint8_t* __restrict__ relayed_before,
                                        uint8_t* __restrict__ spiked_now) {
     for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
          idx += int64_t(gridDim.x) * blockDim.x)
-        stepped_pool_unit(pool, below_spiked_now, idx, relayed_before, spiked_now);
+        stepped_pool_unit(pool, below_spiked_now, below_first_spike, idx, t, relayed_before, spiked_now);
 }
 
 __global__ void neuron_step_kernel(DeviceLayer layer, const uint8_t* __restrict__ below_spiked_now,
@@ -47,11 +48,12 @@ cudaError_t launch_input_fire_step(const DeviceLayer& input, const float* images
 }
 
 cudaError_t launch_pool_relay_step(const DeviceLayer& pool, const uint8_t* below_spiked_now,
-                                   int32_t images_count, uint8_t* relayed_before,
-                                   uint8_t* spiked_now, cudaStream_t stream) {
+                                   const int32_t* below_first_spike, int32_t images_count,
+                                   int32_t t, uint8_t* relayed_before, uint8_t* spiked_now,
+                                   cudaStream_t stream) {
     const int64_t total = int64_t(images_count) * pool.out_size();
     pool_relay_step_kernel<<<grid_for(total), kThreadsPerBlock, 0, stream>>>(
-        pool, below_spiked_now, total, relayed_before, spiked_now);
+        pool, below_spiked_now, below_first_spike, total, t, relayed_before, spiked_now);
     return cudaGetLastError();
 }
 

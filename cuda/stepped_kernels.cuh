@@ -17,11 +17,15 @@ cudaError_t launch_input_fire_step(const DeviceLayer& input, const float* images
                                    int32_t images_count, int32_t t, int32_t* first_spike,
                                    uint8_t* spiked_now, cudaStream_t stream);
 
-// maxpool at one step: `or` relays when any child spiked now; `earliest` relays only the first
-// time (relayed_before, one byte per unit, remembers it; unused for `or` and may be nullptr).
+// maxpool at step t: `or` relays when any child spiked now; `earliest` relays only the first
+// time (relayed_before, one byte per unit, remembers it; unused otherwise and may be nullptr);
+// `gated` relays when the child with the largest spike counter spiked now (below_first_spike:
+// the first-spike times of the neuron layer below, after its step t; unused otherwise and may
+// be nullptr).
 cudaError_t launch_pool_relay_step(const DeviceLayer& pool, const uint8_t* below_spiked_now,
-                                   int32_t images_count, uint8_t* relayed_before,
-                                   uint8_t* spiked_now, cudaStream_t stream);
+                                   const int32_t* below_first_spike, int32_t images_count,
+                                   int32_t t, uint8_t* relayed_before, uint8_t* spiked_now,
+                                   cudaStream_t stream);
 
 // conv2d / dense at step t: when `integrate_now`, V = V + S(t) * kernel_at(t) (S with the bias at
 // t == 0; steps t != 0 where no presynaptic unit spiked leave V unchanged, as V + 0*k == V);

@@ -92,9 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                         "the default of its main.py); `gated` lets the child with the largest "
                         "spike counter pass its spike (the reference with f_spike_max_pool on, "
                         "set by its run script and config file); `earliest` passes only the "
-                        "first child spike (true TTFS pooling; equal to gated when td_fire <= 0)."
-                        " Which of the two reference paths made the published 99.22 %% is not "
-                        "recorded (default: %(default)s)")
+                        "first child spike (true TTFS pooling; equal to gated when td_fire <= 0 "
+                        "and vth0 <= 1). Which of the two reference paths made the published "
+                        "99.22 %% is not recorded (default: %(default)s)")
     g.add_argument("--readout", choices=("vmem", "first_spike"), default=d.readout,
                    help="prediction from the output potentials (reference) or the first "
                         "output spike (default: %(default)s)")

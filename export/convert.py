@@ -540,7 +540,7 @@ def to_model_spec(layers: List[AnnLayer], input_shape, *, pool_mode: str = "or",
     (a number for all, or a mapping from layer name to value; names it lacks get 20.0 / 0.0),
     the threshold amplitude vth0, and integration constants chained from the layer below by
     build_model, with the reference windows of time_fire_start/time_fire_duration. Pools use
-    `pool_mode` ("or" | "earliest"). With require_normalised (default) every conv2d/dense must
+    `pool_mode` ("or" | "earliest" | "gated"). With require_normalised (default) every conv2d/dense must
     come from `normalise`: raw ANN weights are the classic porting bug (silent outputs).
     metadata (a dict) is merged over a record of these choices and the layers' lambdas.
     """

@@ -8,7 +8,12 @@ section 4:
              window; its membrane is x from t = 0)
              then each later layer in file order:
                maxpool  `or`: tf.nn.max_pool2d of this step's 0/1 spike map;
-                        `earliest`: the same, masked to units that have not spiked yet
+                        `earliest`: the same, masked to units that have not spiked yet;
+                        `gated`: the reference's spike-count-gated pool, as it computed it:
+                        tf.nn.max_pool_with_argmax of the children's spike counters (0 before
+                        a neuron fired, vth(t) at its fire step, 1 after), then this step's
+                        spike of the winning child (ties: the first in window order); windows
+                        per image (the reference folded the batch into the rows)
                flatten  reshape (NHWC order)
                conv2d / dense: S = tf.nn.conv2d / matmul of this step's spike map, + bias at
                         t == 0 only; when t == 0 or t is in the integration window:
@@ -281,9 +286,14 @@ def _plans(spec, exp: str) -> List[_Plan]:
                                  f"'valid' or 'same'")
             plan.padding = layer.padding.upper()
         if layer.kind == "maxpool":
-            if layer.pool_mode not in ("or", "earliest"):
+            if layer.pool_mode not in ("or", "earliest", "gated"):
                 raise ValueError(f"layer {i} '{layer.name}': pool_mode {layer.pool_mode!r} is "
-                                 f"not 'or' or 'earliest'")
+                                 f"not 'or', 'earliest' or 'gated'")
+            if layer.pool_mode == "gated" and plans[-1].kind not in NEURON_KINDS:
+                raise ValueError(f"layer {i} '{layer.name}': a gated pool reads the spike "
+                                 f"counters of the layer directly below it, which must be a "
+                                 f"neuron layer; layer {i - 1} '{plans[-1].name}' is a "
+                                 f"{plans[-1].kind}")
             plan.pool_mode = layer.pool_mode
         plans.append(plan)
     return plans
@@ -366,6 +376,20 @@ class _Program:
         st["fired"] = tf.logical_or(fired, spike)
         return tf.cast(spike, tf.float32)
 
+    def _gated_pool(self, p: _Plan, below: dict, spikes, t) -> tf.Tensor:
+        """The spike-count-gated pool at step t, after the fire check of the neuron layer
+        below (`below`: its state): per window, the spike of this step of the child with the
+        largest spike counter."""
+        src = self.plans[p.index - 1]
+        vth = tf.gather(self._thresholds[src.index], t - src.fire_window[0])
+        fired_before = tf.where(below["fired"], tf.ones_like(spikes), tf.zeros_like(spikes))
+        counter = tf.where(tf.equal(below["fst"], t), tf.fill(tf.shape(spikes), vth), fired_before)
+        _, winner = tf.nn.max_pool_with_argmax(counter, [1, p.kernel[0], p.kernel[1], 1],
+                                               [1, p.stride[0], p.stride[1], 1], p.padding,
+                                               include_batch_in_index=True)
+        return tf.reshape(tf.gather(tf.reshape(spikes, [-1]), tf.reshape(winner, [-1])),
+                          tf.shape(winner))
+
     def _step(self, pattern, state, t):
         state = [dict(s) for s in state]
         checks = {}
@@ -374,7 +398,9 @@ class _Program:
             if p.kind == "input":
                 spikes = self._fire(p, st, t, checks) if entry[1] else None
             elif p.kind == "maxpool":
-                if spikes is not None:
+                if spikes is not None and p.pool_mode == "gated":
+                    spikes = self._gated_pool(p, state[p.index - 1], spikes, t)
+                elif spikes is not None:
                     pooled = tf.nn.max_pool2d(spikes, p.kernel, p.stride, p.padding)
                     if p.pool_mode == "earliest":
                         # true TTFS max-pooling: only the first child spike passes

@@ -82,7 +82,8 @@ _KINDS = {"input": _C["TTFS_FMT_LAYER_INPUT"], "conv2d": _C["TTFS_FMT_LAYER_CONV
           "maxpool": _C["TTFS_FMT_LAYER_MAXPOOL"], "flatten": _C["TTFS_FMT_LAYER_FLATTEN"],
           "dense": _C["TTFS_FMT_LAYER_DENSE"]}
 _PADDINGS = {"valid": _C["TTFS_FMT_PADDING_VALID"], "same": _C["TTFS_FMT_PADDING_SAME"]}
-_POOL_MODES = {"or": _C["TTFS_FMT_POOL_OR"], "earliest": _C["TTFS_FMT_POOL_EARLIEST"]}
+_POOL_MODES = {"or": _C["TTFS_FMT_POOL_OR"], "earliest": _C["TTFS_FMT_POOL_EARLIEST"],
+               "gated": _C["TTFS_FMT_POOL_GATED"]}
 # The pool modes a model file can hold, by name (the export CLI offers these).
 POOL_MODE_NAMES = tuple(_POOL_MODES)
 _READOUTS = {"vmem": _C["TTFS_FMT_READOUT_VMEM"], "first_spike": _C["TTFS_FMT_READOUT_FIRST_SPIKE"]}
@@ -133,7 +134,7 @@ class Layer:
     kernel: Tuple[int, int] = (0, 0)  # conv2d kernel, maxpool pool size
     stride: Tuple[int, int] = (0, 0)
     padding: str = "valid"
-    pool_mode: str = "or"
+    pool_mode: str = "or"  # maxpool: "or" | "earliest" | "gated" (docs/FORMAT.md)
     weights: Optional[np.ndarray] = None  # conv2d HWIO [kh, kw, cin, cout]; dense [in, out]
     bias: Optional[np.ndarray] = None  # [out_c]
     neuron: Optional[NeuronParams] = None
@@ -395,7 +396,13 @@ def _validate(spec: ModelSpec) -> None:
                              f"stay (0, 0)/(0, 0)/'valid'")
         if layer.kind == "maxpool":
             if layer.pool_mode not in _POOL_MODES:
-                raise ValueError(f"{where}: pool_mode {layer.pool_mode!r}, expected 'or' or 'earliest'")
+                raise ValueError(f"{where}: pool_mode {layer.pool_mode!r}, expected 'or', 'earliest' "
+                                 f"or 'gated'")
+            below = layers[index - 1]
+            if layer.pool_mode == "gated" and below.kind not in _NEURON_KINDS:
+                raise ValueError(f"{where}: pool_mode 'gated' reads the spike counters of the layer "
+                                 f"directly below it, which must be input, conv2d or dense; layer "
+                                 f"{index - 1} '{below.name}' is a {below.kind}")
         elif layer.pool_mode != "or":
             raise ValueError(f"{where}: pool_mode is unused by {layer.kind} and must stay 'or'")
 

@@ -90,7 +90,14 @@ typedef enum ttfs_layer_kind {
 } ttfs_layer_kind;
 
 typedef enum ttfs_padding { TTFS_PADDING_VALID = 0, TTFS_PADDING_SAME = 1 } ttfs_padding;
-typedef enum ttfs_pool_mode { TTFS_POOL_OR = 0, TTFS_POOL_EARLIEST = 1 } ttfs_pool_mode;
+/* How a maxpool unit relays the spikes of its window (docs/ENGINES.md): `or` at every step a
+ * child spikes; `earliest` only the first child spike; `gated` the spike-count-gated pool of the
+ * T2FSNN reference (per step, the child with the largest spike counter passes its spike). */
+typedef enum ttfs_pool_mode {
+    TTFS_POOL_OR = 0,
+    TTFS_POOL_EARLIEST = 1,
+    TTFS_POOL_GATED = 2
+} ttfs_pool_mode;
 typedef enum ttfs_readout { TTFS_READOUT_VMEM = 0, TTFS_READOUT_FIRST_SPIKE = 1 } ttfs_readout;
 
 typedef enum ttfs_backend {

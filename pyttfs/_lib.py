@@ -65,6 +65,12 @@ class LayerKind(enum.IntEnum):
     DENSE = 5
 
 
+class PoolMode(enum.IntEnum):  # ttfs_pool_mode
+    OR = 0
+    EARLIEST = 1
+    GATED = 2
+
+
 class Backend(enum.IntEnum):
     AUTO = 0
     CPU = 1

@@ -5,7 +5,9 @@ export.ttfs_format and a float32 batch (n, h, w, c). The same seed always gives 
 
 What varies: input 4..12 square with 1..3 channels; 1..3 conv2d layers (kernel 1..3 per axis,
 stride 1..2, VALID or SAME, 1..6 filters, bias or none); optional maxpools after a conv (`or`
-or `earliest`; 2x2/2, 3x3/1, 2x2/1, 3x3/2, VALID or SAME); flatten; 1..2 dense layers (the
+or `earliest`, and half of the `or` ones directly above a neuron layer `gated`, drawn from a
+stream of their own so that every other draw stays what it was before `gated` existed; 2x2/2,
+3x3/1, 2x2/1, 3x3/2, VALID or SAME); flatten; 1..2 dense layers (the
 last is the output, 2..10 classes); readout; per neuron layer tau_fire 5..40, td_fire -5..5,
 vth0 0.3..1.5 (integration constants chained by build_model); windows of the reference layout
 with T_s = T_d in 5..30, T_s <= T_d - 2 when overlapping, T_s = T_d - 1 when touching;
@@ -61,12 +63,15 @@ def _images(rng, shape):
     ]).astype(F32)
 
 
-def _append_pool(rng, layers, activation, name):
+def _append_pool(rng, layers, activation, name, gate_rng):
     """A random maxpool after `layers`, and the rough ANN model's activation after it."""
     shape = activation.shape[1:]
     size_p, stride_p = POOL_CHOICES[int(rng.integers(0, len(POOL_CHOICES)))]
     pad_p = "same" if (rng.random() < 0.4 or min(shape[:2]) < size_p[0]) else "valid"
     mode = ["or", "earliest"][int(rng.integers(0, 2))]
+    # half of the `or` pools directly above a neuron layer (gated reads its spike counters)
+    if gate_rng.random() < 0.5 and mode == "or" and layers[-1].kind in ("input", "conv2d", "dense"):
+        mode = "gated"
     layers.append(maxpool(name, size=size_p, stride=stride_p, padding=pad_p, mode=mode))
     patches = _ref.extract_patches(activation, size_p, stride_p, pad_p)
     n, oh, ow, _ = patches.shape
@@ -79,8 +84,9 @@ def random_network(seed, overlapping=False, touching=False, relays=False):
     arrives exactly at the first fire step, before the fire check: still non-overlapping.
     relays: also a maxpool straight after the input and pools of pools (a relayed unit then
     carries the spikes of several pool windows)."""
-    rng = np.random.default_rng([seed, 7919 if overlapping else 0, 104729 if touching else 0,
-                                 15485863 if relays else 0])
+    key = [seed, 7919 if overlapping else 0, 104729 if touching else 0, 15485863 if relays else 0]
+    rng = np.random.default_rng(key)
+    gate_rng = np.random.default_rng(key + [2])  # which pools are `gated`
     size = int(rng.integers(4, 13))
     channels = int(rng.integers(1, 4))
     t_d = int(rng.integers(5, 31))
@@ -100,7 +106,7 @@ def random_network(seed, overlapping=False, touching=False, relays=False):
     activation = _decode(images.astype(np.float64) / input_neuron.vth0, input_neuron, t_d)
     shape = (size, size, channels)
     if relays and min(shape[:2]) >= 3:
-        activation = _append_pool(rng, layers, activation, "pool0")
+        activation = _append_pool(rng, layers, activation, "pool0", gate_rng)
         shape = activation.shape[1:]
     n_conv = int(rng.integers(1, 4))
     for ci in range(n_conv):
@@ -116,10 +122,10 @@ def random_network(seed, overlapping=False, touching=False, relays=False):
                              neuron=layer_neuron))
         shape = activation.shape[1:]
         if rng.random() < 0.45 and min(shape[:2]) >= 2:
-            activation = _append_pool(rng, layers, activation, f"pool{ci + 1}")
+            activation = _append_pool(rng, layers, activation, f"pool{ci + 1}", gate_rng)
             shape = activation.shape[1:]
             if relays and min(shape[:2]) >= 2 and rng.random() < 0.6:
-                activation = _append_pool(rng, layers, activation, f"pool{ci + 1}b")
+                activation = _append_pool(rng, layers, activation, f"pool{ci + 1}b", gate_rng)
                 shape = activation.shape[1:]
     layers.append(flatten())
     activation = activation.reshape(activation.shape[0], -1)

@@ -8,7 +8,11 @@ every time step, vectorised over the batch, in float32 with one rounding per ope
     step t:  input layer: V = x at t == 0; fires when V >= vth0*exp(-(f32(t - fs) - td)/tau)
              per later layer in file order:
                maxpool: `or` = max of the 0/1 spike map over the window (positions inside the
-                        input only); `earliest` = the same, but a unit passes only its first spike
+                        input only); `earliest` = the same, but a unit passes only its first spike;
+                        `gated` (the T2FSNN reference's spike-count-gated pool) = the spike of the
+                        child with the largest spike counter (0 before it fired, vth(t) at its
+                        fire step, 1 after; read after this step's fire check), the first in
+                        window order (kernel row, column; inside the input) among equals
                flatten: reshape (HWC order)
                conv2d / dense: S = synaptic sum of this step's spikes (+ bias at t == 0 only)
                         if t == 0 or t in the integration window: V = V + S * k(t)
@@ -80,16 +84,16 @@ def window_geometry(in_hw, kernel, stride, padding):
     return geo
 
 
-def extract_patches(x, kernel, stride, padding):
+def extract_patches(x, kernel, stride, padding, fill=0):
     """x (n,H,W,C) -> (n, oh, ow, kh*kw*C) in kernel-row, kernel-column, channel order.
 
-    Positions outside the input (SAME padding) are 0, which for 0/1 spike maps means "no
-    spike": it adds nothing to a sum and nothing to a max."""
+    Positions outside the input (SAME padding) hold `fill`: 0, which for 0/1 spike maps means
+    "no spike": it adds nothing to a sum and nothing to a max."""
     n, h, w, c = x.shape
     (oh, pt, pb), (ow, pl, pr) = window_geometry((h, w), kernel, stride, padding)
     kh, kw = kernel
     sh, sw = stride
-    xp = np.zeros((n, h + pt + pb + kh, w + pl + pr + kw, c), dtype=x.dtype)
+    xp = np.full((n, h + pt + pb + kh, w + pl + pr + kw, c), fill, dtype=x.dtype)
     xp[:, pt:pt + h, pl:pl + w, :] = x
     cols = []
     for r in range(kh):
@@ -241,6 +245,25 @@ def _pool(spikes, layer, passed):
     return pooled
 
 
+def _gated_pool(spikes, layer, children, t):
+    """The spike-count-gated pool at step t; `children` is the state of the neuron layer
+    directly below, after its fire check of step t."""
+    patches = extract_patches(spikes, tuple(layer.kernel), tuple(layer.stride), layer.padding)
+    n, oh, ow, _ = patches.shape
+    c = spikes.shape[3]
+    kk = layer.kernel[0] * layer.kernel[1]
+    if not (children.fires and children.fire_start <= t < children.fire_end):
+        return np.zeros((n, oh, ow, c), F32)  # nobody below can spike at t
+    vth = children.threshold[t - children.fire_start]
+    counter = np.where(children.first_spike == t, vth,
+                       np.where(children.fired, F32(1.0), F32(0.0))).astype(F32)
+    # Positions outside the input are no children: -inf never wins the argmax.
+    counters = extract_patches(counter, tuple(layer.kernel), tuple(layer.stride), layer.padding,
+                               fill=-np.inf).reshape(n, oh, ow, kk, c)
+    winner = np.argmax(counters, axis=3)[:, :, :, None, :]  # the first maximum in window order
+    return np.take_along_axis(patches.reshape(n, oh, ow, kk, c), winner, axis=3)[:, :, :, 0, :]
+
+
 def simulate(spec, images, *, sum_order="canonical", record=True, time_steps=None):
     """Run the model of `spec` on images (n, h, w, c), uint8 or float32 (already scaled).
 
@@ -273,6 +296,10 @@ def simulate(spec, images, *, sum_order="canonical", record=True, time_steps=Non
                 if t == 0:
                     st.vmem[...] = x
                 spikes = st.fire(t)
+            elif kind == "maxpool" and layer.pool_mode == "gated":
+                if layers[i - 1].kind not in NEURON_KINDS:
+                    raise ValueError(f"layer {i}: a gated pool needs a neuron layer below it")
+                spikes = _gated_pool(spikes, layer, states[i - 1], t)
             elif kind == "maxpool":
                 spikes = _pool(spikes, layer, passed[i])
             elif kind == "flatten":

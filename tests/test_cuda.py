@@ -217,6 +217,45 @@ def test_parity_large_batch(device):
     check_parity(model, images, f"{label}, batch of {len(images)}")
 
 
+def gated_nets():
+    """Random nets with `gated` pools (after a conv; with relays=True also after the input)."""
+    nets = []
+    for kind in ({}, {"relays": True}):
+        seeds = [s for s in range(200)
+                 if any(layer.pool_mode == "gated"
+                        for layer in random_nets.random_network(s, **kind)[0].layers)]
+        nets += [(s, kind) for s in seeds[:6]]
+    return nets
+
+
+@pytest.mark.parametrize("seed, kind", gated_nets())
+def test_parity_gated_pools(device, seed, kind):
+    model, images, label = random_net(seed, **kind)
+    check_parity(model, images, label)
+
+
+def test_parity_gated_long_windows(device):
+    """The long-window net with `gated` pools below convs whose thresholds exp(-(j - 10)/tau)
+    are above 1 for the first 10 steps of their windows (td_fire = 10): pooled units relay
+    later children too."""
+    spec, _ = mnist_like_model(seed=3, size=14, kernel=3, filters=(4, 8), t_window=80,
+                               time_steps=320, calibration_images=32)
+    for index, layer in enumerate(spec.layers):
+        if layer.kind == "maxpool":
+            layer.pool_mode = "gated"
+            spec.layers[index - 1].neuron.td_fire = 10.0
+    gated = pyttfs.Model.from_bytes(to_bytes(spec))
+    images = mnist_like_images(12, size=14, seed=11)
+    results = check_parity(gated, images, "long-window MNIST-shaped net, gated pools, td 10")
+    for index, layer in enumerate(spec.layers):
+        if layer.kind == "maxpool":
+            spec.layers[index].pool_mode = "earliest"
+    earliest = pyttfs.Model.from_bytes(to_bytes(spec))
+    other = run(earliest, "cpu", "analytic", images)
+    assert differences(gated, results["cpu", "analytic"], other, "gated", "earliest"), \
+        "gated and earliest pools give the same results: the test exercises nothing gated"
+
+
 def check_parity(model, images, label):
     results = {}
     for engine in ENGINES:
@@ -349,6 +388,7 @@ def test_emulated_cuda_backend(tmp_path):
            and case.find("error") is None}
     for name in ("test_parity_random_nets", "test_parity_touching_windows",
                  "test_parity_long_windows", "test_parity_large_batch",
+                 "test_parity_gated_pools", "test_parity_gated_long_windows",
                  "test_batches_are_independent",
                  "test_overlapping_windows_stepped_parity_and_analytic_refusal",
                  "test_device_allocation_failure_is_a_cuda_error"):

@@ -265,7 +265,8 @@ def test_random_nets_are_varied(separate_nets, overlapping_nets):
              for net in separate_nets for layer in net.spec.layers}
     for needed in [("conv2d", "valid", "or"), ("conv2d", "same", "or"),
                    ("maxpool", "valid", "or"), ("maxpool", "same", "or"),
-                   ("maxpool", "valid", "earliest"), ("maxpool", "same", "earliest")]:
+                   ("maxpool", "valid", "earliest"), ("maxpool", "same", "earliest"),
+                   ("maxpool", "valid", "gated"), ("maxpool", "same", "gated")]:
         assert needed in kinds, f"no {needed} layer among the random networks"
     assert {net.spec.readout for net in separate_nets} == {"vmem", "first_spike"}
     pairs = {(net.spec.layers[i].kind, net.spec.layers[i + 1].kind, net.spec.layers[i + 1].pool_mode)
@@ -273,6 +274,8 @@ def test_random_nets_are_varied(separate_nets, overlapping_nets):
     for mode in ("or", "earliest"):
         assert ("input", "maxpool", mode) in pairs, f"no `{mode}` pool straight after the input"
         assert ("maxpool", "maxpool", mode) in pairs, f"no `{mode}` pool of a pool"
+    assert ("input", "maxpool", "gated") in pairs, "no `gated` pool straight after the input"
+    assert ("conv2d", "maxpool", "gated") in pairs, "no `gated` pool after a conv"
     for net in separate_nets:
         layers = net.spec.layers
         for i in net.neuron_layers[1:]:
@@ -286,6 +289,26 @@ def test_random_nets_are_varied(separate_nets, overlapping_nets):
         first = net.neuron_layers[1]  # integrates the input's spikes after its first fire step
         window = net.spec.layers[first].neuron
         assert window.integ_window[1] - 1 > window.fire_window[0], net.label
+
+
+def test_gated_pools_pass_spikes_earliest_would_drop(separate_nets):
+    # The parity tests above hold `gated` pools to the reference's counter-and-argmax rule; here
+    # that rule must matter: in some nets the same network with `earliest` pools instead (same
+    # weights, same images) computes something else, according to the reference.
+    gated = [net for net in separate_nets
+             if any(layer.pool_mode == "gated" for layer in net.spec.layers)]
+    differ = 0
+    for net in gated:
+        spec = copy.deepcopy(net.spec)
+        for layer in spec.layers:
+            if layer.pool_mode == "gated":
+                layer.pool_mode = "earliest"
+        other = ref.simulate(spec, net.images, record=False)
+        differ += any(not np.array_equal(other.spike_times[i], net.reference.spike_times[i])
+                      for i in net.neuron_layers)
+    print(f"\n{len(gated)} nets with gated pools, {differ} compute something else with "
+          f"earliest pools")
+    assert len(gated) >= 30 and differ >= 5, (len(gated), differ)
 
 
 def test_stepped_and_analytic_are_bit_identical(separate_nets):

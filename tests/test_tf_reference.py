@@ -384,3 +384,42 @@ def test_agrees_with_native_library(seed):
     assert len(ties) <= max(2, compared // 1000), "\n".join(ties)
     np.testing.assert_allclose(tf_result.output_potentials[clean],
                                np.asarray(run.potentials)[clean], rtol=1e-5, atol=1e-6)
+
+
+# Random nets (tests/random_nets.py) with `gated` pools that pass spikes an `earliest` pool
+# would drop (checked below): the simulator's tf.nn.max_pool_with_argmax of the spike counters
+# against the numpy reference's argmax and the library's engines.
+GATED_NETS = [1, 34]
+
+
+@pytest.mark.parametrize("seed", GATED_NETS)
+def test_gated_pool_agrees_with_numpy_reference_and_library(seed):
+    pyttfs = load_pyttfs()
+    spec, images = random_nets.random_network(seed)
+    data = to_bytes(spec)
+    spec = from_bytes(data)
+    assert any(layer.pool_mode == "gated" for layer in spec.layers), random_nets.describe(spec)
+    tf_result = sim(spec, images, exp="float64")
+    numpy_result = ref.simulate(spec, images, sum_order="canonical")
+    earliest = from_bytes(data)
+    for layer in earliest.layers:
+        layer.pool_mode = "earliest" if layer.pool_mode == "gated" else layer.pool_mode
+    dropped = ref.simulate(earliest, images, sum_order="canonical")
+    assert not np.array_equal(dropped.potentials, numpy_result.potentials), \
+        f"seed {seed}: gated gives what earliest gives; pick a net where they differ"
+    compared, ties, problems, _ = compare(spec, images, tf_result, numpy_result)
+    assert not problems, "\n".join([random_nets.describe(spec)] + problems)
+    assert len(ties) <= max(2, compared // 1000), "\n".join(ties)
+    model = pyttfs.Model.from_bytes(data)
+    for engine in ("stepped", "analytic"):
+        with model.session(backend="cpu", engine=engine, max_batch=len(images),
+                           record_spike_times=True) as session:
+            run = session.run(images)
+            native = {index: session.spike_times(index) for index, layer in enumerate(spec.layers)
+                      if layer.kind in tfr.NEURON_KINDS}
+        compared, ties, problems, clean = compare(spec, images, tf_result, numpy_result, native,
+                                                  other="libttfs")
+        assert not problems, "\n".join([engine] + problems)
+        assert len(ties) <= max(2, compared // 1000), "\n".join(ties)
+        np.testing.assert_allclose(tf_result.output_potentials[clean],
+                                   np.asarray(run.potentials)[clean], rtol=1e-5, atol=1e-6)

@@ -224,8 +224,9 @@ def cases(valid: bytes):
          "fc1 depth 5, expected 2")
     case("pool_depth_not_minus_one", f().put("i", f().layer(2, "DEPTH"), 2).fixed(), "TTFS_ERR_BAD_FIELD",
          "depth", "maxpool depth 2, expected -1")
-    case("bad_pool_mode", f().put("I", f().layer(2, "POOL_MODE"), 2).fixed(), "TTFS_ERR_BAD_FIELD",
-         "pool_mode", "pool_mode 2")
+    # 0 or, 1 earliest, 2 gated: 3 is the first value no version of the format gives a meaning
+    case("bad_pool_mode", f().put("I", f().layer(2, "POOL_MODE"), 3).fixed(), "TTFS_ERR_BAD_FIELD",
+         "pool_mode", "pool_mode 3")
     case("bad_padding", f().put("I", f().layer(1, "PADDING"), 2).fixed(), "TTFS_ERR_BAD_FIELD", "padding",
          "conv1 padding 2")
     case("zero_stride", f().put("I", f().layer(2, "STRIDE_W"), 0).fixed(), "TTFS_ERR_BAD_FIELD", "stride",

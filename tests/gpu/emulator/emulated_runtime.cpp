@@ -234,6 +234,17 @@ bool layer_tables_ok(const DeviceLayer& layer, const char* kernel) {
                                       {layer.integ_kernel, integ_len * sizeof(float)}}));
 }
 
+// A gated pool's threshold table is device memory of its length; at step t (t >= 0: the
+// stepped engine) t is inside the window it covers.
+bool gate_ok(const DeviceLayer& pool, int32_t t, const char* kernel) {
+    if (t >= 0 && (t < pool.gate_fire_start || t - pool.gate_fire_start >= pool.gate_fire_len)) {
+        std::fprintf(stderr, "CUDA emulator: %s: gated pool at step %d outside the children's fire window\n",
+                     kernel, t);
+        return false;
+    }
+    return launch_ranges_ok(kernel, {{pool.gate_threshold, size_t(pool.gate_fire_len) * sizeof(float)}});
+}
+
 }  // namespace
 
 cudaError_t launch_input_first_spikes(const DeviceLayer& input, const float* images, int32_t images_count,
@@ -254,7 +265,8 @@ cudaError_t launch_pool_spike_steps(const DeviceLayer& pool, SpikeSteps below, i
     if (!known_stream(stream)) return cudaErrorInvalidResourceHandle;
     if (!launch_ranges_ok("pool_spike_steps",
                           {{below.steps, images_count * pool.in_size() * below.capacity * sizeof(int32_t)},
-                           {out_steps, total * out_capacity * sizeof(int32_t)}}))
+                           {out_steps, total * out_capacity * sizeof(int32_t)}}) ||
+        (pool.pool_mode == TTFS_POOL_GATED && (below.capacity != 1 || !gate_ok(pool, -1, "pool_spike_steps"))))
         return cudaErrorInvalidValue;
     for (int64_t idx = total - 1; idx >= 0; --idx) analytic_pool_unit(pool, below, idx, out_steps, out_capacity);
     return cudaSuccess;
@@ -293,17 +305,22 @@ cudaError_t launch_input_fire_step(const DeviceLayer& input, const float* images
     return cudaSuccess;
 }
 
-cudaError_t launch_pool_relay_step(const DeviceLayer& pool, const uint8_t* below_spiked_now, int32_t images_count,
+cudaError_t launch_pool_relay_step(const DeviceLayer& pool, const uint8_t* below_spiked_now,
+                                   const int32_t* below_first_spike, int32_t images_count, int32_t t,
                                    uint8_t* relayed_before, uint8_t* spiked_now, cudaStream_t stream) {
     const int64_t total = int64_t(images_count) * pool.out_size();
     if (!known_stream(stream)) return cudaErrorInvalidResourceHandle;
     if (!launch_ranges_ok("pool_relay_step", {{below_spiked_now, size_t(images_count * pool.in_size())},
                                                {spiked_now, size_t(total)}}) ||
         (pool.pool_mode == TTFS_POOL_EARLIEST &&
-         !launch_ranges_ok("pool_relay_step", {{relayed_before, size_t(total)}})))
+         !launch_ranges_ok("pool_relay_step", {{relayed_before, size_t(total)}})) ||
+        (pool.pool_mode == TTFS_POOL_GATED && !gate_ok(pool, t, "pool_relay_step")) ||
+        (pool.pool_mode == TTFS_POOL_GATED &&
+         !launch_ranges_ok("pool_relay_step",
+                           {{below_first_spike, size_t(images_count * pool.in_size()) * sizeof(int32_t)}})))
         return cudaErrorInvalidValue;
     for (int64_t idx = total - 1; idx >= 0; --idx)
-        stepped_pool_unit(pool, below_spiked_now, idx, relayed_before, spiked_now);
+        stepped_pool_unit(pool, below_spiked_now, below_first_spike, idx, t, relayed_before, spiked_now);
     return cudaSuccess;
 }
 
