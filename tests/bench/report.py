@@ -343,6 +343,11 @@ def main(argv=None) -> int:
         keep.mkdir(parents=True, exist_ok=True)
         passes = [load_pass(*run_pass(i + 1, keep)) for i in range(args.passes)]
     text = render(passes)
+    # The Ray Data section comes from tests/bench/bench_ray.py, in its own run: kept as it is.
+    ray_marker = "<!-- ray-data: written by tests/bench/bench_ray.py -->"
+    previous = args.output.read_text() if args.output.exists() else ""
+    if ray_marker in previous:
+        text = text.rstrip("\n") + "\n\n" + previous[previous.index(ray_marker):]
     args.output.write_text(text)
     print(f"wrote {args.output}")
     for i, p in enumerate(passes):
