@@ -395,7 +395,8 @@ def test_bad_image_fails_the_job_with_the_library_message(cluster):
         with pytest.raises((ValueError, pyttfs.TtfsError)) as expected:
             session.run(bad[40:45, ..., np.newaxis])
     message = str(expected.value)
-    dataset = pray.predict(pray.from_arrays(bad), MODEL, workers=1, batch_size=5, backend="cpu")
+    dataset = pray.predict(pray.from_arrays(bad, rows_per_block=5), MODEL, workers=1, batch_size=5,
+                           backend="cpu")
     outcome, seconds = run_with_timeout(dataset.materialize, 180)
     print(f"failed after {seconds:.1f} s")
     assert "error" in outcome, "the job succeeded with a bad image"
@@ -414,7 +415,8 @@ def test_cli_png_folder(cluster, reference, png_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     correct = int(np.count_nonzero(expected["prediction"] == LABELS))
     assert f"accuracy: {correct:.2f} % ({correct} / 100)" in printed  # 100 images: % == count
-    assert re.search(r"^images: 100  read and run in \d+\.\d s: \d+ images/s$", printed, re.M)
+    assert re.search(r"^images: 100  read and run in \d+\.\d s: \d+ images/s \(Ray's start-up "
+                     r"included\)$", printed, re.M)
     records = [json.loads(line) for path in sorted(out.iterdir())
                for line in path.read_text().splitlines()]
     assert len(records) == 100
