@@ -21,10 +21,7 @@ Command line, on a local Ray or an existing cluster (``python -m pyttfs.ray --he
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import logging
-import math
 import os
 import sys
 import time
@@ -42,7 +39,8 @@ except ImportError as error:  # only without the extra
     raise ImportError("pyttfs.ray needs Ray Data: pip install 'pyttfs[ray]' "
                       "(or 'ray[data]' next to pyttfs)") from error
 
-from . import Model, Session, TtfsError, cuda_compiled, cuda_device_count
+from . import Model, Session, TtfsError, cuda_compiled, cuda_device_count, read_images, read_labels
+from .images import IMAGE_SUFFIXES, _fit_image, decode_image
 
 __all__ = ["ImageError", "Predictor", "WorkerPlan", "from_arrays", "main", "plan_workers",
            "predict"]
@@ -53,12 +51,12 @@ ModelSource = Union[str, os.PathLike, bytes]
 Batch = Dict[str, np.ndarray]
 BACKENDS = ("auto", "cpu", "cuda")
 ENGINES = ("analytic", "stepped")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class ImageError(ValueError):
-    """An image of a batch cannot be run; the message names its row (path or index) and
-    carries the library's own message."""
+    """A batch cannot be run; the message names its rows (paths or indices) and carries the
+    library's own message. (A row that cannot be decoded or has the wrong size raises
+    pyttfs.ImageReadError, naming the row.)"""
 
 
 def _load_model(model: ModelSource) -> Model:
@@ -80,8 +78,8 @@ def _assigned_gpus() -> List[str]:
     return [str(gpu) for gpu in ray.get_gpu_ids()]
 
 
-def _open_session(model: Model, backend: str, engine: str, max_batch: int,
-                  threads: int) -> Session:
+def _open_session(model: Model, backend: str, engine: str, max_batch: int, threads: int,
+                  allow_unscaled: bool) -> Session:
     """A session on CUDA when asked for ("cuda", or "auto") and usable, else on the CPU; a
     worker that wanted a GPU and runs on the CPU says why in one log line."""
     if backend != "cpu":
@@ -93,7 +91,8 @@ def _open_session(model: Model, backend: str, engine: str, max_batch: int,
             reason = "libttfs finds no usable CUDA device"
         else:
             try:
-                return model.session(backend="cuda", engine=engine, max_batch=max_batch)
+                return model.session(backend="cuda", engine=engine, max_batch=max_batch,
+                                     allow_unscaled=allow_unscaled)
             except TtfsError as error:
                 reason = f"the CUDA session could not be created ({error})"
         if backend == "cuda" or gpus:
@@ -101,27 +100,20 @@ def _open_session(model: Model, backend: str, engine: str, max_batch: int,
                         "falling back to the CPU backend with %d thread(s)", reason,
                         ", ".join(gpus) or "none", os.environ.get("CUDA_VISIBLE_DEVICES"),
                         threads)
-    return model.session(backend="cpu", engine=engine, max_batch=max_batch, threads=threads)
-
-
-def _decode(data: bytes, channels: int) -> np.ndarray:
-    """Encoded PNG/JPEG bytes to an (h, w, channels) uint8 array, grey or RGB as the model
-    takes (as ray.data.read_images(mode=...) would)."""
-    from PIL import Image  # Pillow comes with the [ray] extra: ray.data.read_images needs it
-
-    with Image.open(io.BytesIO(data)) as image:
-        array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    return array.reshape(array.shape[0], array.shape[1], channels)
+    return model.session(backend="cpu", engine=engine, max_batch=max_batch, threads=threads,
+                         allow_unscaled=allow_unscaled)
 
 
 class Predictor:
     """A callable class for ``Dataset.map_batches``: one model and one session per worker.
 
     model: the model file's bytes (what predict() passes) or a path readable on every node.
-    image_column: (n, h, w, c) images, or (n, h, w) for a one-channel model: uint8 pixels or
-        floats already divided by the model's input divisor; a column whose rows differ in shape
-        (ray.data.read_images on mixed files) or hold encoded PNG/JPEG bytes is checked and
-        decoded row by row.
+    image_column: (n, h, w, c) images, or (n, h, w) for a one-channel model, as Session.run
+        takes them (uint8 pixels, other integers 0..255, or floats already scaled to [0, 1]); or
+        a column whose rows differ in shape (ray.data.read_images on mixed files) or hold
+        encoded PNG/JPEG bytes (ray.data.read_binary_files): decoded, converted to the model's
+        channels and checked row by row as pyttfs.read_images does; resize=True resizes them
+        like ttfs-infer --resize. allow_unscaled: see Session.run.
     backend: "cpu"; "cuda" or "auto": CUDA where libttfs can use a device, else the CPU with a
         log line saying why (see plan_workers for what the worker asks Ray for).
     engine: "analytic" or "stepped" (the same results, bit for bit). threads: the session's CPU
@@ -141,7 +133,8 @@ class Predictor:
     def __init__(self, model: ModelSource, *, image_column: str = "image",
                  backend: str = "auto", engine: str = "analytic", threads: int = 1,
                  max_batch: int = 256, top_k: int = 0,
-                 spike_counts: Union[bool, Sequence[str]] = False, keep_images: bool = True):
+                 spike_counts: Union[bool, Sequence[str]] = False, keep_images: bool = True,
+                 resize: bool = False, allow_unscaled: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend = {backend!r}; expected one of {', '.join(BACKENDS)}")
         if engine not in ENGINES:
@@ -169,8 +162,10 @@ class Predictor:
                                      f"; the model's neuron layers are {', '.join(neuron_layers)}")
             self.input_shape = tuple(loaded.input_shape)
             self.num_classes = loaded.num_classes
-            self.session = _open_session(loaded, backend, engine, max_batch, threads)
+            self.session = _open_session(loaded, backend, engine, max_batch, threads,
+                                         bool(allow_unscaled))
         self.image_column = image_column
+        self.resize = bool(resize)
         self.keep_images = bool(keep_images)
         self.backend = self.session.backend
 
@@ -215,27 +210,29 @@ class Predictor:
             raise KeyError(f"no column {self.image_column!r} in the batch (columns: "
                            f"{', '.join(batch)}); pass image_column=")
         column = batch[self.image_column]
-        channels = self.input_shape[2]
-        if column.dtype == object:  # rows of different shapes, or encoded files
-            rows = []
-            for row, value in enumerate(column):
-                if isinstance(value, bytes):
-                    try:
-                        image = _decode(value, channels)
-                    except OSError as error:  # PIL.UnidentifiedImageError, truncated files
-                        raise ImageError(f"{_rows(batch, row, row + 1)}: {error}") from error
-                else:
-                    image = np.asarray(value)
-                if image.ndim == 2 and channels == 1:
+        if column.dtype != object:
+            return column  # Session.run takes it, or says why not
+        rows = []  # rows of different shapes, or encoded files: one by one, as read_images
+        for row, value in enumerate(column):
+            source = _row_name(batch, row)
+            if isinstance(value, bytes):
+                image = decode_image(value, source)
+            else:
+                image = np.asarray(value)
+                if image.ndim == 2:
                     image = image[:, :, np.newaxis]
-                if image.shape != self.input_shape:
-                    raise ImageError(f"{_rows(batch, row, row + 1)}: shape {image.shape}; the "
-                                     f"model takes {self.input_shape} (h, w, c)")
-                rows.append(image)
-            column = np.stack(rows)
-        elif column.ndim == 3 and channels == 1:
-            column = column[:, :, :, np.newaxis]
-        return column
+            rows.append(_fit_image(image, self.input_shape, self.resize, source))
+        return np.stack(rows)
+
+
+def _row_name(batch: Batch, row: int) -> str:
+    """One row of a batch in the user's terms: its path, else its index."""
+    if "path" in batch:
+        return str(batch["path"][row])
+    for key in ("index", "id"):
+        if key in batch:
+            return f"image {batch[key][row]}"
+    return f"row {row} of a batch"
 
 
 def _rows(batch: Batch, start: int, stop: int) -> str:
@@ -304,8 +301,8 @@ def plan_workers(cluster: Mapping[str, float], backend: str = "auto",
 def predict(dataset: "ray.data.Dataset", model: ModelSource, *, workers: Optional[int] = None,
             threads: int = 1, batch_size: int = 256, backend: str = "auto",
             engine: str = "analytic", image_column: str = "image", top_k: int = 0,
-            spike_counts: Union[bool, Sequence[str]] = False,
-            keep_images: bool = True) -> "ray.data.Dataset":
+            spike_counts: Union[bool, Sequence[str]] = False, keep_images: bool = True,
+            resize: bool = False, allow_unscaled: bool = False) -> "ray.data.Dataset":
     """The dataset with a Predictor stage added (lazy, like every Dataset transform).
 
     model: a .ttfs path (read here, on the driver) or the file's bytes. The model and the
@@ -316,7 +313,8 @@ def predict(dataset: "ray.data.Dataset", model: ModelSource, *, workers: Optiona
     data = model if isinstance(model, (bytes, bytearray, memoryview)) else Path(model).read_bytes()
     options = dict(image_column=image_column, engine=engine, threads=threads,
                    max_batch=_positive_int(batch_size, "batch_size"), top_k=top_k,
-                   spike_counts=spike_counts, keep_images=keep_images)
+                   spike_counts=spike_counts, keep_images=keep_images, resize=resize,
+                   allow_unscaled=allow_unscaled)
     if not isinstance(model, (bytes, bytearray, memoryview)):
         Model(model).close()  # the library's message names the file
     Predictor(data, backend="cpu", **options).close()
@@ -372,50 +370,32 @@ def from_arrays(images: np.ndarray, labels: Optional[np.ndarray] = None,
 
 # ---- Command line --------------------------------------------------------------------------
 
-def _read_array(path: Path) -> np.ndarray:
-    """A .npy file, or an IDX file (gzipped or not) of unsigned bytes."""
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        data = stream.read()
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {data[:4].hex()}, "
-                         "expected 0000080N) nor a .npy file")
-    rank = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
-    header = 4 + 4 * rank
-    if len(data) != header + math.prod(dims):
-        raise ValueError(f"{path}: the IDX header says {'x'.join(map(str, dims))} = "
-                         f"{math.prod(dims)} bytes of data, the file has {len(data) - header}")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
-
-
-def _input_dataset(source: Path, labels: Optional[Path], label_dirs: bool,
-                   channels: int):
-    """A function making the input Dataset (called once Ray runs); arrays are read at once, so
-    that a bad file fails before Ray starts."""
-    if source.is_dir() or source.suffix.lower() in IMAGE_SUFFIXES:
+def _input_dataset(source: Path, labels: Optional[Path], label_dirs: bool, model: Model):
+    """A function making the input Dataset once Ray runs, and the column of its images. A file
+    is read here, by pyttfs.read_images (so that a bad file fails before Ray starts); a folder
+    is read by the workers, as encoded bytes that the predictor decodes."""
+    if source.is_dir():
         if labels is not None:
-            raise ValueError("--labels goes with a .npy or IDX input; for image folders named "
-                             "by class use --label-dirs")
+            raise ValueError("--labels goes with a file of images; for a folder whose "
+                             "sub-folders are named by class use --label-dirs")
+        extensions = [suffix[1:] for suffix in IMAGE_SUFFIXES]
 
-        def images() -> "ray.data.Dataset":
-            dataset = ray.data.read_images(str(source), mode="L" if channels == 1 else "RGB",
-                                           include_paths=True,
-                                           file_extensions=[s[1:] for s in IMAGE_SUFFIXES])
+        def files() -> "ray.data.Dataset":
+            dataset = ray.data.read_binary_files(
+                str(source), include_paths=True,
+                file_extensions=extensions + [e.upper() for e in extensions])
             return dataset.map_batches(_labels_from_folders, batch_format="numpy") \
                 if label_dirs else dataset
 
-        return images
+        return files, "bytes"
     if label_dirs:
         raise ValueError("--label-dirs goes with a folder of images")
-    array = _read_array(source)
-    label_array = None if labels is None else _read_array(labels)
-    if label_array is not None and label_array.shape != (len(array),):
-        raise ValueError(f"{labels}: labels of shape {label_array.shape}; expected one per "
-                         f"image of {source}: ({len(array)},)")
-    return lambda: from_arrays(array, label_array)
+    array = read_images(source, model)
+    label_array = None if labels is None else read_labels(labels)
+    if label_array is not None and len(label_array) != len(array):
+        raise ValueError(f"{labels}: {len(label_array)} labels for the {len(array)} images of "
+                         f"{source}")
+    return (lambda: from_arrays(array, label_array)), "image"
 
 
 def _labels_from_folders(batch: Batch) -> Batch:
@@ -428,6 +408,19 @@ def _labels_from_folders(batch: Batch) -> Batch:
     return batch
 
 
+def _first_cause(error: BaseException) -> BaseException:
+    """The user's exception inside Ray's wrappers (RayTaskError, UserCodeException): the
+    library's message without the worker's traceback."""
+    seen, current = set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not isinstance(current, ray.exceptions.RayError) and \
+                isinstance(current, (ValueError, TtfsError, KeyError)):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__
+    return error
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pyttfs.ray",
@@ -437,8 +430,9 @@ def _parser() -> argparse.ArgumentParser:
                     "prediction, potentials or top-k) with Ray's writers and prints a summary.")
     parser.add_argument("model", type=Path, help="the .ttfs model file")
     parser.add_argument("input", type=Path,
-                        help="a folder (searched recursively) or file of PNG/JPEG images, a .npy "
-                             "array (n, h, w[, c]), or an IDX file (gzipped or not)")
+                        help="a folder of PNG/JPEG images (searched recursively, read by the "
+                             "workers), or a file read as pyttfs.read_images reads it: one "
+                             "PNG/JPEG image, a .npy array, an IDX file (gzipped or not)")
     parser.add_argument("output", help="the folder Ray writes the results to")
     parser.add_argument("--address", default=None,
                         help="an existing Ray cluster (as for ray.init; default: start a local "
@@ -454,7 +448,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=ENGINES, default="analytic",
                         help="(default: %(default)s)")
     parser.add_argument("--labels", type=Path, default=None,
-                        help="labels for a .npy/IDX input (.npy or IDX): prints the accuracy")
+                        help="labels for a file input (IDX1 or .npy, as pyttfs.read_labels "
+                             "reads them): prints the accuracy")
     parser.add_argument("--label-dirs", action="store_true",
                         help="an image folder has one sub-folder per class, named by the class "
                              "index: prints the accuracy")
@@ -463,6 +458,11 @@ def _parser() -> argparse.ArgumentParser:
                              "potentials")
     parser.add_argument("--spike-counts", action="store_true",
                         help="write the spike count of every neuron layer")
+    parser.add_argument("--resize", action="store_true",
+                        help="resize images of another size to the model's (area average, as "
+                             "ttfs-infer --resize); without it they are an error")
+    parser.add_argument("--allow-unscaled", action="store_true",
+                        help="accept float inputs outside [0, 1] (see Session.run)")
     parser.add_argument("--format", choices=("parquet", "json"), default="parquet",
                         help="Ray's writer for the output: Parquet (float32 potentials exact) "
                              "or JSON Lines (15 decimal places) (default: %(default)s)")
@@ -471,28 +471,41 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if not log.handlers:  # this module's lines (the plan, fallbacks) on the terminal
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    handler = logging.StreamHandler()  # this module's lines (the plan, fallbacks) on stderr
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    level, log.level = log.level, logging.INFO
+    # A failing batch raises the predictor's own exception (the library's message) rather than
+    # Ray Data's UserCodeException, whose text is the worker's traceback.
+    context = ray.data.DataContext.get_current()
+    original, context.raise_original_map_exception = context.raise_original_map_exception, True
     try:
-        with Model(args.model) as model:
-            channels = model.input_shape[2]
+        return _run(args)
+    finally:
+        context.raise_original_map_exception = original
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    try:
         if not args.input.exists():
             raise ValueError(f"{args.input}: no such file or folder")
-        make_dataset = _input_dataset(args.input, args.labels, args.label_dirs, channels)
+        with Model(args.model) as model:
+            make_dataset, column = _input_dataset(args.input, args.labels, args.label_dirs,
+                                                  model)
         if not ray.is_initialized():
             if args.address is None:
                 ray.init(include_dashboard=False)  # a local Ray for this command
             else:
                 ray.init(address=args.address)
-        started = time.perf_counter()
         dataset = make_dataset()
         results = predict(dataset, args.model, workers=args.workers, threads=args.threads,
                           batch_size=args.batch_size, backend=args.backend, engine=args.engine,
                           top_k=args.top_k, spike_counts=args.spike_counts,
-                          keep_images=False).materialize()
+                          image_column=column, keep_images=False, resize=args.resize,
+                          allow_unscaled=args.allow_unscaled).materialize()
         seconds = time.perf_counter() - started
         count, correct, labelled = 0, 0, False
         for batch in results.iter_batches(batch_format="numpy", batch_size=None):
@@ -508,14 +521,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             results.write_parquet(args.output)
         written = time.perf_counter() - written
-    except (ValueError, OSError, TtfsError) as error:
+    except ray.exceptions.RayError as error:  # before ValueError: Ray's errors derive from both
+        # Ray Data appends its retry advice to the message ("\nFailed to apply UDF ..."): cut.
+        message = str(_first_cause(error)).split("\nFailed to apply ", 1)[0]
+        print(f"python -m pyttfs.ray: the job failed: {message}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, TtfsError) as error:  # ImageReadError is a ValueError
         print(f"python -m pyttfs.ray: error: {error}", file=sys.stderr)
         return 2
-    except ray.exceptions.RayError as error:
-        print(f"python -m pyttfs.ray: the job failed: {error}", file=sys.stderr)
-        return 1
-    print(f"images: {count}  read and run in {seconds:.1f} s: {count / seconds:.0f} images/s "
-          "(Ray's start-up included)")
+    print(f"images: {count} in {seconds:.1f} s: {count / seconds:.0f} images/s (reading, Ray's "
+          "start-up and the workers' included; writing not)")
     if labelled:
         print(f"accuracy: {100.0 * correct / max(count, 1):.2f} % ({correct} / {count})")
     print(f"output: {args.output} ({args.format}, written in {written:.1f} s)")

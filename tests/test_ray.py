@@ -8,6 +8,7 @@ labels committed in models/, as arrays, IDX, .npy, PNG files and encoded bytes.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ def idx_array(path: Path) -> np.ndarray:
 
 
 IMAGES = idx_array(IMAGES_IDX)  # (100, 28, 28)
+MODEL_SHAPE = (28, 28, 1)
 LABELS = idx_array(LABELS_IDX).astype(np.int64)
 
 
@@ -235,30 +237,38 @@ def test_predictor_outputs_without_ray(reference):
 
 
 def test_predictor_rows_of_different_shapes_and_encoded_bytes(reference):
+    """Object columns are read row by row as pyttfs.read_images reads files: the same
+    decoding, channel conversion, size check and messages (naming the row's path)."""
     expected = reference["analytic"]
     predictor = pray.Predictor(MODEL, backend="cpu", keep_images=False)
+    paths = np.array(["a", "b", "c.png", "d.png"])
     rows = np.empty(4, dtype=object)
     rows[0] = IMAGES[0]                       # (h, w)
     rows[1] = IMAGES[1][..., np.newaxis]      # (h, w, 1)
     encoded = []
     for image in IMAGES[2:4]:
-        stream = __import__("io").BytesIO()
-        PIL_Image.fromarray(image).convert("RGB").save(stream, format="PNG")  # grey -> L again
+        stream = io.BytesIO()
+        PIL_Image.fromarray(image).convert("RGB").save(stream, format="PNG")  # gray as RGB
         encoded.append(stream.getvalue())
     rows[2], rows[3] = encoded
-    out = predictor({"path": np.array(["a", "b", "c", "d"]), "image": rows})
+    out = predictor({"path": paths, "image": rows})
     assert "image" not in out
     np.testing.assert_array_equal(out["prediction"], expected["prediction"][:4])
     np.testing.assert_array_equal(out["potentials"].view(np.uint32),
                                   expected["potentials"][:4].view(np.uint32))
+
     rows[1] = np.zeros((28, 27, 1), np.uint8)
-    with pytest.raises(pray.ImageError, match=r"image b: shape \(28, 27, 1\); the model takes "
-                                              r"\(28, 28, 1\)"):
-        predictor({"path": np.array(["a", "b", "c", "d"]), "image": rows})
+    with pytest.raises(pyttfs.ImageReadError, match=r"^b: the image is 28x27 but the model "
+                                                    r"expects 28x28 inputs"):
+        predictor({"path": paths, "image": rows})
+    resizing = pray.Predictor(MODEL, backend="cpu", resize=True)
+    assert resizing({"path": paths, "image": rows})["prediction"].shape == (4,)
     rows[1] = IMAGES[1]
-    rows[3] = b"\x89PNG not really"
-    with pytest.raises(pray.ImageError, match="image d: cannot identify image file"):
-        predictor({"path": np.array(["a", "b", "c", "d"]), "image": rows})
+    rows[3] = b"\x89PNG\r\n\x1a\n not really"
+    with pytest.raises(pyttfs.ImageReadError, match=r"^d.png: cannot decode the image"):
+        predictor({"path": paths, "image": rows})
+    with pytest.raises(pyttfs.ImageReadError, match=r"^image 7: cannot decode the image"):
+        predictor({"index": np.array([7]), "image": np.array([b"GIF89a"], dtype=object)})
     with pytest.raises(KeyError, match="no column 'pixels' in the batch"):
         pray.Predictor(MODEL, backend="cpu", image_column="pixels")({"image": IMAGES})
 
@@ -297,22 +307,6 @@ def test_predictor_cuda_falls_back_with_a_log_line(caplog, reference):
     with caplog.at_level(logging.INFO, logger="pyttfs.ray"):
         assert pray.Predictor(MODEL, backend="auto").backend == "cpu"
     assert caplog.records == []  # no GPU asked for, none given: nothing to say
-
-
-def test_read_array_idx_gz_npy(tmp_path):
-    packed = tmp_path / "images.idx.gz"
-    packed.write_bytes(gzip.compress(IMAGES_IDX.read_bytes()))
-    np.testing.assert_array_equal(pray._read_array(packed), IMAGES)
-    np.save(tmp_path / "images.npy", IMAGES[..., np.newaxis])
-    np.testing.assert_array_equal(pray._read_array(tmp_path / "images.npy"),
-                                  IMAGES[..., np.newaxis])
-    short = tmp_path / "short.idx"
-    short.write_bytes(IMAGES_IDX.read_bytes()[:-5])
-    with pytest.raises(ValueError, match=r"short.idx: the IDX header says 100x28x28 = 78400 "
-                                         r"bytes of data, the file has 78395"):
-        pray._read_array(short)
-    with pytest.raises(ValueError, match=r"mnist.ttfs: not an IDX file .* nor a .npy file"):
-        pray._read_array(MODEL)
 
 
 # ---- On the module's local Ray ----------------------------------------------------------------
@@ -393,16 +387,16 @@ def test_bad_image_fails_the_job_with_the_library_message(cluster):
     bad[42, 3, 4] = 300  # no pixel value
     with pyttfs.Model(MODEL) as model, model.session(backend="cpu") as session:
         with pytest.raises((ValueError, pyttfs.TtfsError)) as expected:
-            session.run(bad[40:45, ..., np.newaxis])
+            session.run(bad[40:45])  # (n, h, w), as the Ray batch
     message = str(expected.value)
     dataset = pray.predict(pray.from_arrays(bad, rows_per_block=5), MODEL, workers=1, batch_size=5,
                            backend="cpu")
     outcome, seconds = run_with_timeout(dataset.materialize, 180)
     print(f"failed after {seconds:.1f} s")
     assert "error" in outcome, "the job succeeded with a bad image"
-    assert f"pyttfs.ray.ImageError: " in str(outcome["error"])
-    assert message in str(outcome["error"])
-    assert re.search(r"images \d+, \d+, \d+, \.\.\. \(5 rows\): ", str(outcome["error"]))
+    # Ray Data's UserCodeException carries the worker's traceback as text.
+    assert f"pyttfs.ray.ImageError: images 40, 41, 42, ... (5 rows): {message}\n" in \
+        str(outcome["error"])
 
 
 def test_cli_png_folder(cluster, reference, png_dir, tmp_path, capsys):
@@ -415,8 +409,8 @@ def test_cli_png_folder(cluster, reference, png_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     correct = int(np.count_nonzero(expected["prediction"] == LABELS))
     assert f"accuracy: {correct:.2f} % ({correct} / 100)" in printed  # 100 images: % == count
-    assert re.search(r"^images: 100  read and run in \d+\.\d s: \d+ images/s \(Ray's start-up "
-                     r"included\)$", printed, re.M)
+    assert re.search(r"^images: 100 in \d+\.\d s: \d+ images/s \(reading, Ray's start-up and "
+                     r"the workers' included; writing not\)$", printed, re.M)
     records = [json.loads(line) for path in sorted(out.iterdir())
                for line in path.read_text().splitlines()]
     assert len(records) == 100
@@ -434,31 +428,61 @@ def test_cli_png_folder(cluster, reference, png_dir, tmp_path, capsys):
 
 
 def test_cli_errors(cluster, tmp_path, capsys):
+    """Bad inputs found before any job starts: exit 2 and the library's message."""
     short = tmp_path / "short.idx"
     short.write_bytes(IMAGES_IDX.read_bytes()[:-1])
+    expected = {}
+    for name, read in (("short", lambda: pyttfs.read_images(short, MODEL_SHAPE)),
+                       ("labels", lambda: pyttfs.read_labels(IMAGES_IDX)),
+                       ("model", lambda: pyttfs.Model(CORRUPT))):
+        with pytest.raises((ValueError, pyttfs.TtfsError)) as error:
+            read()
+        expected[name] = str(error.value)
     cases = [
-        ([str(CORRUPT), str(IMAGES_IDX)], "TTFS_ERR_BAD_CRC"),
-        ([str(MODEL), str(short)], "short.idx: the IDX header says 100x28x28"),
-        ([str(MODEL), str(tmp_path / "nothing")], "nothing: no such file or folder"),
-        ([str(MODEL), str(IMAGES_IDX), "--labels", str(IMAGES_IDX)],
-         "mnist-test-100-images.idx: labels of shape (100, 28, 28); expected one per image of "),
+        ([str(CORRUPT), str(IMAGES_IDX)], expected["model"]),
+        ([str(MODEL), str(short)], expected["short"]),
+        ([str(MODEL), str(IMAGES_IDX), "--labels", str(IMAGES_IDX)], expected["labels"]),
+        ([str(MODEL), str(tmp_path / "nothing")], f"{tmp_path / 'nothing'}: no such file or folder"),
+        ([str(MODEL), str(IMAGES_IDX), "--label-dirs"],
+         "--label-dirs goes with a folder of images"),
     ]
     for args, message in cases:
         assert pray.main(args + [str(tmp_path / "out")]) == 2, args
-        assert message in capsys.readouterr().err, args
+        assert f"python -m pyttfs.ray: error: {message}\n" == capsys.readouterr().err, args
     with pytest.raises(SystemExit):
         pray.main([str(MODEL)])
 
 
+def test_cli_bad_image_in_a_folder_fails_the_job(cluster, png_dir, tmp_path, capsys):
+    """A file that is not an image, found by a worker: the job fails (exit 1) with the
+    library's message naming the file, under a watchdog."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("000.png", "001.png"):
+        (folder / name).write_bytes((png_dir / "7" / name).read_bytes() if name == "000.png"
+                                    else b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(pyttfs.ImageReadError) as expected:
+        pyttfs.read_images(folder / "001.png", MODEL_SHAPE)
+    outcome, seconds = run_with_timeout(
+        lambda: pray.main([str(MODEL), str(folder), str(tmp_path / "out"), "--backend", "cpu"]),
+        180)
+    print(f"failed after {seconds:.1f} s")
+    assert outcome.get("value") == 1
+    assert capsys.readouterr().err.endswith(
+        f"python -m pyttfs.ray: the job failed: {expected.value}\n")
+
+
 def test_cli_idx_on_a_cluster_address(cluster, reference, tmp_path):
     """A second driver: the command line in its own process, joining the module's Ray by
-    address; IDX images and labels, Parquet output with spike counts."""
+    address; gzipped IDX images, IDX labels, Parquet output with spike counts."""
     expected = reference["analytic"]
     out = tmp_path / "idx-out"
+    packed = tmp_path / "images.idx.gz"
+    packed.write_bytes(gzip.compress(IMAGES_IDX.read_bytes()))
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "pyttfs.ray", str(MODEL), str(IMAGES_IDX),
+    result = subprocess.run([sys.executable, "-m", "pyttfs.ray", str(MODEL), str(packed),
                              str(out), "--address", cluster["address"], "--labels",
                              str(LABELS_IDX), "--backend", "cpu", "--workers", "2",
                              "--batch-size", "30", "--spike-counts"],
