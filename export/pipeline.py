@@ -51,13 +51,20 @@ class Options:
     """
 
     run_dir: Path = Path("runs/mnist")
-    mnist: Optional[str] = None  # directory of IDX files; default: see export.datasets
-    keras_model: Optional[str] = None  # a user's saved .keras instead of training
+    dataset: Optional[str] = None  # export.datasets.load_dataset spec; None: what train used
+    data_dir: Optional[str] = None  # mnist / fashion-mnist IDX directory; default: see datasets
+    validation_size: Optional[int] = None  # default: 5000 (MNIST, Fashion-MNIST) or 10 %
+    keras_model: Optional[str] = None  # a user's saved .keras / .h5 instead of training
+    keras_input_scale: str = "auto"  # "auto" | "1" | "255": the pixel range the ANN expects
+    arch: str = "reference"  # "reference" (the MNIST CNN) | "vgg" (export.keras_model.vgg_cnn)
+    vgg_layout: str = "32,32,M,64,64,M,128,128,M"
+    vgg_dense: str = "256"
     epochs: int = 15
     batch_size: int = 100
     learning_rate: float = 1e-3
     seed: int = 0
     augment_shift: int = 0  # random translation of training images, pixels (0: reference)
+    augment_flip: bool = False  # random left-right mirroring of training images
     cosine_decay: bool = False  # cosine learning-rate decay (False: reference, constant)
     keep: str = "best"  # "best" validation epoch (reference) or the "last" epoch
     train_images: Optional[int] = None  # use only the first N training images (tests, demos)
@@ -71,8 +78,9 @@ class Options:
     readout: str = "vmem"
     time_fire_start: int = 80
     time_fire_duration: int = 80
-    time_steps: int = 400
+    time_steps: Optional[int] = None  # None: max(400, D*T_s + T_d), D the output depth
     vth0: float = 1.0
+    tau: float = 20.0  # initial tau_fire of every neuron layer (ALGORITHM.md: 20)
     tc_rule: str = "paper"
     tc_passes: int = 6
     tc_images: int = 10000
@@ -123,22 +131,52 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _data(options: Options):
-    from export.datasets import load_mnist
+def dataset_spec(options: Options) -> tuple:
+    """(dataset spec, data_dir) for a step: the options' own, else what `train` recorded in
+    train.json, else MNIST."""
+    if options.dataset is not None:
+        return options.dataset, options.data_dir
+    train_path = Path(options.run_dir) / TRAIN_FILE
+    if train_path.is_file():
+        record = _read_json(train_path)
+        if "dataset_spec" in record:
+            return record["dataset_spec"], options.data_dir or record.get("data_dir")
+    return "mnist", options.data_dir
 
-    data = load_mnist(options.mnist)
+
+def load_data(options: Options, for_train: bool = False):
+    """The dataset of this run (see dataset_spec; `train` defaults to MNIST), with
+    --train-images applied."""
+    from export.datasets import load_dataset
+
+    spec, data_dir = ((options.dataset or "mnist", options.data_dir) if for_train
+                      else dataset_spec(options))
+    data = load_dataset(spec, data_dir=data_dir, validation_size=options.validation_size,
+                        progress=options.progress)
     if options.train_images is not None:
         data = dataclasses.replace(data, train=data.train.take(options.train_images))
     return data
 
 
+_data = load_data
+
+
+def keras_input_scale(options: Options) -> float:
+    """The pixel scale the run's Keras model expects (recorded by `train`): 1.0 or 255.0."""
+    train_path = Path(options.run_dir) / TRAIN_FILE
+    if train_path.is_file():
+        return float(_read_json(train_path).get("keras_input_scale", 1.0))
+    return 1.0
+
+
 def _ann_layers(options: Options):
-    """The trained ANN of the run directory, BN-fused."""
-    from export.convert import fuse_batch_norm
+    """The trained ANN of the run directory, lowered to the converter's layers (BN, pooling,
+    input scaling folded)."""
+    from export.convert import lower_keras_model
     from export.keras_model import load_user_model
 
     model = load_user_model(_require(options.run_dir / ANN_FILE, "train"))
-    return model, fuse_batch_norm(model)
+    return model, lower_keras_model(model, input_scale=keras_input_scale(options))
 
 
 def _normalised_layers(options: Options):
@@ -152,37 +190,92 @@ def _normalised_layers(options: Options):
 # ---- Steps ----------------------------------------------------------------------------------
 
 
+def _check_model_fits(model, data, where: str) -> None:
+    """The Keras model's input shape and class count against the dataset's."""
+    input_shape = tuple(int(v) for v in model.inputs[0].shape[1:])
+    if input_shape != data.input_shape:
+        raise ValueError(f"{where}: takes {'x'.join(map(str, input_shape))} inputs, but the "
+                         f"dataset {data.name} has {'x'.join(map(str, data.input_shape))} "
+                         "images; expected the same height, width and channels")
+    outputs = int(model.outputs[0].shape[-1])
+    if outputs != data.num_classes:
+        raise ValueError(f"{where}: has {outputs} outputs, but the dataset {data.name} has "
+                         f"{data.num_classes} classes ({', '.join(data.class_names)}); expected "
+                         "one output per class")
+
+
+def _vgg_dense(text: str):
+    text = str(text).strip().lower()
+    if text in ("", "none", "0"):
+        return ()
+    try:
+        units = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        units = ()
+    if not units or min(units) < 1:
+        raise ValueError(f"--vgg-dense {text!r}: expected positive unit counts, comma-separated, "
+                         "or none")
+    return units
+
+
 def step_train(options: Options) -> dict:
-    """Train the reference CNN (or take the user's .keras) and record its accuracy."""
-    from export.keras_model import evaluate, load_user_model, reference_cnn, train
+    """Train the reference CNN or the VGG-style CNN (or take the user's Keras model) on the
+    dataset and record its accuracy."""
+    from export.keras_model import (evaluate, load_user_model, reference_cnn, starts_with_rescaling,
+                                    train, vgg_cnn)
 
     options.run_dir.mkdir(parents=True, exist_ok=True)
-    data = _data(options)
+    data = load_data(options, for_train=True)
+    spec, data_dir = options.dataset or "mnist", options.data_dir
     target = options.run_dir / ANN_FILE
-    record: dict = {"dataset": data.source, "dataset_kind": data.kind}
+    record: dict = {"dataset": data.source, "dataset_kind": data.kind,
+                    "dataset_spec": spec, "data_dir": data_dir,
+                    "dataset_info": data.describe()}
+    _say(f"[train] {data.summary()}")
     if options.keras_model:
         _say(f"[train] using the user's model {options.keras_model}")
         model = load_user_model(options.keras_model)
+        _check_model_fits(model, data, f"{options.keras_model}")
+        if options.keras_input_scale == "auto":
+            scale = 255.0 if starts_with_rescaling(model) else 1.0
+        else:
+            scale = float(options.keras_input_scale)
         model.save(target)
-        record.update(source=str(options.keras_model), epochs=0)
+        record.update(source=str(options.keras_model), epochs=0, keras_input_scale=scale)
     else:
-        _say(f"[train] reference CNN, {options.epochs} epoch(s), batch {options.batch_size}, "
+        if options.keras_input_scale not in ("auto", "1"):
+            raise ValueError(f"--keras-input-scale {options.keras_input_scale}: only for "
+                             "--keras-model (the networks trained here take [0, 1] inputs)")
+        if options.arch == "vgg":
+            model = vgg_cnn(data.input_shape, data.num_classes, layout=options.vgg_layout,
+                            dense=_vgg_dense(options.vgg_dense), seed=options.seed)
+            arch = f"VGG-style CNN ({options.vgg_layout}; dense {options.vgg_dense})"
+        elif options.arch == "reference":
+            model = reference_cnn(seed=options.seed, input_shape=data.input_shape,
+                                  num_classes=data.num_classes)
+            arch = "reference CNN"
+        else:
+            raise ValueError(f"--arch {options.arch!r}: expected reference or vgg")
+        _say(f"[train] {arch}, {options.epochs} epoch(s), batch {options.batch_size}, "
              f"learning rate {options.learning_rate}, seed {options.seed}, "
              f"{len(data.train)} training images")
-        model = reference_cnn(seed=options.seed)
         history = train(model, data, epochs=options.epochs, batch_size=options.batch_size,
                         learning_rate=options.learning_rate, seed=options.seed,
                         checkpoint=target, verbose=1 if options.progress else 2,
-                        augment_shift=options.augment_shift,
+                        augment_shift=options.augment_shift, augment_flip=options.augment_flip,
                         cosine_decay=options.cosine_decay, keep=options.keep)
-        record.update(source="reference_cnn", epochs=options.epochs,
+        record.update(source="reference_cnn" if options.arch == "reference" else "vgg_cnn",
+                      arch=options.arch, epochs=options.epochs,
                       batch_size=options.batch_size, learning_rate=options.learning_rate,
-                      augment_shift=options.augment_shift, cosine_decay=options.cosine_decay,
-                      keep=options.keep,
+                      augment_shift=options.augment_shift, augment_flip=options.augment_flip,
+                      cosine_decay=options.cosine_decay, keep=options.keep,
                       seed=options.seed, train_images=len(data.train),
                       best_epoch=history.best_epoch,
                       seconds=round(history.seconds, 1),
-                      history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+                      history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+                      keras_input_scale=1.0)
+        if options.arch == "vgg":
+            record.update(vgg_layout=options.vgg_layout, vgg_dense=options.vgg_dense)
     if options.quiet_background:
         from export.quiet import fine_tune
 
@@ -201,8 +294,10 @@ def step_train(options: Options) -> dict:
         _say(f"[train] quiet background: test accuracy {100 * quiet['before']['test_accuracy']:.2f}"
              f" % before, {100 * quiet['clipped']['test_accuracy']:.2f} % with the biases "
              f"clipped, {100 * quiet['after']['test_accuracy']:.2f} % after fine-tuning")
-    record["val_accuracy"] = evaluate(model, data.val.images, data.val.labels)
-    record["test_accuracy"] = evaluate(model, data.test.images, data.test.labels)
+    scale = record["keras_input_scale"]
+    record["val_accuracy"] = evaluate(model, data.val.images, data.val.labels, input_scale=scale)
+    record["test_accuracy"] = evaluate(model, data.test.images, data.test.labels,
+                                       input_scale=scale)
     _write_json(options.run_dir / TRAIN_FILE, record)
     _say(f"[train] ANN accuracy: validation {100 * record['val_accuracy']:.2f} %, "
          f"test {100 * record['test_accuracy']:.2f} % -> {target}")
@@ -240,6 +335,42 @@ def _metadata(options: Options, **extra) -> dict:
     return meta
 
 
+def _dataset_record(options: Options) -> dict:
+    """What train.json says about the dataset (MNIST for runs made before it said more)."""
+    from export.datasets import MNIST_CLASS_NAMES
+
+    train_path = options.run_dir / TRAIN_FILE
+    record = _read_json(train_path) if train_path.is_file() else {}
+    info = dict(record.get("dataset_info") or {})
+    info.setdefault("name", "MNIST")
+    info.setdefault("kind", record.get("dataset_kind", ""))
+    info.setdefault("classes", list(MNIST_CLASS_NAMES))
+    info.setdefault("scaling", {"stored": "uint8 0..255", "divisor": 255.0,
+                                "network_input": "float32(byte) / 255, in [0, 1]"})
+    return info
+
+
+def _model_facts(options: Options, lowered) -> dict:
+    """Metadata every model file of the run carries: dataset, classes, input scaling, folds.
+    No paths of the machine that made it (a model file may be shared)."""
+    info = _dataset_record(options)
+    weight_layers = [l.name for l in lowered if l.kind in ("conv2d", "dense")]
+    scale = float(getattr(lowered, "input_scale", 1.0))
+    return {
+        "dataset": f"{info['name']}, {info['kind']}" if info.get("kind") else info["name"],
+        "classes": list(info["classes"]),
+        "input_scaling": {
+            "network_input": info["scaling"]["network_input"],
+            "uint8_divisor": 255.0,
+            "keras_model_input_scale": scale,
+            "note": ("the Keras model expects 0-255 pixels; that scale is folded into "
+                     f"'{weight_layers[0]}'" if scale != 1.0 else
+                     "the Keras model takes the same [0, 1] inputs as the SNN")},
+        "conversion_notes": list(getattr(lowered, "notes", [])),
+        "output_relu": bool(getattr(lowered, "output_relu", False)),
+    }
+
+
 def _spec_choices(spec) -> dict:
     """The conversion choices as the model file holds them (not as today's options say), so a
     step re-run with other options cannot mislabel a model converted earlier."""
@@ -254,20 +385,33 @@ def _spec_choices(spec) -> dict:
 
 def step_convert(options: Options) -> ttfs_format.ModelSpec:
     """BN fusion, normalisation, and the untrained SNN (tau 20, td 0) as converted.ttfs."""
-    from export.convert import to_model_spec
+    from export.convert import time_steps_for, to_model_spec
+
+    from export.convert import normalise
 
     stats = _read_json(_require(options.run_dir / STATS_FILE, "stats"))
-    model, layers = _normalised_layers(options)
+    model, lowered = _ann_layers(options)
+    layers = normalise(lowered, stats["lambdas"])
     input_shape = tuple(int(v) for v in model.input_shape[1:])
+    steps = options.time_steps
+    if steps is None:
+        depth = sum(1 for layer in layers if layer.kind in ("conv2d", "dense"))
+        steps = time_steps_for(depth, options.time_fire_start, options.time_fire_duration,
+                               options.readout)
     spec = to_model_spec(layers, input_shape, pool_mode=options.pool_mode,
                          readout=options.readout, time_fire_start=options.time_fire_start,
                          time_fire_duration=options.time_fire_duration,
-                         time_steps=options.time_steps, vth0=options.vth0,
-                         metadata=_metadata(options, lambdas=stats["lambdas"]))
+                         time_steps=steps, vth0=options.vth0, tau=options.tau,
+                         metadata=_metadata(options, lambdas=stats["lambdas"], time_steps=steps,
+                                            **_model_facts(options, lowered)))
     path = options.run_dir / CONVERTED_FILE
     ttfs_format.write_model(spec, path)
-    _say(f"[convert] {len(spec.layers)} layers, pool mode {options.pool_mode}, readout "
-         f"{options.readout} -> {path}")
+    depth = max(layer.depth for layer in spec.layers)
+    _say(f"[convert] {len(spec.layers)} layers ({depth + 1} with neurons, output depth {depth}), "
+         f"pool mode {options.pool_mode}, readout {options.readout}, {spec.time_steps} time "
+         f"steps -> {path}")
+    for note in getattr(lowered, "notes", []):
+        _say(f"[convert] {note}")
     return spec
 
 
@@ -357,9 +501,10 @@ def snn_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray, *,
 def step_export(options: Options) -> dict:
     """The final model file, its report, and the test set in the CLI's formats."""
     from export import efficiency
-    from export.datasets import write_image_bin, write_mnist_idx
+    from export.datasets import write_image_bin, write_split_idx
 
     trained = ttfs_format.read_model(_require(options.run_dir / TRAINED_FILE, "train-tc"))
+    carried = trained.metadata if isinstance(trained.metadata, dict) else {}
     train_record = _read_json(_require(options.run_dir / TRAIN_FILE, "train"))
     stats = _read_json(_require(options.run_dir / STATS_FILE, "stats"))
     tc = _read_json(_require(options.run_dir / TC_FILE, "train-tc"))
@@ -371,7 +516,11 @@ def step_export(options: Options) -> dict:
         "ann_val_accuracy": train_record["val_accuracy"],
         "ann_test_accuracy": train_record["test_accuracy"],
         # no paths of the machine that made it inside a model file that may be shared
-        "dataset": "MNIST, " + train_record.get("dataset_kind", "")}
+        "dataset": carried.get("dataset", "MNIST, " + train_record.get("dataset_kind", ""))}
+    for key in ("classes", "input_scaling", "conversion_notes", "output_relu"):
+        if key in carried:
+            trained.metadata[key] = carried[key]
+    classes = list(carried.get("classes") or _dataset_record(options)["classes"])
     model_path = options.run_dir / MODEL_FILE
     ttfs_format.write_model(trained, model_path)
 
@@ -382,7 +531,7 @@ def step_export(options: Options) -> dict:
 
     data_dir = options.run_dir / "data"
     data_dir.mkdir(exist_ok=True)
-    files = write_mnist_idx(data_dir, data.test, prefix="test")
+    files = write_split_idx(data_dir, data.test, prefix="test")
     write_image_bin(data_dir / "test-0.bin", data.test.as_float32()[0])
 
     report = {
@@ -399,6 +548,10 @@ def step_export(options: Options) -> dict:
         "efficiency": efficiency.efficiency_record(
             trained, snn_val["spikes_per_image"], snn_val["synaptic_operations_per_image"],
             efficiency.blank_image_spikes(model_path)),
+        "classes": classes,
+        "per_class_validation": per_class_accuracy(snn_val["predictions"], val.labels, classes),
+        "input_scaling": carried.get("input_scaling"),
+        "conversion_notes": carried.get("conversion_notes", []),
         "files": {k: str(v) for k, v in files.items()},
     }
     _write_json(options.run_dir / REPORT_JSON, report)
@@ -406,6 +559,18 @@ def step_export(options: Options) -> dict:
     _say(f"[export] {model_path}: SNN validation accuracy "
          f"{100 * snn_val['accuracy']:.2f} % (ANN {100 * train_record['val_accuracy']:.2f} %)")
     return report
+
+
+def per_class_accuracy(predictions, labels, classes) -> List[dict]:
+    """Per class: its name, how many images, and the share predicted right."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    rows = []
+    for index, name in enumerate(classes):
+        mask = labels == index
+        rows.append({"class": index, "name": str(name), "images": int(mask.sum()),
+                     "accuracy": float((predictions[mask] == index).mean()) if mask.any()
+                     else None})
+    return rows
 
 
 def _report_markdown(report: dict) -> str:
@@ -437,7 +602,19 @@ def _report_markdown(report: dict) -> str:
         "|" + "---|" * len(efficiency.EFFICIENCY_HEADER),
         *["| " + " | ".join(row) + " |"
           for row in efficiency.efficiency_rows(report["efficiency"])], "",
+        "## SNN validation accuracy per class", "",
+        "| class | name | images | accuracy |", "|---|---|---|---|",
+        *[f"| {r['class']} | {r['name']} | {r['images']} | "
+          + ("n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f} %") + " |"
+          for r in report.get("per_class_validation", [])], "",
     ]
+    scaling = report.get("input_scaling")
+    if scaling:
+        lines += ["## Input", "", f"- network input: {scaling['network_input']} (uint8 images "
+                  f"are divided by {scaling['uint8_divisor']:g})", f"- {scaling['note']}", ""]
+    if report.get("conversion_notes"):
+        lines += ["## What the conversion folded", "",
+                  *[f"- {note}" for note in report["conversion_notes"]], ""]
     if snn.get("no_output_spike") is not None:
         lines += [f"Images with no output spike (first_spike readout; the potential argmax "
                   f"decided them): {snn['no_output_spike']}", ""]

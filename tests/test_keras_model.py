@@ -73,7 +73,9 @@ def test_load_user_model_accepts_a_supported_model(tmp_path):
 
 
 @pytest.mark.parametrize("bad_layer, class_name, reason", [
-    (lambda: keras.layers.AveragePooling2D(2, name="avg"), "AveragePooling2D", "not supported"),
+    (lambda: keras.layers.Conv2DTranspose(2, 2, name="avg"), "Conv2DTranspose", "not supported"),
+    (lambda: keras.layers.LeakyReLU(name="avg"), "LeakyReLU", "not supported"),
+    (lambda: keras.layers.Reshape((12, 6, 1), name="avg"), "Reshape", "not supported"),
     (lambda: keras.layers.Activation("sigmoid", name="avg"), "Activation", "sigmoid"),
     (lambda: keras.layers.ReLU(max_value=6.0, name="avg"), "ReLU", "max_value"),
     (lambda: keras.layers.Conv2D(2, 2, activation="tanh", name="avg"), "Conv2D", "tanh"),
@@ -88,7 +90,8 @@ def test_load_user_model_rejects_unsupported_layers(tmp_path, bad_layer, class_n
     text = str(error.value)
     assert "'avg'" in text and class_name in text and reason in text
     assert str(path) in text
-    assert "supported layers: InputLayer, Conv2D, BatchNormalization" in text
+    assert "supported layers: InputLayer, Conv2D, Dense" in text
+    assert "AveragePooling2D, GlobalAveragePooling2D" in text
 
 
 def test_load_user_model_missing_file(tmp_path):
