@@ -461,7 +461,7 @@ MIN_TIME_STEPS = 400  # the reference's T; deeper networks get more
 
 def time_steps_needed(output_depth: int, time_fire_start: int, time_fire_duration: int,
                       readout: str = "vmem") -> int:
-    """The last step the output layer at `output_depth` uses, plus one (ALGORITHM.md section 3
+    """The last step the output layer at `output_depth` uses, plus one (docs/ALGORITHM.md section 3
     windows): the end of its integration window under vmem readout (it never fires), of its
     fire window under first_spike readout."""
     start = (output_depth - 1) * time_fire_start if readout != "first_spike" else \

@@ -80,7 +80,7 @@ class Options:
     time_fire_duration: int = 80
     time_steps: Optional[int] = None  # None: max(400, D*T_s + T_d), D the output depth
     vth0: float = 1.0
-    tau: float = 20.0  # initial tau_fire of every neuron layer (ALGORITHM.md: 20)
+    tau: float = 20.0  # initial tau_fire of every neuron layer (docs/ALGORITHM.md: 20)
     tc_rule: str = "paper"
     tc_passes: int = 6
     tc_images: int = 10000
