@@ -38,7 +38,8 @@ NUM_CLASSES = 10
 
 SUPPORTED_LAYERS = ("InputLayer", "Conv2D", "BatchNormalization", "ReLU", "Activation",
                     "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
-                    "GlobalMaxPooling2D", "ZeroPadding2D", "Rescaling", "Flatten", "Dense")
+                    "GlobalMaxPooling2D", "ZeroPadding2D", "Rescaling", "Flatten", "Dense",
+                    "Softmax")
 # Layers that are the identity at inference: dropped.
 IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianDropout",
                    "GaussianNoise", "AlphaDropout", "RandomFlip", "RandomTranslation",
@@ -198,7 +199,7 @@ def _layer_problem(layer) -> Optional[str]:
         return f"has data_format {config['data_format']!r}; expected 'channels_last'"
     if kind in ("Conv2D", "Dense"):
         activation = _activation_name(layer.activation)
-        if activation not in ("linear", "relu"):
+        if activation not in ("linear", "relu", "softmax"):  # softmax: output layer only
             return f"has activation {activation!r}; expected 'linear' or 'relu'"
     if kind == "Conv2D":
         if tuple(_pair(config.get("dilation_rate", (1, 1)))) != (1, 1):
@@ -208,7 +209,8 @@ def _layer_problem(layer) -> Optional[str]:
     if kind in ("Conv2D", "MaxPooling2D", "AveragePooling2D") \
             and config.get("padding") not in ("valid", "same"):
         return f"has padding {config.get('padding')!r}; expected 'valid' or 'same'"
-    if kind == "Activation" and _activation_name(layer.activation) not in ("relu", "linear"):
+    if kind == "Activation" and _activation_name(layer.activation) not in ("relu", "linear",
+                                                                           "softmax"):
         return f"is Activation({_activation_name(layer.activation)!r}); expected 'relu'"
     if kind == "ReLU":
         if (config.get("max_value") is not None or config.get("negative_slope", 0.0) != 0.0
@@ -282,9 +284,6 @@ def check_supported(model) -> List:
     if input_shape is None or len(input_shape) != 3 or None in input_shape:
         raise ValueError(f"model '{model.name}': input shape {input_shape}; expected a fixed "
                          "image shape (h, w, c)")
-    if input_shape[2] not in (1, 3):
-        raise ValueError(f"model '{model.name}': input shape {input_shape}; expected 1 "
-                         "(grayscale) or 3 (RGB) channels, channels last")
     return layers
 
 

@@ -51,10 +51,11 @@ class Lowered(list):
     """A list of AnnLayers plus what was folded on the way (notes) and output flags."""
 
     def __init__(self, layers=(), notes=(), output_relu: bool = False,
-                 input_scale: float = 1.0):
+                 input_scale: float = 1.0, output_softmax: bool = False):
         super().__init__(layers)
         self.notes = list(notes)
         self.output_relu = output_relu
+        self.output_softmax = output_softmax  # dropped: the layers give the logits
         self.input_scale = input_scale
 
 
@@ -210,6 +211,7 @@ class _Lowering:
         self.open: Optional[AnnLayer] = None  # the weight layer a BN/ReLU right after it joins
         self.nonnegative = True  # pixels and ReLU outputs; tracked to accept redundant ReLUs
         self.output_relu = False
+        self.output_softmax = False
         self.input_scale = float(input_scale)
         if not (np.isfinite(self.input_scale) and self.input_scale > 0):
             raise ValueError(f"input_scale {input_scale}; expected a finite value > 0 (1 for "
@@ -271,6 +273,7 @@ class _Lowering:
                                  "the output layer's activation")
             self.notes.append(f"softmax after the output layer '{self.open.name}' dropped: it "
                               "does not change the argmax readout")
+            self.output_softmax = True
             return
         if self.open is not None and not self.pending and not self.open.relu:
             self.open.relu = True
@@ -627,7 +630,8 @@ class _Lowering:
             # anyway, so the converted network differs from the Keras one where they go negative.
             warnings.warn(f"model '{self.name}': hidden layers {hidden_linear} have no ReLU; the "
                           "spiking network behaves as if they had one", stacklevel=3)
-        return Lowered(self.result, self.notes, self.output_relu, self.input_scale)
+        return Lowered(self.result, self.notes, self.output_relu, self.input_scale,
+                       self.output_softmax)
 
 
 def lower_keras_model(model, input_scale: float = 1.0) -> Lowered:
