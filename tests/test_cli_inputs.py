@@ -535,3 +535,34 @@ def test_python_info_of_a_damaged_file_is_one_error_line():
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("python -m pyttfs info: error: TTFS_ERR_BAD_CRC: ")
     assert str(damaged) in result.stderr
+
+
+def test_a_build_without_image_libraries_says_so(files, tmp_path):
+    """ttfs-infer compiled without libpng, libjpeg and zlib (CMake did not find them) still
+    builds, runs arrays, and names what it cannot read."""
+    import shutil
+
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on the PATH")
+    repo = Path(__file__).resolve().parent.parent
+    library_dir = Path(pyttfs.library_path).resolve().parent
+    program = tmp_path / "ttfs-infer-plain"
+    subprocess.run([compiler, "-std=c++17", "-O1", f"-I{repo / 'include'}", f"-I{repo / 'cuda'}",
+                    str(repo / "cuda" / "ttfs_infer.cpp"), str(repo / "cuda" / "cli_images.cpp"),
+                    f"-L{library_dir}", "-lttfs", f"-Wl,-rpath,{library_dir}", "-o", str(program)],
+                   check=True, timeout=300)
+    save_png(tmp_path / "digit.png", files["images"][1])
+    Image.fromarray(files["images"][1, :, :, 0], "L").save(tmp_path / "digit.jpg")
+    (tmp_path / "images.idx.gz").write_bytes(gzip.compress(files["idx"].read_bytes()))
+    for name, words in (("digit.png", ["built without PNG support", "libpng"]),
+                        ("digit.jpg", ["built without JPEG support", "libjpeg"]),
+                        ("images.idx.gz", ["gzipped", "built without zlib"])):
+        result = subprocess.run([str(program), str(files["vmem"]), str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and ERROR_LINE.fullmatch(result.stderr.strip()), result.stderr
+        for word in words:
+            assert word in result.stderr, (word, result.stderr)
+    plain = subprocess.run([str(program), str(files["vmem"]), str(files["idx"]), "--json"],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0 and json.loads(plain.stdout)["n"] == N
