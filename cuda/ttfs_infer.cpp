@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cctype>
 #include <cinttypes>
 #include <cmath>
 #include <cstdarg>
@@ -29,6 +30,7 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <dirent.h>     // directories of images
@@ -340,7 +342,6 @@ public:
     Stream(const Stream&) = delete;
     Stream& operator=(const Stream&) = delete;
 
-    const std::string& path() const { return path_; }
     std::string name() const { return stdin_ ? std::string("standard input") : quoted(path_); }
     bool gzipped() const { return gzipped_; }
     // The size of the data when the system knows it: plain regular files only.
@@ -678,7 +679,10 @@ private:
     void integers_as_pixels(size_t values, std::vector<uint8_t>& out) const {
         for (size_t i = 0; i < values; ++i) {
             const T value = load<T>(i);
-            if (value < T(0) || value > T(255)) {
+            bool outside;  // compared in 64 bits: T(255) would wrap for int8
+            if constexpr (std::is_signed<T>::value) outside = int64_t(value) < 0 || int64_t(value) > 255;
+            else outside = uint64_t(value) > 255;
+            if (outside) {
                 const std::string shown = std::is_signed<T>::value ? format("%lld", (long long)value)
                                                                    : format("%llu", (unsigned long long)value);
                 fail("images file " + stream_->name() + ": " + place(i) + " = " + shown + "; " +

@@ -208,14 +208,15 @@ def cli_potentials(model, images_arg, n, *extra, stdin=None):
     return scores, rows
 
 
-@pytest.mark.parametrize("name", ["u8.npy", "nhw.npy", "i64.npy", "u16_be.npy", "f32.npy",
-                                  "f64.npy", "images.idx3.gz", "png_dir", "jpeg_dir"])
+@pytest.mark.parametrize("name", ["u8.npy", "nhw.npy", "i64.npy", "u16_be.npy", "i8.npy",
+                                  "f32.npy", "f64.npy", "images.idx3.gz", "png_dir", "jpeg_dir"])
 def test_cli_and_read_images_agree(files, name):
     base, images = files["base"], files["images"]
     np.save(base / "u8.npy", images)
     np.save(base / "nhw.npy", images[..., 0])
     np.save(base / "i64.npy", images.astype(np.int64))
     np.save(base / "u16_be.npy", images.astype(">u2"))
+    np.save(base / "i8.npy", np.minimum(images, 127).astype(np.int8))  # int8 holds 0..127
     np.save(base / "f32.npy", images.astype(np.float32) / np.float32(255))
     np.save(base / "f64.npy", images.astype(np.float64) / 255)
     (base / "images.idx3.gz").write_bytes(gzip.compress(files["idx"].read_bytes()))
@@ -229,6 +230,8 @@ def test_cli_and_read_images_agree(files, name):
     array = pyttfs.read_images(path, SHAPE)
     if name in ("u8.npy", "nhw.npy", "i64.npy", "u16_be.npy", "images.idx3.gz", "png_dir"):
         np.testing.assert_array_equal(array, images)  # lossless formats: the written pixels
+    if name == "i8.npy":
+        np.testing.assert_array_equal(array, np.minimum(images, 127))
     expected, _ = reference(files["vmem"], array)
     scores, rows = cli_potentials(files["vmem"], path, N)
     np.testing.assert_array_equal(scores, expected.potentials)

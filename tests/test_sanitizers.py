@@ -157,10 +157,41 @@ def test_ttfs_infer_is_clean_under_sanitizers(asan_build, sanitizer_env, tmp_pat
         [first_spike, idx, "--index", "3", "--labels", label_file, "--json"],
         [vmem, idx, "--index", "11"],
     ]
+    # The everyday inputs and per-image rows: PNG/JPEG decoding (libpng/libjpeg), gzip, .npy.
+    import gzip
+
+    from PIL import Image
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for i in range(3):
+        Image.fromarray(images[i], "L").save(pictures / f"{i}.png")
+    Image.fromarray(np.kron(images[4], np.ones((2, 2), np.uint8)), "L").save(tmp_path / "big.jpg")
+    gz = tmp_path / "images.idx.gz"
+    gz.write_bytes(gzip.compress(idx.read_bytes()))
+    floats = tmp_path / "floats.npy"
+    np.save(floats, images[..., None].astype(np.float64) / 255)
+    runs += [
+        [vmem, pictures, "--output", tmp_path / "rows.csv", "--top-k", "2"],
+        [first_spike, tmp_path / "big.jpg", "--resize", "--json"],
+        [first_spike, gz, "--labels", label_file, "--output", tmp_path / "rows.jsonl", "--batch", "5"],
+        [vmem, floats, "--index", "2"],
+        [vmem, "--info", "--json"],
+    ]
     for args in runs:
         result = _run([cli, *args], env=sanitizer_env)
         assert_clean(result, f"ttfs-infer {args}")
         assert result.returncode == 0, f"ttfs-infer {args} exited {result.returncode}:\n{result.stderr}"
+    broken_png = tmp_path / "broken.png"
+    broken_png.write_bytes((pictures / "0.png").read_bytes()[:60])
+    broken_jpeg = tmp_path / "broken.jpg"
+    broken_jpeg.write_bytes(b"\xff\xd8\xff\xe0" + bytes(40))
+    truncated_gz = tmp_path / "truncated.idx.gz"
+    truncated_gz.write_bytes(gz.read_bytes()[:40])
+    nan = tmp_path / "nan.npy"
+    values = images[..., None].astype(np.float32) / 255
+    values[5, 1, 1, 0] = np.nan
+    np.save(nan, values)
 
     # Failures leave through the error path: it must be as clean as the happy one.
     corrupt = tmp_path / "corrupt.ttfs"
@@ -173,6 +204,10 @@ def test_ttfs_infer_is_clean_under_sanitizers(asan_build, sanitizer_env, tmp_pat
         [first_spike, idx, "--index", "12"],              # out of range
         [first_spike, idx, "--backend", "cuda"],          # CPU-only build
         [first_spike, idx, "--bogus"],                    # usage
+        [vmem, broken_png],                               # libpng's error path (longjmp)
+        [vmem, broken_jpeg],                              # libjpeg's error path (longjmp)
+        [vmem, truncated_gz],                             # gzip data ends early
+        [vmem, nan],                                      # NaN pixel
     ]
     for args in failing:
         result = _run([cli, *args], env=sanitizer_env)
