@@ -347,7 +347,6 @@ public:
     // The size of the data when the system knows it: plain regular files only.
     bool size_known() const { return size_known_; }
     uint64_t size() const { return size_; }
-    uint64_t position() const { return position_; }
 
     // Up to `bytes` bytes; fewer only at the end of the data.
     size_t read_some(void* out, size_t bytes) {
@@ -515,12 +514,6 @@ uint32_t big_endian_u32(const uint8_t* p) {
 uint32_t little_endian_u32(const uint8_t* p) {
     return (uint32_t(p[3]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[1]) << 8) | uint32_t(p[0]);
 }
-float float_from_bits(uint32_t bits) {
-    float value;
-    std::memcpy(&value, &bits, sizeof value);
-    return value;
-}
-
 // ---- Images -----------------------------------------------------------------------------------
 
 // What the images are handed to the library as: bytes (divided by the model's input divisor
