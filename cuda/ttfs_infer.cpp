@@ -514,6 +514,7 @@ uint32_t big_endian_u32(const uint8_t* p) {
 uint32_t little_endian_u32(const uint8_t* p) {
     return (uint32_t(p[3]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[1]) << 8) | uint32_t(p[0]);
 }
+
 // ---- Images -----------------------------------------------------------------------------------
 
 // What the images are handed to the library as: bytes (divided by the model's input divisor
