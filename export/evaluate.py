@@ -26,11 +26,15 @@ It reads run_dir/model.ttfs (the export step's model) and train.json (the ANN's 
 5. says what the readout does when nothing fires: under first_spike, the images without an
    output spike and what the potential-argmax fallback made of them, and the images whose
    first output step has several classes firing (decided by the lowest index, a tie); under
-   vmem, that the output layer never fires so that case cannot arise.
+   vmem, that the output layer never fires so that case cannot arise;
+6. reports the efficiency figures of export/efficiency.py: spikes per neuron per layer,
+   synaptic operations per image (each delivered spike times its fan-out) next to the ANN's
+   multiply-adds, and the spikes of one all-zero image.
 
 Everything lands in run_dir/results/ (or --results-dir): report.md with the tables and the
-plots, results.json with every number, per_image.npz (predictions, spike counts, predictions
-over time per image), accuracy_vs_time.png, first_spike_histogram.png, spikes_per_layer.png.
+plots, results.json with every number, per_image.npz (predictions, spike counts, synaptic
+operations, predictions over time per image), accuracy_vs_time.png (with a zoom on the final
+accuracy), first_spike_histogram.png (the layers that can fire), spikes_per_layer.png.
 """
 
 from __future__ import annotations
