@@ -487,7 +487,30 @@ def test_help_and_version():
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
-@pytest.mark.parametrize("name", ["mnist_or_vmem", "mnist_earliest_first_spike"])
+def _gated_copy(tmp_path):
+    """The `or` golden model with gated pools and td_fire = +3 in conv1 and conv2 (thresholds
+    above 1 early in their windows, so a later child can still pass: gated differs from
+    earliest)."""
+    from export.ttfs_format import POOL_MODE_NAMES
+
+    if "gated" not in POOL_MODE_NAMES:
+        pytest.skip("the model format has no gated pool mode yet")
+    spec = read_model(GOLDEN / "mnist_or_vmem.ttfs")
+    below = None
+    for layer in spec.layers:
+        if layer.kind == "maxpool":
+            layer.pool_mode = "gated"
+        if layer.neuron is not None:
+            if layer.name in ("conv1", "conv2"):
+                layer.neuron.td_fire = 3.0
+            if below is not None:
+                layer.neuron.td_integ = below.neuron.td_fire
+            below = layer
+    write_model(spec, tmp_path / "gated.ttfs")
+    return tmp_path / "gated.ttfs"
+
+
+@pytest.mark.parametrize("name", ["mnist_or_vmem", "mnist_earliest_first_spike", "gated"])
 def test_json_efficiency_figures(tmp_path, name):
     """Synaptic operations as export/efficiency.py counts them (an independent count: step by
     step through the pools in numpy, against lists of distinct steps in C++), the MNIST
@@ -495,7 +518,7 @@ def test_json_efficiency_figures(tmp_path, name):
     them for an all-zero image."""
     from export import efficiency
 
-    model_path = GOLDEN / f"{name}.ttfs"
+    model_path = _gated_copy(tmp_path) if name == "gated" else GOLDEN / f"{name}.ttfs"
     images = np.load(GOLDEN / "images.npy")[:30]
     path = write_idx_u8(tmp_path / "images.idx", images[..., 0])
     spec = read_model(model_path)

@@ -141,3 +141,38 @@ def test_spikes_on_a_blank_image_follow_the_biases():
     assert record["spikes"]["conv1"]["per_neuron"] == pytest.approx(8.0 / 48)
     assert record["ann_multiply_adds"] == {"conv1": 48, "conv2": 96, "out": 64}
     assert record["synops_per_multiply_add"] == pytest.approx(60.0 / 208)
+
+
+def test_gated_pool_deliveries_by_hand():
+    """A gated pool passes, per step, the spike of the child with the largest spike counter
+    (0 before it fired, vth(t) at its fire step, 1 after; the first in window order among
+    equals). With td_fire = 3 and tau 10 the threshold is above 1 for the first three steps of
+    the fire window (exp(0.3), exp(0.2), exp(0.1)) and below from the fourth (exp(0) = 1 ties,
+    exp(-0.1) < 1): a later child takes the window over only while its threshold is above the
+    first child's counter of 1."""
+    if "gated" not in __import__("export.ttfs_format", fromlist=["POOL_MODE_NAMES"]).POOL_MODE_NAMES:
+        pytest.skip("the model format has no gated pool mode yet")
+    neuron = NeuronParams(tau_fire=10.0, td_fire=3.0)
+    spec = build_model([input_layer((2, 2, 1), name="in"),
+                        conv2d("conv", np.ones((1, 1, 1, 1)), neuron=neuron),
+                        maxpool("pool", mode="gated"), flatten(),
+                        dense("out", np.ones((1, 3)))],
+                       time_steps=80, time_fire_start=20, time_fire_duration=20)
+    conv = spec.layers[1]
+    start = conv.neuron.fire_window[0]  # 20
+    never = -1
+    # window order: (0,0), (0,1), (1,0), (1,1)
+    cases = [
+        ([start, start + 1, start + 2, never], 3),  # each later child fires while vth > 1
+        ([start, start + 3, start + 5, never], 1),  # vth = 1 ties: the first child (fired) wins
+        ([start + 4, start + 1, never, never], 1),  # the later child's vth(24) < 1: blocked
+        ([start + 2, start + 2, start + 2, start + 2], 1),  # one step, one spike
+        ([never, never, never, never], 0),
+        ([start + 6, never, start + 1, never], 1),
+    ]
+    times = np.array([c for c, _ in cases]).reshape(len(cases), 2, 2, 1)
+    delivered = eff.delivered_spikes(times, [spec.layers[2]], conv)
+    np.testing.assert_array_equal(delivered.reshape(-1), [d for _, d in cases])
+    ops = eff.synaptic_operations(spec, {"in": np.full((len(cases), 2, 2, 1), never),
+                                         "conv": times, "out": np.full((len(cases), 3), never)})
+    np.testing.assert_array_equal(ops["out"], [3 * d for _, d in cases])
