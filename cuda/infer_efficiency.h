@@ -26,7 +26,7 @@
 
 namespace ttfs_efficiency {
 
-constexpr int32_t kPoolGated = 2;  // TTFS_POOL_GATED
+constexpr int32_t kPoolGated = TTFS_POOL_GATED;
 
 inline void check(ttfs_status status, const std::string& what) {
     if (status != TTFS_OK)

@@ -487,27 +487,26 @@ def test_help_and_version():
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
-def _gated_copy(tmp_path):
-    """The `or` golden model with gated pools and td_fire = +3 in conv1 and conv2 (thresholds
-    above 1 early in their windows, so a later child can still pass: gated differs from
-    earliest)."""
-    from export.ttfs_format import POOL_MODE_NAMES
-
-    if "gated" not in POOL_MODE_NAMES:
-        pytest.skip("the model format has no gated pool mode yet")
+def _gated_copy(tmp_path, mode="gated"):
+    """The `or` golden model with gated pools, td_fire = +10 in conv1 and conv2 (thresholds
+    above 1 in the first ten steps of their windows) and conv1's weights tripled (many
+    potentials above 1): a later child often takes a window over, so gated differs from
+    earliest."""
     spec = read_model(GOLDEN / "mnist_or_vmem.ttfs")
     below = None
     for layer in spec.layers:
         if layer.kind == "maxpool":
-            layer.pool_mode = "gated"
+            layer.pool_mode = mode
+        if layer.name == "conv1":
+            layer.weights = layer.weights * 3
         if layer.neuron is not None:
             if layer.name in ("conv1", "conv2"):
-                layer.neuron.td_fire = 3.0
+                layer.neuron.td_fire = 10.0
             if below is not None:
                 layer.neuron.td_integ = below.neuron.td_fire
             below = layer
-    write_model(spec, tmp_path / "gated.ttfs")
-    return tmp_path / "gated.ttfs"
+    write_model(spec, tmp_path / f"{mode}.ttfs")
+    return tmp_path / f"{mode}.ttfs"
 
 
 @pytest.mark.parametrize("name", ["mnist_or_vmem", "mnist_earliest_first_spike", "gated"])
@@ -531,6 +530,10 @@ def test_json_efficiency_figures(tmp_path, name):
             counts = {layer: session.spike_counts(layer).mean() for layer in layers}
         blank = efficiency.blank_image_spikes(model)
     expected = {k: float(v.mean()) for k, v in efficiency.synaptic_operations(spec, times).items()}
+    if name == "gated":  # the same spikes through earliest pools: fewer deliveries
+        earliest = read_model(_gated_copy(tmp_path, "earliest"))
+        fewer = efficiency.synaptic_operations(earliest, times)
+        assert fewer["conv2"].mean() < expected["conv2"]
     for args in ((), ("--batch", "7"), ("--index", "3")):
         document = run_json(model_path, path, *args)
         if args[:1] == ("--index",):

@@ -53,12 +53,15 @@ STEPS = 60
 def _spec(pool_mode: str, readout: str, output: str, bias_shift: float = 0.0):
     """input 9x11 -> conv 3x3x4 -> maxpool 3x3 stride 2 SAME (4x5x4, padded before and
     after) -> [flatten -> dense 6] or [conv 2x3 stride 2 -> 2x2x3]; constants differ per
-    layer."""
+    layer. With a gated pool the conv layer's td_fire is +4, so its threshold is above 1 in
+    the first steps of its window and a later child can still take a window over (gated then
+    differs from earliest)."""
     rng = np.random.default_rng(3)
     layers = [input_layer((9, 11, 1), name="input", neuron=NeuronParams(tau_fire=14.5)),
               conv2d("conv", rng.normal(0.12, 0.3, size=(3, 3, 1, 4)),
                      rng.normal(0.0, 0.05, size=4),
-                     neuron=NeuronParams(tau_fire=17.0, td_fire=-1.25, vth0=0.9)),
+                     neuron=NeuronParams(tau_fire=17.0, td_fire=4.0 if pool_mode == "gated"
+                                         else -1.25, vth0=0.9)),
               maxpool("pool", size=(3, 3), stride=(2, 2), padding="same", mode=pool_mode)]
     out_neuron = NeuronParams(tau_fire=19.0, vth0=1.0)
     if output == "dense":
@@ -91,7 +94,7 @@ def _spec_for(pool_mode: str, readout: str, output: str):
 
 @pytest.mark.parametrize("output", ["dense", "conv2d"])
 @pytest.mark.parametrize("readout", ["vmem", "first_spike"])
-@pytest.mark.parametrize("pool_mode", ["or", "earliest"])
+@pytest.mark.parametrize("pool_mode", ["or", "earliest", "gated"])
 def test_potentials_over_time_match_the_numpy_reference(pool_mode, readout, output):
     spec = _spec_for(pool_mode, readout, output)
     images = _images()
@@ -125,16 +128,22 @@ def test_potentials_over_time_match_the_numpy_reference(pool_mode, readout, outp
 
 
 def test_pool_modes_give_different_potentials():
-    """The two pool modes must differ on this network, or the test above could not tell a
-    post-process that ignores the mode."""
+    """The pool modes must differ on this network, or the test above could not tell a
+    post-process that ignores the mode (gated against earliest on the same constants)."""
     images = _images()
     finals = {}
-    for mode in ("or", "earliest"):
+    for mode in ("or", "earliest", "gated"):
         spec = _spec(mode, "vmem", "dense")
         full = ref.simulate(spec, images, record=False)
         finals[mode] = ev.output_potentials_over_time(ev.output_stage(spec),
                                                       full.spike_times[1]).final
+        if mode == "gated":
+            spec.layers[2].pool_mode = "earliest"
+            full = ref.simulate(spec, images, record=False)
+            finals["earliest, gated's constants"] = ev.output_potentials_over_time(
+                ev.output_stage(spec), full.spike_times[1]).final
     assert not np.allclose(finals["or"], finals["earliest"])
+    assert not np.allclose(finals["gated"], finals["earliest, gated's constants"])
 
 
 def test_post_process_matches_libttfs(tmp_path):
