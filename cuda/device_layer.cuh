@@ -7,6 +7,7 @@
 
 #include "ttfs.h"
 #include "ttfs_math.h"
+#include "window_geometry.h"
 
 namespace ttfs {
 namespace gpu {

@@ -51,13 +51,11 @@ TTFS_HD bool gated_winner_spikes(const DeviceLayer& pool, const int32_t* child_f
     float best = 0.0f;
     int32_t winner_time = -1;
     bool any = false;
-    for (int32_t kr = 0; kr < pool.kernel_h; ++kr) {
-        const int32_t ih = at.oh * pool.stride_h - pool.pad_top + kr;
-        if (ih < 0 || ih >= pool.in_h) continue;
-        for (int32_t kc = 0; kc < pool.kernel_w; ++kc) {
-            const int32_t iw = at.ow * pool.stride_w - pool.pad_left + kc;
-            if (iw < 0 || iw >= pool.in_w) continue;
-            const int32_t fired = child_first_spike[(int64_t(ih) * pool.in_w + iw) * pool.in_c + at.oc];
+    const WindowInside win = window_inside(pool, at.oh, at.ow);
+    for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+        for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+            const int32_t fired =
+                child_first_spike[(int64_t(win.ih0 + kh) * pool.in_w + win.iw0 + kw) * pool.in_c + at.oc];
             const float counter = (fired < 0 || fired > t) ? 0.0f : fired < t ? 1.0f : vth;
             if (!any || counter > best) {
                 any = true;
@@ -80,6 +78,7 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
     const int32_t in_capacity = below.capacity;
     const int32_t* image_steps = below.steps + at.image * pool.in_size() * in_capacity;
     int32_t* unit_out = out_steps + idx * out_capacity;
+    const WindowInside win = window_inside(pool, at.oh, at.ow);
 
     // Each pass finds the smallest child step after `relayed`; each child's list is ascending,
     // so its first entry after `relayed` is its candidate. A gated unit skips the steps its
@@ -90,14 +89,11 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
     int32_t written = 0;
     while (written < passes) {
         int32_t next = INT_MAX;
-        for (int32_t kr = 0; kr < pool.kernel_h; ++kr) {
-            const int32_t ih = at.oh * pool.stride_h - pool.pad_top + kr;
-            if (ih < 0 || ih >= pool.in_h) continue;
-            for (int32_t kc = 0; kc < pool.kernel_w; ++kc) {
-                const int32_t iw = at.ow * pool.stride_w - pool.pad_left + kc;
-                if (iw < 0 || iw >= pool.in_w) continue;
+        for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+            for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
                 const int32_t* child =
-                    image_steps + ((int64_t(ih) * pool.in_w + iw) * pool.in_c + at.oc) * in_capacity;
+                    image_steps + ((int64_t(win.ih0 + kh) * pool.in_w + win.iw0 + kw) * pool.in_c + at.oc) *
+                                      in_capacity;
                 for (int32_t e = 0; e < in_capacity; ++e) {
                     const int32_t s = child[e];
                     if (s < 0) break;
@@ -127,6 +123,7 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
     const NeuronIndex at = split_neuron_index(layer, idx);
     const int32_t capacity = below.capacity;
     const int32_t* image_steps = below.steps + at.image * layer.in_size() * capacity;
+    const WindowInside win = window_inside(layer, at.oh, at.ow);
 
     float membrane = 0.0f;
     int32_t chunk_start = 0;  // the first chunk always starts at 0: the bias enters there
@@ -137,16 +134,12 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
         uint32_t arrived = 0;          // bit i: some unit spikes at chunk_start + i
         int32_t next_start = INT_MAX;  // earliest integrated arrival after this chunk
 
-        for (int32_t kr = 0; kr < layer.kernel_h; ++kr) {
-            const int32_t ih = at.oh * layer.stride_h - layer.pad_top + kr;
-            if (ih < 0 || ih >= layer.in_h) continue;
-            for (int32_t kc = 0; kc < layer.kernel_w; ++kc) {
-                const int32_t iw = at.ow * layer.stride_w - layer.pad_left + kc;
-                if (iw < 0 || iw >= layer.in_w) continue;
+        for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+            for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
                 const int32_t* position_steps =
-                    image_steps + (int64_t(ih) * layer.in_w + iw) * layer.in_c * capacity;
+                    image_steps + (int64_t(win.ih0 + kh) * layer.in_w + win.iw0 + kw) * layer.in_c * capacity;
                 const float* weight_row =
-                    layer.weights + (int64_t(kr) * layer.kernel_w + kc) * layer.in_c * layer.out_c + at.oc;
+                    layer.weights + (int64_t(kh) * layer.kernel_w + kw) * layer.in_c * layer.out_c + at.oc;
                 for (int32_t ic = 0; ic < layer.in_c; ++ic) {
                     const int32_t* unit_steps = position_steps + int64_t(ic) * capacity;
                     for (int32_t e = 0; e < capacity; ++e) {
@@ -214,13 +207,10 @@ TTFS_HD void stepped_pool_unit(const DeviceLayer& pool, const uint8_t* below_spi
     const NeuronIndex at = split_neuron_index(pool, idx);
     const uint8_t* image_map = below_spiked_now + at.image * pool.in_size();
     bool any_child = false;
-    for (int32_t kr = 0; kr < pool.kernel_h && !any_child; ++kr) {
-        const int32_t ih = at.oh * pool.stride_h - pool.pad_top + kr;
-        if (ih < 0 || ih >= pool.in_h) continue;
-        for (int32_t kc = 0; kc < pool.kernel_w; ++kc) {
-            const int32_t iw = at.ow * pool.stride_w - pool.pad_left + kc;
-            if (iw < 0 || iw >= pool.in_w) continue;
-            if (image_map[(int64_t(ih) * pool.in_w + iw) * pool.in_c + at.oc]) {
+    const WindowInside win = window_inside(pool, at.oh, at.ow);
+    for (int32_t kh = win.kh_first; kh < win.kh_end && !any_child; ++kh) {
+        for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+            if (image_map[(int64_t(win.ih0 + kh) * pool.in_w + win.iw0 + kw) * pool.in_c + at.oc]) {
                 any_child = true;
                 break;
             }
@@ -251,15 +241,13 @@ TTFS_HD void stepped_neuron_unit(const DeviceLayer& layer, const uint8_t* below_
         const uint8_t* image_map = below_spiked_now + at.image * layer.in_size();
         float synaptic_sum = 0.0f;
         bool any_arrival = false;
-        for (int32_t kr = 0; kr < layer.kernel_h; ++kr) {
-            const int32_t ih = at.oh * layer.stride_h - layer.pad_top + kr;
-            if (ih < 0 || ih >= layer.in_h) continue;
-            for (int32_t kc = 0; kc < layer.kernel_w; ++kc) {
-                const int32_t iw = at.ow * layer.stride_w - layer.pad_left + kc;
-                if (iw < 0 || iw >= layer.in_w) continue;
-                const uint8_t* position_map = image_map + (int64_t(ih) * layer.in_w + iw) * layer.in_c;
+        const WindowInside win = window_inside(layer, at.oh, at.ow);
+        for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+            for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                const uint8_t* position_map =
+                    image_map + (int64_t(win.ih0 + kh) * layer.in_w + win.iw0 + kw) * layer.in_c;
                 const float* weight_row =
-                    layer.weights + (int64_t(kr) * layer.kernel_w + kc) * layer.in_c * layer.out_c + at.oc;
+                    layer.weights + (int64_t(kh) * layer.kernel_w + kw) * layer.in_c * layer.out_c + at.oc;
                 for (int32_t ic = 0; ic < layer.in_c; ++ic) {
                     if (position_map[ic]) {
                         synaptic_sum = add_rn(synaptic_sum, weight_row[int64_t(ic) * layer.out_c]);
