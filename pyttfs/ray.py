@@ -5,8 +5,8 @@ this module or Ray.
 
     import ray, pyttfs.ray
     images = ray.data.read_images("digits/", mode="L", include_paths=True)
-    results = pyttfs.ray.predict(images, "models/mnist.ttfs", workers=2)
-    results.drop_columns(["image"]).write_parquet("predictions/")
+    results = pyttfs.ray.predict(images, "models/mnist.ttfs", workers=2, keep_images=False)
+    results.write_parquet("predictions/")
 
 predict() checks the model and the options on the driver, decides what each worker asks Ray
 for (plan_workers: one GPU per worker on a cluster with GPUs), and adds a Dataset.map_batches
@@ -158,8 +158,9 @@ class Predictor:
                 self.spike_layers = [str(name) for name in spike_counts]
                 unknown = [name for name in self.spike_layers if name not in neuron_layers]
                 if unknown:
-                    raise ValueError(f"spike_counts: no neuron layer {', '.join(map(repr, unknown))}"
-                                     f"; the model's neuron layers are {', '.join(neuron_layers)}")
+                    raise ValueError(f"spike_counts: no neuron layer "
+                                     f"{', '.join(map(repr, unknown))}; the model's neuron "
+                                     f"layers are {', '.join(neuron_layers)}")
             self.input_shape = tuple(loaded.input_shape)
             self.num_classes = loaded.num_classes
             self.session = _open_session(loaded, backend, engine, max_batch, threads,

@@ -442,7 +442,8 @@ def test_cli_errors(cluster, tmp_path, capsys):
         ([str(CORRUPT), str(IMAGES_IDX)], expected["model"]),
         ([str(MODEL), str(short)], expected["short"]),
         ([str(MODEL), str(IMAGES_IDX), "--labels", str(IMAGES_IDX)], expected["labels"]),
-        ([str(MODEL), str(tmp_path / "nothing")], f"{tmp_path / 'nothing'}: no such file or folder"),
+        ([str(MODEL), str(tmp_path / "nothing")],
+         f"{tmp_path / 'nothing'}: no such file or folder"),
         ([str(MODEL), str(IMAGES_IDX), "--label-dirs"],
          "--label-dirs goes with a folder of images"),
     ]
