@@ -211,8 +211,8 @@ between the object store and the workers, converting them to and from numpy batc
 scheduling each batch and collecting the results.
 
 Reading the tables: on one machine, Ray's costs are a start-up per job and a streaming cost per
-batch, and neither depends on the model; the predictor's own work (stacking rows, building the
-output columns) is negligible. So their share of a job shrinks as the job grows and grows as
+batch, neither of which grows with the engine's work per image; the predictor's own work
+(stacking rows, building the output columns) is negligible. So their share of a job shrinks as the job grows and grows as
 the engine gets faster: on a machine busy with other work, where the engine itself runs several
 times slower than on a quiet one, the ratios flatter Ray. Serialisation is part of the streaming
 column: the input blocks (Arrow tensors, 784 bytes an image) sit in the object store's shared
