@@ -16,24 +16,25 @@
 #include <sstream>
 #include <string>
 #include <system_error>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend.hpp"
 #include "build_config.h"
 #include "model.hpp"
 #include "ttfs.h"
+#include "ttfs_format.h"
 #include "ttfs_math.h"
 
-// ---- Handles ------------------------------------------------------------------------------
+// ---- Sessions -------------------------------------------------------------------------------
 
-struct ttfs_model {
-    std::shared_ptr<const ttfs::Model> model;
-};
-
+// A session's state. The ttfs_session* values handed to callers are registry ids (see
+// "Registries of live handles" below), never pointers to this struct; ttfs_model has no
+// definition at all: the registry holds the model itself.
 struct ttfs_session {
     std::shared_ptr<const ttfs::Model> model;  // keeps the model alive after ttfs_model_free
     std::unique_ptr<ttfs::Backend> backend;
@@ -119,18 +120,95 @@ ttfs_status guarded(const char* function, Body&& body) noexcept {
 
 // ---- Registries of live handles -------------------------------------------------------------
 
-// Every call checks its handle against these before touching it, so a NULL, freed, made-up
-// or wrong-kind pointer is refused instead of dereferenced. Deliberately never destroyed: a
-// handle freed from another library's exit handler must still find a working registry.
+// A handle is an id, not an address: the value of a ttfs_model* or ttfs_session* is a slot of
+// the registry below, the handle's kind and the slot's generation, packed into the pointer's
+// bits. A slot's generation grows every time the slot is reused, so a stale handle (one that
+// was freed) never names a live object again, even when the new object reuses the old one's
+// memory or slot. Every call decodes and checks its handle before touching anything, so a
+// NULL, freed, made-up or wrong-kind value is refused instead of dereferenced. The registry is
+// deliberately never destroyed: a handle freed from another library's exit handler must still
+// find a working registry.
+enum class HandleKind : uintptr_t { kModel = 1, kSession = 2 };
+
+// Bits of a handle, low to high: slot index + 1 (so no handle is NULL), kind, generation.
+constexpr unsigned kPointerBits = sizeof(uintptr_t) * 8;
+constexpr unsigned kSlotBits = kPointerBits >= 64 ? 24 : 12;
+constexpr unsigned kKindBits = 2;
+constexpr unsigned kGenerationBits = kPointerBits - kSlotBits - kKindBits;
+constexpr uintptr_t kSlotMask = (uintptr_t(1) << kSlotBits) - 1;
+constexpr uintptr_t kKindMask = (uintptr_t(1) << kKindBits) - 1;
+constexpr uintptr_t kMostGeneration = (uintptr_t(1) << kGenerationBits) - 1;
+constexpr size_t kMostSlots = size_t(kSlotMask) - 1;  // slot + 1 must fit in kSlotBits
+
+struct Slot {
+    uintptr_t generation = 0;  // of the current (or last) occupant; 0 = never used
+    bool live = false;
+    HandleKind kind = HandleKind::kModel;
+    std::shared_ptr<const ttfs::Model> model;  // kModel
+    ttfs_session* session = nullptr;           // kSession: owned by the slot while live
+};
+
 struct Registry {
     std::mutex mutex;
-    std::unordered_set<const void*> models;
-    std::unordered_set<const void*> sessions;
+    std::vector<Slot> slots;
+    std::vector<uint32_t> free_slots;  // reusable; a slot whose generation is spent is retired
 };
 
 Registry& registry() {
     static Registry* instance = new Registry();
     return *instance;
+}
+
+uintptr_t encode_handle(HandleKind kind, size_t slot, uintptr_t generation) {
+    return (generation << (kSlotBits + kKindBits)) | (uintptr_t(kind) << kSlotBits) | uintptr_t(slot + 1);
+}
+
+// The live slot a handle names, or nullptr. Caller holds the registry mutex.
+Slot* find_slot(Registry& reg, const void* handle, HandleKind kind) {
+    const auto value = reinterpret_cast<uintptr_t>(handle);
+    const uintptr_t index = value & kSlotMask;
+    if (index == 0 || index > reg.slots.size()) return nullptr;
+    if (((value >> kSlotBits) & kKindMask) != uintptr_t(kind)) return nullptr;
+    Slot& slot = reg.slots[index - 1];
+    if (!slot.live || slot.kind != kind || slot.generation != value >> (kSlotBits + kKindBits))
+        return nullptr;
+    return &slot;
+}
+
+// A new slot for a live object, its handle in *handle; false when every slot is taken. Caller
+// holds the registry mutex.
+bool take_slot(Registry& reg, HandleKind kind, Slot*& taken, uintptr_t& handle) {
+    size_t index;
+    if (!reg.free_slots.empty()) {
+        index = reg.free_slots.back();
+        reg.free_slots.pop_back();
+    } else if (reg.slots.size() < kMostSlots) {
+        reg.slots.emplace_back();
+        index = reg.slots.size() - 1;
+    } else {
+        return false;
+    }
+    Slot& slot = reg.slots[index];
+    ++slot.generation;
+    slot.live = true;
+    slot.kind = kind;
+    taken = &slot;
+    handle = encode_handle(kind, index, slot.generation);
+    return true;
+}
+
+// Ends a slot's occupancy; it is reused later unless its generations are spent. Caller holds
+// the registry mutex.
+void release_slot(Registry& reg, Slot& slot) {
+    slot.live = false;
+    slot.model.reset();
+    slot.session = nullptr;
+    if (slot.generation < kMostGeneration) reg.free_slots.push_back(uint32_t(&slot - reg.slots.data()));
+}
+
+std::string too_many_handles_text(const char* what) {
+    return std::string("cannot create another ") + what + ": " + std::to_string(kMostSlots) +
+           " models and sessions are alive; free some first";
 }
 
 std::string handle_text(const void* handle) {
@@ -142,22 +220,24 @@ std::string handle_text(const void* handle) {
     return text.str();
 }
 
+bool is_live(const void* handle, HandleKind kind) {
+    if (handle == nullptr) return false;
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    return find_slot(reg, handle, kind) != nullptr;
+}
+
 // The model behind a handle, or nullptr (with the error set) if the handle is not a live model.
 // The shared_ptr is copied under the lock, so a concurrent ttfs_model_free cannot pull the model
 // out from under the caller.
 std::shared_ptr<const ttfs::Model> lookup_model(const ttfs_model* handle, const char* function,
                                                 ttfs_status& status) {
-    {
-        Registry& reg = registry();
-        std::lock_guard<std::mutex> lock(reg.mutex);
-        if (handle != nullptr && reg.models.count(handle) != 0) return handle->model;
-    }
-    bool is_session = false;
     if (handle != nullptr) {
         Registry& reg = registry();
         std::lock_guard<std::mutex> lock(reg.mutex);
-        is_session = reg.sessions.count(handle) != 0;
+        if (const Slot* slot = find_slot(reg, handle, HandleKind::kModel)) return slot->model;
     }
+    const bool is_session = is_live(handle, HandleKind::kSession);
     status = fail(TTFS_ERR_INVALID_HANDLE,
                   std::string(function) + ": model handle " + handle_text(handle) +
                       (is_session ? " is a session, not a model"
@@ -167,12 +247,7 @@ std::shared_ptr<const ttfs::Model> lookup_model(const ttfs_model* handle, const 
 }
 
 std::string bad_session_text(const void* handle, const char* function) {
-    bool is_model = false;
-    if (handle != nullptr) {
-        Registry& reg = registry();
-        std::lock_guard<std::mutex> lock(reg.mutex);
-        is_model = reg.models.count(handle) != 0;
-    }
+    const bool is_model = is_live(handle, HandleKind::kModel);
     return std::string(function) + ": session handle " + handle_text(handle) +
            (is_model ? " is a model, not a session"
                      : " is not a live session (NULL, already freed, or never returned by "
@@ -197,11 +272,11 @@ private:
 
 // Checks the handle and takes the session's busy flag, both under the registry lock.
 ttfs_status acquire_session(const ttfs_session* handle, const char* function, SessionUse& use) {
-    {
+    if (handle != nullptr) {
         Registry& reg = registry();
         std::lock_guard<std::mutex> lock(reg.mutex);
-        if (handle != nullptr && reg.sessions.count(handle) != 0) {
-            auto* session = const_cast<ttfs_session*>(handle);
+        if (const Slot* slot = find_slot(reg, handle, HandleKind::kSession)) {
+            ttfs_session* session = slot->session;
             bool expected = false;
             if (!session->busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
                 return fail(TTFS_ERR_BUSY,
@@ -216,12 +291,14 @@ ttfs_status acquire_session(const ttfs_session* handle, const char* function, Se
 }
 
 // Immutable session fields (backend, engine) need the handle check but not the busy flag.
+// (Reading them without the flag is safe: a session is freed only while nobody holds its flag,
+// and ttfs.h leaves a handle freed by another thread at the same moment to the caller.)
 const ttfs_session* check_session(const ttfs_session* handle, const char* function,
                                   ttfs_status& status) {
-    {
+    if (handle != nullptr) {
         Registry& reg = registry();
         std::lock_guard<std::mutex> lock(reg.mutex);
-        if (handle != nullptr && reg.sessions.count(handle) != 0) return handle;
+        if (const Slot* slot = find_slot(reg, handle, HandleKind::kSession)) return slot->session;
     }
     status = fail(TTFS_ERR_INVALID_HANDLE, bad_session_text(handle, function));
     return nullptr;
@@ -245,45 +322,87 @@ ttfs_status load_model(const uint8_t* data, size_t size, const std::string& sour
         if (error.empty()) error = "the model was rejected without a message";
         return fail(status, source.empty() ? error : source + ": " + error);
     }
-    auto handle = std::make_unique<ttfs_model>();
-    handle->model = std::move(model);
-    {
-        Registry& reg = registry();
-        std::lock_guard<std::mutex> lock(reg.mutex);
-        reg.models.insert(handle.get());
-    }
-    *out = handle.release();
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    Slot* slot = nullptr;
+    uintptr_t handle = 0;
+    if (!take_slot(reg, HandleKind::kModel, slot, handle))
+        return fail(TTFS_ERR_OUT_OF_MEMORY, too_many_handles_text("model"));
+    slot->model = std::move(model);
+    *out = reinterpret_cast<ttfs_model*>(handle);
     return TTFS_OK;
 }
 
 std::string errno_text(int error) { return std::generic_category().message(error); }
 
-// Reads a whole file in chunks (works for pipes and files whose size changes too).
+// What a file that is not a regular file is, for the message.
+const char* file_type_text(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
+// Reads a whole model file. Only regular files are read (a device such as /dev/zero, a FIFO or
+// a directory is refused before any byte is read), the size is checked against the format's
+// largest file first, and exactly that many bytes are read: a file that changes size while it
+// is read is refused too. The file is opened non-blocking so that opening a FIFO cannot hang.
 ttfs_status read_file(const char* path, std::vector<uint8_t>& bytes) {
-    std::FILE* file = std::fopen(path, "rb");
-    if (file == nullptr) {
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
         int error = errno;
         return fail(TTFS_ERR_IO, std::string("cannot open model file '") + path +
                                      "': " + errno_text(error));
     }
     struct Closer {
-        std::FILE* file;
-        ~Closer() { std::fclose(file); }
-    } closer{file};
-    constexpr size_t chunk = size_t(1) << 20;
-    size_t used = 0;
-    for (;;) {
-        bytes.resize(used + chunk);
-        size_t got = std::fread(bytes.data() + used, 1, chunk, file);
-        used += got;
-        if (got < chunk) break;
-    }
-    if (std::ferror(file)) {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat info;
+    if (::fstat(fd, &info) != 0) {
         int error = errno;
         return fail(TTFS_ERR_IO, std::string("cannot read model file '") + path +
                                      "': " + errno_text(error));
     }
-    bytes.resize(used);
+    if (!S_ISREG(info.st_mode))
+        return fail(TTFS_ERR_IO, std::string("model file '") + path + "' is " +
+                                     file_type_text(info.st_mode) +
+                                     "; expected a regular file");
+    const uint64_t size = uint64_t(info.st_size);
+    if (info.st_size < 0 || size > uint64_t(TTFS_FMT_MAX_FILE_SIZE) ||
+        size > uint64_t(std::numeric_limits<size_t>::max()))
+        return fail(TTFS_ERR_IO, std::string("model file '") + path + "' is " +
+                                     std::to_string(info.st_size) +
+                                     " bytes, more than the largest model file the format "
+                                     "allows (" + std::to_string(uint64_t(TTFS_FMT_MAX_FILE_SIZE)) +
+                                     " bytes, docs/FORMAT.md); not a ttfs model file");
+    bytes.resize(size_t(size));
+    size_t used = 0;
+    // One byte past the size: a read that finds it means the file grew.
+    uint8_t extra = 0;
+    for (;;) {
+        uint8_t* into = used < bytes.size() ? bytes.data() + used : &extra;
+        const size_t want = used < bytes.size() ? bytes.size() - used : 1;
+        const ssize_t got = ::read(fd, into, want);
+        if (got < 0) {
+            int error = errno;
+            if (error == EINTR) continue;
+            return fail(TTFS_ERR_IO, std::string("cannot read model file '") + path +
+                                         "': " + errno_text(error));
+        }
+        if (got == 0) break;
+        if (used >= bytes.size())
+            return fail(TTFS_ERR_IO, std::string("model file '") + path +
+                                         "' grew while it was read (it was " +
+                                         std::to_string(size) + " bytes when opened)");
+        used += size_t(got);
+    }
+    if (used != bytes.size())
+        return fail(TTFS_ERR_IO, std::string("model file '") + path + "' shrank while it was read (" +
+                                     std::to_string(used) + " of the " + std::to_string(size) +
+                                     " bytes it had when opened)");
     return TTFS_OK;
 }
 
@@ -729,11 +848,15 @@ TTFS_API ttfs_status ttfs_model_free(ttfs_model* model) {
     const char* const function = __func__;
     return guarded(function, [&]() -> ttfs_status {
         if (model == nullptr) return TTFS_OK;
+        // Sessions hold their own shared_ptr, so the model data lives on while they do; the
+        // last reference may go here, outside the lock.
+        std::shared_ptr<const ttfs::Model> data;
         {
             Registry& reg = registry();
             std::lock_guard<std::mutex> lock(reg.mutex);
-            if (reg.models.erase(model) == 0) {
-                const bool is_session = reg.sessions.count(model) != 0;
+            Slot* slot = find_slot(reg, model, HandleKind::kModel);
+            if (slot == nullptr) {
+                const bool is_session = find_slot(reg, model, HandleKind::kSession) != nullptr;
                 return fail(TTFS_ERR_INVALID_HANDLE,
                             std::string(function) + ": model handle " + handle_text(model) +
                                 (is_session ? " is a session, not a model (use ttfs_session_free)"
@@ -741,9 +864,9 @@ TTFS_API ttfs_status ttfs_model_free(ttfs_model* model) {
                                               "returned by a ttfs_model_load function); nothing "
                                               "was freed"));
             }
+            data = std::move(slot->model);
+            release_slot(reg, *slot);
         }
-        // Sessions hold their own shared_ptr, so the model data lives on while they do.
-        delete model;
         return TTFS_OK;
     });
 }
@@ -932,9 +1055,13 @@ TTFS_API ttfs_status ttfs_session_create(const ttfs_model* model, int32_t backen
         {
             Registry& reg = registry();
             std::lock_guard<std::mutex> lock(reg.mutex);
-            reg.sessions.insert(session.get());
+            Slot* slot = nullptr;
+            uintptr_t handle = 0;
+            if (!take_slot(reg, HandleKind::kSession, slot, handle))
+                return fail(TTFS_ERR_OUT_OF_MEMORY, too_many_handles_text("session"));
+            slot->session = session.release();
+            *out = reinterpret_cast<ttfs_session*>(handle);
         }
-        *out = session.release();
         return TTFS_OK;
     });
 }
@@ -943,11 +1070,13 @@ TTFS_API ttfs_status ttfs_session_free(ttfs_session* session) {
     const char* const function = __func__;
     return guarded(function, [&]() -> ttfs_status {
         if (session == nullptr) return TTFS_OK;
+        ttfs_session* state = nullptr;
         {
             Registry& reg = registry();
             std::lock_guard<std::mutex> lock(reg.mutex);
-            if (reg.sessions.count(session) == 0) {
-                const bool is_model = reg.models.count(session) != 0;
+            Slot* slot = find_slot(reg, session, HandleKind::kSession);
+            if (slot == nullptr) {
+                const bool is_model = find_slot(reg, session, HandleKind::kModel) != nullptr;
                 return fail(TTFS_ERR_INVALID_HANDLE,
                             std::string(function) + ": session handle " + handle_text(session) +
                                 (is_model ? " is a model, not a session (use ttfs_model_free)"
@@ -955,15 +1084,16 @@ TTFS_API ttfs_status ttfs_session_free(ttfs_session* session) {
                                             "returned by ttfs_session_create); nothing was freed"));
             }
             // A session in use elsewhere is not freed under that call's feet.
+            state = slot->session;
             bool expected = false;
-            if (!session->busy.compare_exchange_strong(expected, true))
+            if (!state->busy.compare_exchange_strong(expected, true))
                 return fail(TTFS_ERR_BUSY, std::string(function) + ": session " +
                                                handle_text(session) +
                                                " is in use by another thread; free it after "
                                                "that call returns");
-            reg.sessions.erase(session);
+            release_slot(reg, *slot);
         }
-        delete session;
+        delete state;
         return TTFS_OK;
     });
 }

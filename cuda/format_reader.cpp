@@ -299,6 +299,10 @@ ttfs_status Reader::check_header() {
         return fail(TTFS_ERR_TRAILING_BYTES, "the file is ", size_, " bytes, ", size_ - file_size,
                     " more than its header field file_size (", file_size, "): trailing bytes after the CRC");
 
+    // (Before the CRC, which would otherwise read all of it.)
+    if (file_size > uint64_t(TTFS_FMT_MAX_FILE_SIZE))
+        return fail(TTFS_ERR_BAD_FIELD, "header field file_size is ", file_size, " bytes, more than the limit of ",
+                    uint64_t(TTFS_FMT_MAX_FILE_SIZE), " bytes for a model file");
     payload_end_ = size_ - kCrcSize;
     const uint32_t stored = u32(payload_end_);
     const uint32_t computed = crc32(data_, size_t(payload_end_));

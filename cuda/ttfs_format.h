@@ -98,5 +98,6 @@
 #define TTFS_FMT_MAX_TIME_STEPS 1048576
 #define TTFS_FMT_MAX_METADATA_SIZE 16777216
 #define TTFS_FMT_MAX_WINDOW_STEPS 16777216    /* all window lengths of all layers added up (2^24) */
+#define TTFS_FMT_MAX_FILE_SIZE 4294967296       /* bytes of a whole file, CRC included (4 GiB) */
 
 #endif /* TTFS_FORMAT_H */

@@ -520,6 +520,9 @@ def to_bytes(spec: ModelSpec, check: bool = True) -> bytes:
         data_offsets.append(position)
         position += tensor.nbytes
     file_size = position + C["TTFS_FMT_CRC_SIZE"]
+    if check and file_size > C["TTFS_FMT_MAX_FILE_SIZE"]:
+        raise ValueError(f"the model file would be {file_size} bytes, more than the format's limit "
+                         f"of {C['TTFS_FMT_MAX_FILE_SIZE']} bytes")
 
     out = bytearray(position)
     out[C["TTFS_FMT_H_MAGIC"]:C["TTFS_FMT_H_MAGIC"] + C["TTFS_FMT_MAGIC_SIZE"]] = C["TTFS_FMT_MAGIC"]

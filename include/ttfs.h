@@ -9,8 +9,11 @@
  * - On failure, ttfs_last_error() on the same thread describes what went wrong in words a user
  *   can act on. No C++ exception, abort() or exit() ever crosses this boundary.
  * - Handles are checked: a NULL, freed or wrong-kind handle gives TTFS_ERR_INVALID_HANDLE
- *   rather than a crash. (Passing a handle that another thread is freeing at the same moment is
- *   still the caller's error.)
+ *   rather than a crash. A handle is an opaque id (a registry slot, the handle's kind and a
+ *   generation count packed into the pointer's bits), not the address of anything: never
+ *   dereference it. A freed handle stays refused for good, even when a later model or session
+ *   reuses the freed one's memory or slot. (Passing a handle that another thread is freeing at
+ *   the same moment is still the caller's error.)
  * - Buffer lengths are counts of elements (not bytes) unless a name ends in _bytes.
  * - Thread-safety: a ttfs_model is immutable after loading and may be shared by any number of
  *   threads and sessions. A ttfs_session must be used by one thread at a time; a call that finds
@@ -143,7 +146,10 @@ typedef struct ttfs_model ttfs_model;
 typedef struct ttfs_session ttfs_session;
 
 /* Load and fully validate a model file (docs/FORMAT.md). On success *out is a new model the
- * caller frees with ttfs_model_free. On failure *out is untouched and the status says why. */
+ * caller frees with ttfs_model_free. On failure *out is untouched and the status says why.
+ * Only regular files are read (a directory, device, FIFO or socket gives TTFS_ERR_IO before
+ * any byte is read), and a file larger than the format allows (TTFS_FMT_MAX_FILE_SIZE, 4 GiB)
+ * is refused from its size. */
 TTFS_API ttfs_status ttfs_model_load_file(const char* path, ttfs_model** out);
 /* The same from memory; the bytes are copied, the caller keeps ownership of data. */
 TTFS_API ttfs_status ttfs_model_load_memory(const void* data, size_t size_bytes, ttfs_model** out);

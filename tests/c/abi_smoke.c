@@ -404,6 +404,42 @@ static void check_lifetimes(const char* path) {
     CHECK_OK(ttfs_session_free(NULL));
 }
 
+/* Handles are ids that never alias: after a handle is freed, whatever is loaded or created
+ * next (which may reuse the same memory and registry slot) gets another handle, and the stale
+ * one is refused by every call, its free included, without touching the new object. */
+static void check_stale_handles(const char* path) {
+    enum { ROUNDS = 200 };
+    for (int round = 0; round < ROUNDS; ++round) {
+        ttfs_model* stale = NULL;
+        ttfs_session* stale_session = NULL;
+        CHECK_OK(ttfs_model_load_file(path, &stale));
+        CHECK_OK(ttfs_session_create(stale, TTFS_BACKEND_CPU, TTFS_ENGINE_ANALYTIC, 1, 0, &stale_session));
+        CHECK_OK(ttfs_session_free(stale_session));
+        CHECK_OK(ttfs_model_free(stale));
+
+        ttfs_model* fresh = NULL;
+        ttfs_session* fresh_session = NULL;
+        CHECK_OK(ttfs_model_load_file(path, &fresh));
+        CHECK_OK(ttfs_session_create(fresh, TTFS_BACKEND_CPU, TTFS_ENGINE_ANALYTIC, 1, 0, &fresh_session));
+        CHECK(fresh != stale && fresh_session != stale_session);
+
+        int32_t count = 0, prediction = -1;
+        CHECK_FAILS_WITH(ttfs_model_layer_count(stale, &count), TTFS_ERR_INVALID_HANDLE);
+        CHECK_FAILS_WITH(ttfs_session_run_u8(stale_session, kImages[1], PIXELS, 1, &prediction, 1, NULL, 0),
+                         TTFS_ERR_INVALID_HANDLE);
+        CHECK_FAILS_WITH(ttfs_session_free(stale_session), TTFS_ERR_INVALID_HANDLE);
+        CHECK_FAILS_WITH(ttfs_model_free(stale), TTFS_ERR_INVALID_HANDLE);
+
+        /* The new objects were not touched by the stale calls. */
+        CHECK_OK(ttfs_model_layer_count(fresh, &count));
+        CHECK(count == 3);
+        CHECK_OK(ttfs_session_run_u8(fresh_session, kImages[1], PIXELS, 1, &prediction, 1, NULL, 0));
+        CHECK(prediction == kPredictions[1]);
+        CHECK_OK(ttfs_session_free(fresh_session));
+        CHECK_OK(ttfs_model_free(fresh));
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: abi_smoke MODEL  (the network tests/test_c_programs.py writes)\n");
@@ -426,6 +462,7 @@ int main(int argc, char** argv) {
     CHECK_OK(ttfs_model_free(model));
 
     check_lifetimes(path);
+    check_stale_handles(path);
     printf("abi_smoke: %d checks passed\n", checks_passed);
     return 0;
 }
