@@ -192,7 +192,8 @@ CrossingIndex crossing_index_of(const std::vector<float>& table) {
     // coarser buckets only mean longer scans.
     constexpr uint32_t kMostBuckets = 4096;
     index.shift = 16;
-    while ((float_bits(highest) >> index.shift) - (float_bits(lowest) >> index.shift) + 1 > kMostBuckets)
+    while (index.shift < 31 &&
+           (float_bits(highest) >> index.shift) - (float_bits(lowest) >> index.shift) + 1 > kMostBuckets)
         ++index.shift;
     index.first_bucket = float_bits(lowest) >> index.shift;
     index.last_bucket = float_bits(highest) >> index.shift;
@@ -2056,14 +2057,22 @@ private:
     // The first_crossing() of the largest child potential of pool unit (oh, ow, c), where the
     // children's intervals could not tell it: the child with the highest high end that is not
     // exact yet is made exact, until the interval of the largest potential decides it (at the
-    // latest when every child that could be the largest is exact).
+    // latest when every child that could be the largest is exact). Each round makes one more
+    // child exact, so there are at most as many rounds as children (+ 1 to see them all
+    // exact); the count, not the float comparisons, ends the loop. (The loader's potential
+    // bound keeps every potential finite, so the limit is never reached; were one NaN, its
+    // child would never count as exact, and the limit turns that into an internal error
+    // instead of an endless loop.)
     int32_t settle_unit(size_t li, const Projection& pg, int32_t oh, int32_t ow, int32_t c,
                         float* high, float* low, int64_t& recomputed) {
         const Layer& layer = model_.layers[li];
         const LayerPlan& plan = plans_[li];
         const Bracket b = bracket_of(li);
         const int32_t padded_c = plan.padded_c, out_w = plan.projection.out_w;
-        for (;;) {
+        const WindowInside inside = window_inside(pg, oh, ow);
+        const int64_t rounds = int64_t(std::max(0, inside.kh_end - inside.kh_first)) *
+                                   std::max(0, inside.kw_end - inside.kw_first) + 1;
+        for (int64_t round = 0; round < rounds; ++round) {
             float most_high = -std::numeric_limits<float>::infinity(), most_low = most_high;
             int32_t widest = -1;  // the non-exact child with the highest high end
             const WindowInside win = window_inside(pg, oh, ow);
@@ -2082,6 +2091,10 @@ private:
             high[widest] = low[widest] = exact_potential(li, widest / padded_c, widest % padded_c);
             ++recomputed;
         }
+        throw std::runtime_error("layer '" + layer.name + "': the earliest-pool unit (" + std::to_string(oh) +
+                                 ", " + std::to_string(ow) + ", " + std::to_string(c) +
+                                 ") was not settled after making all its children exact (a potential "
+                                 "that is not a number?)");
     }
 
     // An `earliest` pool's spikes listed by step, from its units' steps.
@@ -2366,8 +2379,11 @@ int32_t argmax_lowest(const float* values, int32_t count) {
     return best;
 }
 
-void write_image_outputs(const Model& model, const Workspace& ws, int32_t image,
-                         const RunOutputs& out) {
+// Writes one image's results. Returns the index of an output potential that is not a finite
+// number, or -1 (the loader's bound makes that impossible; the caller reports it as a bug
+// rather than passing on a NaN and a class-0 prediction).
+int32_t write_image_outputs(const Model& model, const Workspace& ws, int32_t image,
+                            const RunOutputs& out) {
     for (size_t li = 0; li < model.layers.size(); ++li) {
         if (!model.layers[li].has_neurons()) continue;
         const std::vector<int32_t>& first = ws.first_spike_time(li);
@@ -2378,9 +2394,11 @@ void write_image_outputs(const Model& model, const Workspace& ws, int32_t image,
     }
     const int32_t classes = model.num_classes();
     const std::vector<float>& potential = ws.output_membrane();
+    for (int32_t k = 0; k < classes; ++k)
+        if (!std::isfinite(potential[size_t(k)])) return k;
     if (out.potentials != nullptr)
         std::copy(potential.begin(), potential.end(), out.potentials + size_t(image) * classes);
-    if (out.predictions == nullptr) return;
+    if (out.predictions == nullptr) return -1;
     int32_t prediction = -1;
     if (model.readout == TTFS_READOUT_FIRST_SPIKE) {
         const std::vector<int32_t>& first = ws.first_spike_time(model.layers.size() - 1);
@@ -2389,6 +2407,7 @@ void write_image_outputs(const Model& model, const Workspace& ws, int32_t image,
     }
     if (prediction < 0) prediction = argmax_lowest(potential.data(), classes);  // vmem, or no spike
     out.predictions[image] = prediction;
+    return -1;
 }
 
 // ---- The backend ----------------------------------------------------------------------------
@@ -2456,7 +2475,14 @@ public:
                     ws.set_recording(recording);
                     for (int32_t i = next_image.fetch_add(1); i < n; i = next_image.fetch_add(1)) {
                         ws.run_image(images + size_t(i) * input_size);
-                        write_image_outputs(*model_, ws, i, out);
+                        const int32_t bad = write_image_outputs(*model_, ws, i, out);
+                        if (bad >= 0)
+                            throw std::runtime_error(
+                                "image " + std::to_string(i) + ": the output potential of class " +
+                                std::to_string(bad) + " is " +
+                                std::to_string(ws.output_membrane()[size_t(bad)]) +
+                                ", not a finite number, although the model passed the loader's "
+                                "potential bound (docs/FORMAT.md); please report the model");
                     }
                 } catch (const std::exception& e) {
                     std::lock_guard<std::mutex> hold(failure_lock);

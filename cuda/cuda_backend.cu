@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -489,6 +490,16 @@ ttfs_status CudaBackend::collect(int32_t n, const RunOutputs& out, std::string& 
         !cuda_ok(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", "running the batch", error))
         return TTFS_ERR_CUDA;
 
+    // The loader's potential bound makes a non-finite potential impossible; one here is a bug,
+    // reported as such rather than passed on with a class-0 prediction.
+    for (size_t k = 0; k < size_t(n) * classes; ++k) {
+        if (std::isfinite(host_potentials_[k])) continue;
+        error = "image " + std::to_string(k / classes) + ": the output potential of class " +
+                std::to_string(k % classes) + " is " + std::to_string(host_potentials_[k]) +
+                ", not a finite number, although the model passed the loader's potential bound "
+                "(docs/FORMAT.md); please report the model";
+        return TTFS_ERR_INTERNAL;
+    }
     int32_t* output_times = last < out.spike_times.size() ? out.spike_times[last] : nullptr;
     if (output_times != nullptr)
         std::memcpy(output_times, host_output_times_.data(), size_t(n) * classes * sizeof(int32_t));

@@ -166,6 +166,9 @@ public:
         }
         Model model;
         build(model);
+        // What the constants imply: tables, input scaling, potential bounds (model.cpp).
+        const ttfs_status derived = check_derived_values(model, error_);
+        if (derived != TTFS_OK) return derived;
         out = std::move(model);
         return TTFS_OK;
     }

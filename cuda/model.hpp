@@ -70,6 +70,31 @@ struct Model {
 // validation; test code that builds a Model by hand calls it too.
 void finalize_model(Model& model);
 
+// What can arrive from a layer's output, per image: the steps at which its units can spike
+// (the fire window of the neuron layer it relays, through maxpool and flatten; empty when that
+// layer does not fire) and how many spikes one unit and all units together can send. A neuron
+// spikes at most once; an `earliest` pool unit once; any other pool unit at most once per
+// distinct step of its children, so at most (children inside its window) x (spikes per child),
+// and never more than its window has steps. Saturating arithmetic: no overflow.
+struct SpikeBounds {
+    int32_t window_start = 0, window_len = 0;
+    int64_t per_unit = 0;  // most spikes one output unit sends
+    int64_t total = 0;     // most spikes the whole layer sends
+    int64_t children = 0;  // maxpool: most children inside one unit's window
+    int64_t parents = 0;   // maxpool: most units whose window holds one child
+};
+std::vector<SpikeBounds> spike_bounds(const Model& model);
+
+// a * b, saturated at INT64_MAX (both >= 0).
+int64_t saturating_mul(int64_t a, int64_t b);
+
+// Checks what the loader derives from the constants (docs/FORMAT.md, "Derived values"): every
+// threshold and integration-kernel table entry finite, the uint8 input scaling finite, and for
+// every conv2d/dense layer a bound on |membrane potential| over every step and every input
+// within float32's range, so that no engine can form a non-finite potential. On failure returns
+// TTFS_ERR_BAD_VALUE with `error` naming the layer, the field, the value and what was expected.
+ttfs_status check_derived_values(const Model& model, std::string& error);
+
 // True when every neuron layer's membrane potential is complete before its fire window opens,
 // so the analytic engine applies. Otherwise false, with `why` naming the layers and windows.
 bool windows_allow_analytic(const Model& model, std::string& why);

@@ -466,6 +466,96 @@ def _validate(spec: ModelSpec) -> None:
                          f"steps, more than the limit of {limits['TTFS_FMT_MAX_WINDOW_STEPS']}")
     if tensors > limits["TTFS_FMT_MAX_TENSORS"]:
         raise ValueError(f"tensor_count {tensors}, expected at most {limits['TTFS_FMT_MAX_TENSORS']}")
+    _validate_derived(spec)
+
+
+def _decay_table(length: int, td, tau) -> np.ndarray:
+    """exp(-(float(j) - td) / tau) for j in [0, length), float32 op by op as cuda/model.cpp
+    forms it, the exp rounded once (in float64, then to float32)."""
+    f32 = np.float32
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        elapsed = np.arange(length, dtype=f32) - f32(td)
+        return np.exp((-elapsed / f32(tau)).astype(np.float64)).astype(f32)
+
+
+def _spike_bounds(layers):
+    """Per layer (window_start, window_len, most spikes per unit), as cuda/model.cpp's
+    spike_bounds(): neurons and `earliest` pool units spike once, other pool units at most once
+    per distinct step of their children, never more often than their window has steps."""
+    bounds = []
+    for index, layer in enumerate(layers):
+        if layer.kind in _NEURON_KINDS:  # (the output layer's own spikes go nowhere)
+            start, end = layer.neuron.fire_window
+            if end > start:
+                bounds.append((start, end - start, 1))
+            else:
+                bounds.append((0, 0, 0))
+            continue
+        start, length, per_unit = bounds[-1]
+        if layer.kind == "maxpool":
+            h, w = (layers[index - 1].out_shape[:2])
+            children = min(layer.kernel[0], h) * min(layer.kernel[1], w)
+            per_unit = min(per_unit, 1) if layer.pool_mode == "earliest" else min(children * per_unit, length)
+        bounds.append((start, length, per_unit))
+    return bounds
+
+
+def _validate_derived(spec: ModelSpec) -> None:
+    """What the reader checks after the fields (docs/FORMAT.md, "Derived values"): finite
+    threshold and kernel tables, a finite scaled pixel 255 / input_divisor, and a bound on every
+    membrane potential within float32's range."""
+    f32 = np.float32
+    layers = spec.layers
+    for index, layer in enumerate(layers):
+        if layer.kind not in _NEURON_KINDS:
+            continue
+        where, neuron = _where(index, layer), layer.neuron
+        fire = _decay_table(neuron.fire_window[1] - neuron.fire_window[0], neuron.td_fire, neuron.tau_fire)
+        with np.errstate(over="ignore"):
+            thresholds = f32(neuron.vth0) * fire
+        if not np.all(np.isfinite(thresholds)):
+            j = int(np.argmin(np.isfinite(thresholds)))
+            raise ValueError(f"{where}: the threshold at fire step {j} overflows float32 (vth0 "
+                             f"{neuron.vth0}, td_fire {neuron.td_fire}, tau_fire {neuron.tau_fire}); "
+                             f"expected finite thresholds")
+        if layer.kind == "input":
+            with np.errstate(over="ignore", divide="ignore"):
+                brightest = f32(255) / f32(layer.input_divisor)
+            if not np.isfinite(brightest):
+                raise ValueError(f"{where}: input_divisor {layer.input_divisor} scales a pixel of "
+                                 f"255 to {brightest}; expected a finite value")
+            continue
+        kernel = _decay_table(neuron.integ_window[1] - neuron.integ_window[0], neuron.td_integ,
+                              neuron.tau_integ)
+        if not np.all(np.isfinite(kernel)):
+            j = int(np.argmin(np.isfinite(kernel)))
+            raise ValueError(f"{where}: the integration kernel at step {j} of the integration window "
+                             f"overflows float32 (td_integ {neuron.td_integ}, tau_integ "
+                             f"{neuron.tau_integ}); expected finite kernels")
+    bounds = _spike_bounds(layers)
+    most_float = float(np.finfo(f32).max)
+    for index, layer in enumerate(layers):
+        if layer.kind not in ("conv2d", "dense"):
+            continue
+        neuron = layer.neuron
+        start, length, per_unit = bounds[index - 1]
+        integ_start, integ_end = neuron.integ_window
+        steps = max(0, min(start + length, integ_end) - max(start, integ_start))
+        if length > 0 and start == 0 and not (integ_start == 0 and integ_end > 0):
+            steps += 1
+        per_unit = min(per_unit, steps)
+        kernel = _decay_table(integ_end - integ_start, neuron.td_integ, neuron.tau_integ)
+        largest = max(1.0, float(kernel.max())) if kernel.size else 1.0
+        weights = np.abs(np.asarray(layer.weights, dtype=f32).astype(np.float64))
+        rows = weights.reshape(-1, weights.shape[-1])
+        bias = (np.zeros(rows.shape[1]) if layer.bias is None
+                else np.abs(np.asarray(layer.bias, dtype=f32).astype(np.float64)))
+        reach = float(np.max(bias + rows.sum(axis=0) * largest * per_unit))
+        reach *= math.exp((rows.shape[0] + steps + 3) * 2.0 ** -24 * 1.01)
+        if not reach <= most_float:
+            raise ValueError(f"{_where(index, layer)}: its membrane potentials could reach {reach:.6g}, "
+                             f"beyond float32's range; expected weights, biases and kernels that "
+                             f"keep every potential finite")
 
 
 # ---- Writing ------------------------------------------------------------------------------------

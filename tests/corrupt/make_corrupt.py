@@ -294,6 +294,20 @@ def cases(valid: bytes):
          "conv1 vth0 0")
     case("zero_input_divisor", f().put("f", f().layer(0, "INPUT_DIVISOR"), 0.0).fixed(), "TTFS_ERR_BAD_VALUE",
          "input_divisor", "input_divisor 0")
+    # -- derived values: finite constants whose consequences overflow float32 --
+    case("threshold_overflows", f().put("f", f().layer(1, "TD_FIRE"), 1e30).fixed(), "TTFS_ERR_BAD_VALUE",
+         "td_fire", "conv1 td_fire 1e30: vth0 * exp((1e30 - j) / tau_fire) is +Inf")
+    case("kernel_overflows", f().put("f", f().layer(4, "TD_INTEG"), 3.4028234663852886e38).fixed(),
+         "TTFS_ERR_BAD_VALUE", "td_integ", "fc1 td_integ FLT_MAX: exp((FLT_MAX - i) / tau_integ) is +Inf")
+    case("scaled_pixel_overflows", f().put("I", f().layer(0, "INPUT_DIVISOR"), 0x00000001).fixed(),
+         "TTFS_ERR_BAD_VALUE", "input_divisor", "input_divisor 1.4e-45: 255 / input_divisor is +Inf")
+    g = f()
+    # Every fc1 weight 2e37: 8 inputs, each up to 4 spikes (the `or` pool of 2x2 conv1 units),
+    # kernel at most exp(0) = 1: potentials up to 6.4e38 > FLT_MAX (3.4e38).
+    for k in range(24):
+        g.put("f", g.tensor_data(2) + 4 * k, 2e37)
+    case("potential_overflows", g.fixed(), "TTFS_ERR_BAD_VALUE", "potentials",
+         "fc1 weights 2e37: 8 inputs x 4 spikes add up past FLT_MAX")
     g = f()
     case("inf_weight", g.put("I", g.tensor_data(2) + 4 * 5, 0x7F800000).fixed(), "TTFS_ERR_BAD_VALUE",
          "tensor 2", "fc1 weight element 5 is +Inf")
