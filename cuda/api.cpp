@@ -6,6 +6,7 @@
 // message of the last failure on a thread is kept in a thread_local string.
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -42,6 +43,12 @@ struct ttfs_session {
     ttfs_engine engine = TTFS_ENGINE_STEPPED;
     int32_t max_batch = 0;
     uint32_t flags = 0;
+    // The budget (ttfs_session_create_ex): the limits, and what the session was sized for.
+    uint64_t max_memory_bytes = TTFS_DEFAULT_MAX_MEMORY_BYTES;
+    uint64_t max_work_per_image = TTFS_DEFAULT_MAX_WORK_PER_IMAGE;
+    uint64_t memory_bytes = 0;
+    uint64_t work_per_image = 0;
+    int32_t max_workers = 1;
 
     // Result buffers sized for max_batch; outputs points into them for the backend.
     std::vector<int32_t> predictions;
@@ -427,51 +434,28 @@ uint64_t physical_memory_bytes() {
     return 0;
 }
 
-// a * b, or false if it does not fit in size_t.
-bool checked_mul(size_t a, size_t b, size_t& out) {
-    if (a != 0 && b > std::numeric_limits<size_t>::max() / a) return false;
-    out = a * b;
-    return true;
+// Bytes of the session's result buffers for max_batch images: predictions, potentials, spike
+// counts, spike times when recorded, and the float copy of uint8 images (ttfs_session_run_u8).
+uint64_t result_bytes(const ttfs_session& session) {
+    const ttfs::Model& model = *session.model;
+    const uint64_t batch = uint64_t(session.max_batch);
+    ttfs::Tally elements;
+    elements.add_product(batch, 1);                              // predictions
+    elements.add_product(batch, uint64_t(model.num_classes()));  // potentials
+    elements.add_product(batch, uint64_t(model.input().out.size()));  // uint8 staging
+    for (const ttfs::Layer& layer : model.layers) {
+        if (!layer.has_neurons()) continue;
+        elements.add_product(batch, 1);  // spike counts
+        if (session.records_spike_times()) elements.add_product(batch, uint64_t(layer.out.size()));
+    }
+    return ttfs::Tally().add_product(elements.value(), 4).value();  // every element is 4 bytes
 }
 
-// Sizes the session's result buffers for max_batch images and points outputs at them.
+// Sizes the session's result buffers for max_batch images and points outputs at them. The
+// budget has been checked: this fits.
 ttfs_status allocate_results(ttfs_session& session) {
     const ttfs::Model& model = *session.model;
     const size_t batch = size_t(session.max_batch);
-    // Add up every element first so a huge max_batch gets a clear message rather than a failed
-    // allocation halfway through.
-    size_t total = 0;
-    bool fits = true;
-    auto add = [&](size_t a, size_t b) {
-        size_t product = 0;
-        fits = fits && checked_mul(a, b, product) && total + product >= total;
-        total += product;
-    };
-    add(batch, 1);                              // predictions
-    add(batch, size_t(model.num_classes()));    // potentials
-    for (const ttfs::Layer& layer : model.layers) {
-        if (!layer.has_neurons()) continue;
-        add(batch, 1);  // spike counts
-        if (session.records_spike_times()) add(batch, size_t(layer.out.size()));
-    }
-    // Every result element is 4 bytes. Refusing more than the machine's physical memory up
-    // front matters on Linux, where overcommit would let the allocation "succeed" and the
-    // zero-filling below would then bring in the OOM killer instead of a status code.
-    const uint64_t physical = physical_memory_bytes();
-    fits = fits && total <= std::numeric_limits<size_t>::max() / 4;
-    if (!fits || (physical != 0 && uint64_t(total) * 4 > physical)) {
-        std::ostringstream msg;
-        msg << "ttfs_session_create: max_batch " << session.max_batch << " needs ";
-        if (fits)
-            msg << uint64_t(total) * 4 << " bytes of result buffers";
-        else
-            msg << "more result memory than this machine can address";
-        if (session.records_spike_times()) msg << " (spike times are recorded for every layer)";
-        if (physical != 0) msg << ", more than this machine's " << physical << " bytes of memory";
-        msg << "; use a smaller max_batch";
-        return fail(TTFS_ERR_OUT_OF_MEMORY, msg.str());
-    }
-
     session.predictions.assign(batch, 0);
     session.potentials.assign(batch * size_t(model.num_classes()), 0.0f);
     session.spike_counts.resize(model.layers.size());
@@ -493,43 +477,117 @@ ttfs_status allocate_results(ttfs_session& session) {
     return TTFS_OK;
 }
 
-ttfs_status create_backend(ttfs_session& session, int32_t requested) {
+const char* engine_name(int32_t engine) { return engine == TTFS_ENGINE_ANALYTIC ? "analytic" : "stepped"; }
+
+// The session's budget on one backend (docs/C_API.md, "Limits"): refuses when its memory, with
+// one worker thread, is above the machine's physical memory (TTFS_ERR_OUT_OF_MEMORY) or its
+// limit, or when its work per image is above its limit (TTFS_ERR_LIMIT); otherwise records
+// how many CPU workers the memory limit has room for, and what the session was sized for.
+// Nothing is allocated yet.
+ttfs_status check_budget(ttfs_session& session, int32_t backend, const ttfs::Requirements& need,
+                         const char* function, std::string& error) {
+    const uint64_t results = result_bytes(session);
+    const uint64_t fixed = ttfs::Tally().add(results).add(need.shared_bytes).value();
+    const uint64_t smallest = ttfs::Tally().add(fixed).add(need.per_worker_bytes).value();
+    const bool cpu = backend == TTFS_BACKEND_CPU;
+    auto memory_text = [&](uint64_t total) {
+        std::ostringstream msg;
+        msg << "the session needs " << total << " bytes of memory (result buffers for max_batch "
+            << session.max_batch << ": " << results << (session.records_spike_times() ? ", spike times recorded" : "")
+            << "; " << (cpu ? "CPU backend tables: " : "CUDA device buffers and host copies: ")
+            << need.shared_bytes;
+        if (cpu) msg << "; a workspace per worker thread: " << need.per_worker_bytes << ", one thread";
+        msg << ")";
+        return msg.str();
+    };
+    const uint64_t physical = physical_memory_bytes();
+    if (physical != 0 && smallest > physical) {
+        error = std::string(function) + ": " + memory_text(smallest) + ", more than this machine's " +
+                std::to_string(physical) + " bytes of memory; use a smaller max_batch" +
+                (session.records_spike_times() ? " or do not record spike times" : "");
+        return TTFS_ERR_OUT_OF_MEMORY;
+    }
+    const bool default_memory = session.max_memory_bytes == TTFS_DEFAULT_MAX_MEMORY_BYTES;
+    if (smallest > session.max_memory_bytes) {
+        error = std::string(function) + ": " + memory_text(smallest) + ", more than its limit of " +
+                std::to_string(session.max_memory_bytes) + " bytes" +
+                (default_memory ? " (TTFS_DEFAULT_MAX_MEMORY_BYTES)" : "") +
+                "; raise ttfs_session_options.max_memory_bytes (pyttfs: max_memory_bytes=) or use a "
+                "smaller max_batch";
+        return TTFS_ERR_LIMIT;
+    }
+    if (need.work_per_image > session.max_work_per_image) {
+        std::ostringstream msg;
+        msg << function << ": the model may cost up to " << need.work_per_image
+            << " basic operations per image on the " << engine_name(session.engine) << " engine ("
+            << backend_name(backend) << " backend), more than the limit of " << session.max_work_per_image
+            << (session.max_work_per_image == TTFS_DEFAULT_MAX_WORK_PER_IMAGE ? " (TTFS_DEFAULT_MAX_WORK_PER_IMAGE)" : "")
+            << "; raise ttfs_session_options.max_work_per_image (pyttfs: max_work_per_image=)"
+            << (session.engine == TTFS_ENGINE_STEPPED ? " or use the analytic engine" : "");
+        error = msg.str();
+        return TTFS_ERR_LIMIT;
+    }
+    // Workers: as many as a full batch uses by default, as far as the limit has room.
+    uint64_t workers = uint64_t(std::max(1, need.workers));
+    if (need.per_worker_bytes > 0) {
+        uint64_t room = session.max_memory_bytes;
+        if (physical != 0) room = std::min(room, physical);
+        workers = std::min(workers, std::max<uint64_t>(1, (room - fixed) / need.per_worker_bytes));
+    }
+    session.max_workers = cpu ? int32_t(std::min<uint64_t>(workers, uint64_t(INT32_MAX))) : 1;
+    session.memory_bytes = ttfs::Tally().add(fixed).add_product(need.per_worker_bytes, workers).value();
+    session.work_per_image = need.work_per_image;
+    return TTFS_OK;
+}
+
+// Sizes, checks and makes the backend of one kind (CPU or CUDA).
+ttfs_status make_backend(ttfs_session& session, int32_t backend, const char* function, std::string& error) {
+    ttfs::Requirements need;
+    ttfs_status status = backend == TTFS_BACKEND_CUDA
+                             ? ttfs::cuda_backend_requirements(*session.model, session.engine, session.max_batch, need, error)
+                             : ttfs::cpu_backend_requirements(*session.model, session.engine, session.max_batch, need, error);
+    if (status == TTFS_OK) status = check_budget(session, backend, need, function, error);
+    if (status != TTFS_OK) return status;
+    session.backend_kind = static_cast<ttfs_backend>(backend);
+    if (backend == TTFS_BACKEND_CUDA)
+        return ttfs::make_cuda_backend(session.model, session.engine, session.max_batch, session.backend, error);
+    return ttfs::make_cpu_backend(session.model, session.engine, session.max_batch, session.max_workers,
+                                  session.backend, error);
+}
+
+ttfs_status create_backend(ttfs_session& session, int32_t requested, const char* function) {
     std::string error;
     ttfs_status status;
+    int32_t kind = TTFS_BACKEND_CPU;
     if (requested == TTFS_BACKEND_CUDA) {
         if (ttfs::cuda_compiled() && ttfs::cuda_device_count() == 0)
             return fail(TTFS_ERR_BACKEND_UNAVAILABLE,
-                        "ttfs_session_create: backend 'cuda' asked for, but no usable CUDA "
+                        std::string(function) + ": backend 'cuda' asked for, but no usable CUDA "
                         "device was found (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides "
                         "them); use backend 'cpu' or 'auto'");
-        status = ttfs::make_cuda_backend(session.model, session.engine, session.max_batch,
-                                         session.backend, error);
-        session.backend_kind = TTFS_BACKEND_CUDA;
+        kind = TTFS_BACKEND_CUDA;
+        status = make_backend(session, kind, function, error);
     } else if (requested == TTFS_BACKEND_AUTO && ttfs::cuda_device_count() > 0) {
-        status = ttfs::make_cuda_backend(session.model, session.engine, session.max_batch,
-                                         session.backend, error);
-        session.backend_kind = TTFS_BACKEND_CUDA;
+        kind = TTFS_BACKEND_CUDA;
+        status = make_backend(session, kind, function, error);
         if (status != TTFS_OK) {
-            // auto promises a working session whenever the CPU can run it.
+            // auto promises a working session whenever the CPU can run it (within its limits).
             error.clear();
             session.backend.reset();
-            status = ttfs::make_cpu_backend(session.model, session.engine, session.max_batch,
-                                            session.backend, error);
-            session.backend_kind = TTFS_BACKEND_CPU;
+            kind = TTFS_BACKEND_CPU;
+            status = make_backend(session, kind, function, error);
         }
     } else {
-        status = ttfs::make_cpu_backend(session.model, session.engine, session.max_batch,
-                                        session.backend, error);
-        session.backend_kind = TTFS_BACKEND_CPU;
+        status = make_backend(session, kind, function, error);
     }
     if (status == TTFS_OK && session.backend == nullptr)
-        return fail(TTFS_ERR_INTERNAL, std::string("ttfs_session_create: the ") +
-                                           backend_name(session.backend_kind) +
+        return fail(TTFS_ERR_INTERNAL, std::string(function) + ": the " + backend_name(kind) +
                                            " backend reported success but made no backend");
+    if (status == TTFS_ERR_LIMIT || (status == TTFS_ERR_OUT_OF_MEMORY && error.rfind(function, 0) == 0))
+        return fail(status, error);  // the budget's message, complete
     if (status != TTFS_OK) {
         if (error.empty()) error = "the backend failed without a message";
-        return fail(status, std::string("ttfs_session_create: backend '") +
-                                backend_name(session.backend_kind) + "': " + error);
+        return fail(status, std::string(function) + ": backend '" + backend_name(kind) + "': " + error);
     }
     return TTFS_OK;
 }
@@ -753,6 +811,103 @@ ttfs_status copy_layer_results(const char* function, const ttfs_session* session
     });
 }
 
+// ttfs_session_create(_ex) after the options are read.
+ttfs_status create_session(const char* function, const ttfs_model* model, int32_t backend,
+                           int32_t engine, int32_t max_batch, uint32_t flags, uint64_t max_memory_bytes,
+                           uint64_t max_work_per_image, ttfs_session** out) {
+    ttfs_status status = TTFS_OK;
+    auto data = lookup_model(model, function, status);
+    if (!data) return status;
+    if (out == nullptr) return null_argument(function, "out");
+    if (backend != TTFS_BACKEND_AUTO && backend != TTFS_BACKEND_CPU &&
+        backend != TTFS_BACKEND_CUDA) {
+        std::ostringstream msg;
+        msg << function << ": backend = " << backend
+            << "; expected TTFS_BACKEND_AUTO (0), TTFS_BACKEND_CPU (1) or TTFS_BACKEND_CUDA (2)";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    if (engine != TTFS_ENGINE_STEPPED && engine != TTFS_ENGINE_ANALYTIC) {
+        std::ostringstream msg;
+        msg << function << ": engine = " << engine
+            << "; expected TTFS_ENGINE_STEPPED (0) or TTFS_ENGINE_ANALYTIC (1)";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    if (max_batch < 1) {
+        std::ostringstream msg;
+        msg << function << ": max_batch = " << max_batch << "; expected at least 1";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    constexpr uint32_t known_flags = TTFS_SESSION_RECORD_SPIKE_TIMES | TTFS_SESSION_ALLOW_UNSCALED;
+    if ((flags & ~known_flags) != 0) {
+        std::ostringstream msg;
+        msg << function << ": flags = 0x" << std::hex << flags
+            << "; expected 0 or a bitwise or of TTFS_SESSION_RECORD_SPIKE_TIMES (0x1) and "
+               "TTFS_SESSION_ALLOW_UNSCALED (0x2)";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    if (engine == TTFS_ENGINE_ANALYTIC) {
+        std::string why;
+        if (!ttfs::windows_allow_analytic(*data, why))
+            return fail(TTFS_ERR_UNSUPPORTED, std::string(function) + ": " + why);
+    }
+
+    auto session = std::make_unique<ttfs_session>();
+    session->model = std::move(data);
+    session->engine = static_cast<ttfs_engine>(engine);
+    session->max_batch = max_batch;
+    session->flags = flags;
+    session->max_memory_bytes = max_memory_bytes;
+    session->max_work_per_image = max_work_per_image;
+    // The budget is checked before anything is allocated: results after the backend.
+    status = create_backend(*session, backend, function);
+    if (status != TTFS_OK) return status;
+    status = allocate_results(*session);
+    if (status != TTFS_OK) return status;
+    {
+        Registry& reg = registry();
+        std::lock_guard<std::mutex> lock(reg.mutex);
+        Slot* slot = nullptr;
+        uintptr_t handle = 0;
+        if (!take_slot(reg, HandleKind::kSession, slot, handle))
+            return fail(TTFS_ERR_OUT_OF_MEMORY, too_many_handles_text("session"));
+        slot->session = session.release();
+        *out = reinterpret_cast<ttfs_session*>(handle);
+    }
+    return TTFS_OK;
+}
+
+// The fields of a caller's ttfs_session_options that lie within its struct_size (the rest keep
+// their defaults); bytes past the fields this library knows must be zero.
+ttfs_status read_options(const ttfs_session_options* options, const char* function, uint32_t& flags,
+                         uint64_t& max_memory_bytes, uint64_t& max_work_per_image) {
+    if (options == nullptr) return TTFS_OK;
+    const size_t size = options->struct_size;
+    constexpr size_t minimum = offsetof(ttfs_session_options, flags) + sizeof(uint32_t);
+    if (size < minimum) {
+        std::ostringstream msg;
+        msg << function << ": options->struct_size = " << size << "; expected at least " << minimum
+            << " (set it to sizeof(ttfs_session_options) = " << sizeof(ttfs_session_options) << ")";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    const auto* bytes = reinterpret_cast<const unsigned char*>(options);
+    for (size_t k = sizeof(ttfs_session_options); k < size; ++k) {
+        if (bytes[k] == 0) continue;
+        std::ostringstream msg;
+        msg << function << ": options->struct_size = " << size << " and byte " << k
+            << " is not zero, but this libttfs knows only the first " << sizeof(ttfs_session_options)
+            << " bytes of ttfs_session_options (options from a newer ttfs.h that it cannot honour)";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    flags = options->flags;
+    auto within = [&](size_t offset, size_t field) { return offset + field <= size; };
+    if (within(offsetof(ttfs_session_options, max_memory_bytes), sizeof(uint64_t)) && options->max_memory_bytes != 0)
+        max_memory_bytes = options->max_memory_bytes;
+    if (within(offsetof(ttfs_session_options, max_work_per_image), sizeof(uint64_t)) &&
+        options->max_work_per_image != 0)
+        max_work_per_image = options->max_work_per_image;
+    return TTFS_OK;
+}
+
 }  // namespace
 
 // ---- Library information ----------------------------------------------------------------------
@@ -801,6 +956,7 @@ TTFS_API const char* ttfs_status_name(int32_t status) {
         TTFS_NAME(TTFS_ERR_NO_RESULTS)
         TTFS_NAME(TTFS_ERR_BUSY)
         TTFS_NAME(TTFS_ERR_INTERNAL)
+        TTFS_NAME(TTFS_ERR_LIMIT)
         TTFS_NAME(TTFS_ERR_BAD_INPUT)
         TTFS_NAME(TTFS_ERR_TRUNCATED_HEADER)
         TTFS_NAME(TTFS_ERR_BAD_MAGIC)
@@ -1006,65 +1162,65 @@ TTFS_API ttfs_status ttfs_session_create(const ttfs_model* model, int32_t backen
                                          int32_t max_batch, uint32_t flags, ttfs_session** out) {
     const char* const function = __func__;
     return guarded(function, [&]() -> ttfs_status {
-        ttfs_status status = TTFS_OK;
-        auto data = lookup_model(model, function, status);
-        if (!data) return status;
-        if (out == nullptr) return null_argument(function, "out");
-        if (backend != TTFS_BACKEND_AUTO && backend != TTFS_BACKEND_CPU &&
-            backend != TTFS_BACKEND_CUDA) {
-            std::ostringstream msg;
-            msg << function << ": backend = " << backend
-                << "; expected TTFS_BACKEND_AUTO (0), TTFS_BACKEND_CPU (1) or TTFS_BACKEND_CUDA (2)";
-            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
-        }
-        if (engine != TTFS_ENGINE_STEPPED && engine != TTFS_ENGINE_ANALYTIC) {
-            std::ostringstream msg;
-            msg << function << ": engine = " << engine
-                << "; expected TTFS_ENGINE_STEPPED (0) or TTFS_ENGINE_ANALYTIC (1)";
-            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
-        }
-        if (max_batch < 1) {
-            std::ostringstream msg;
-            msg << function << ": max_batch = " << max_batch << "; expected at least 1";
-            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
-        }
-        constexpr uint32_t known_flags =
-            TTFS_SESSION_RECORD_SPIKE_TIMES | TTFS_SESSION_ALLOW_UNSCALED;
-        if ((flags & ~known_flags) != 0) {
-            std::ostringstream msg;
-            msg << function << ": flags = 0x" << std::hex << flags
-                << "; expected 0 or a bitwise or of TTFS_SESSION_RECORD_SPIKE_TIMES (0x1) and "
-                   "TTFS_SESSION_ALLOW_UNSCALED (0x2)";
-            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
-        }
-        if (engine == TTFS_ENGINE_ANALYTIC) {
-            std::string why;
-            if (!ttfs::windows_allow_analytic(*data, why))
-                return fail(TTFS_ERR_UNSUPPORTED, std::string(function) + ": " + why);
-        }
+        return create_session(function, model, backend, engine, max_batch, flags,
+                              TTFS_DEFAULT_MAX_MEMORY_BYTES, TTFS_DEFAULT_MAX_WORK_PER_IMAGE, out);
+    });
+}
 
-        auto session = std::make_unique<ttfs_session>();
-        session->model = std::move(data);
-        session->engine = static_cast<ttfs_engine>(engine);
-        session->max_batch = max_batch;
-        session->flags = flags;
-        status = allocate_results(*session);
+TTFS_API ttfs_status ttfs_session_create_ex(const ttfs_model* model, int32_t backend, int32_t engine,
+                                            int32_t max_batch, const ttfs_session_options* options,
+                                            ttfs_session** out) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        uint32_t flags = 0;
+        uint64_t max_memory = TTFS_DEFAULT_MAX_MEMORY_BYTES, max_work = TTFS_DEFAULT_MAX_WORK_PER_IMAGE;
+        const ttfs_status status = read_options(options, function, flags, max_memory, max_work);
         if (status != TTFS_OK) return status;
-        status = create_backend(*session, backend);
-        if (status != TTFS_OK) return status;
-        {
-            Registry& reg = registry();
-            std::lock_guard<std::mutex> lock(reg.mutex);
-            Slot* slot = nullptr;
-            uintptr_t handle = 0;
-            if (!take_slot(reg, HandleKind::kSession, slot, handle))
-                return fail(TTFS_ERR_OUT_OF_MEMORY, too_many_handles_text("session"));
-            slot->session = session.release();
-            *out = reinterpret_cast<ttfs_session*>(handle);
+        return create_session(function, model, backend, engine, max_batch, flags, max_memory, max_work,
+                              out);
+    });
+}
+
+TTFS_API ttfs_status ttfs_session_get_requirements(const ttfs_session* session,
+                                                   ttfs_session_requirements* out) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        ttfs_status status = TTFS_OK;
+        const ttfs_session* s = check_session(session, function, status);
+        if (s == nullptr) return status;
+        if (out == nullptr) return null_argument(function, "out");
+        constexpr size_t minimum = offsetof(ttfs_session_requirements, max_workers) + sizeof(int32_t);
+        if (out->struct_size < minimum) {
+            std::ostringstream msg;
+            msg << function << ": out->struct_size = " << out->struct_size << "; expected at least "
+                << minimum << " (set it to sizeof(ttfs_session_requirements) = "
+                << sizeof(ttfs_session_requirements) << ")";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
         }
+        ttfs_session_requirements full;
+        std::memset(&full, 0, sizeof full);
+        full.struct_size = out->struct_size;
+        full.max_workers = s->max_workers;
+        full.memory_bytes = s->memory_bytes;
+        full.work_per_image = s->work_per_image;
+        full.max_memory_bytes = s->max_memory_bytes;
+        full.max_work_per_image = s->max_work_per_image;
+        // Whole fields only, within the caller's struct_size.
+        const size_t ends[] = {offsetof(ttfs_session_requirements, max_workers) + sizeof full.max_workers,
+                               offsetof(ttfs_session_requirements, memory_bytes) + sizeof full.memory_bytes,
+                               offsetof(ttfs_session_requirements, work_per_image) + sizeof full.work_per_image,
+                               offsetof(ttfs_session_requirements, max_memory_bytes) + sizeof full.max_memory_bytes,
+                               offsetof(ttfs_session_requirements, max_work_per_image) + sizeof full.max_work_per_image};
+        size_t end = 0;
+        for (size_t e : ends)
+            if (e <= out->struct_size) end = std::max(end, e);
+        const size_t begin = offsetof(ttfs_session_requirements, max_workers);
+        std::memcpy(reinterpret_cast<char*>(out) + begin, reinterpret_cast<const char*>(&full) + begin,
+                    end - begin);
         return TTFS_OK;
     });
 }
+
 
 TTFS_API ttfs_status ttfs_session_free(ttfs_session* session) {
     const char* const function = __func__;

@@ -32,13 +32,29 @@ public:
     virtual void set_threads(int32_t threads) { (void)threads; }
 };
 
+// What a session on a backend will allocate and compute, known before anything is allocated:
+// the session's budget (ttfs_session_create_ex, docs/C_API.md "Limits").
+struct Requirements {
+    uint64_t shared_bytes = 0;      // allocated once per session (CPU plans; CUDA device buffers,
+                                    // uploads and host copies)
+    uint64_t per_worker_bytes = 0;  // CPU: one workspace per worker thread; CUDA: 0
+    uint64_t work_per_image = 0;    // an upper bound on the basic operations per image
+    int32_t workers = 1;            // worker threads a batch of max_batch uses by default
+};
+
 // CPU backend (cpu_backend.cpp). engine: TTFS_ENGINE_STEPPED or TTFS_ENGINE_ANALYTIC; the
-// caller has already checked windows_allow_analytic() for the analytic engine.
+// caller has already checked windows_allow_analytic() for the analytic engine. The backend
+// never runs more than max_workers worker threads (each needs a workspace).
+ttfs_status cpu_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,
+                                     Requirements& out, std::string& error);
 ttfs_status make_cpu_backend(std::shared_ptr<const Model> model, ttfs_engine engine,
-                             int32_t max_batch, std::unique_ptr<Backend>& out, std::string& error);
+                             int32_t max_batch, int32_t max_workers, std::unique_ptr<Backend>& out,
+                             std::string& error);
 
 // CUDA backend (cuda_backend.cu, or cuda_stub.cpp when CUDA is not compiled in, which returns
 // TTFS_ERR_BACKEND_UNAVAILABLE). Never throws; CUDA errors become TTFS_ERR_CUDA.
+ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,
+                                      Requirements& out, std::string& error);
 ttfs_status make_cuda_backend(std::shared_ptr<const Model> model, ttfs_engine engine,
                               int32_t max_batch, std::unique_ptr<Backend>& out, std::string& error);
 

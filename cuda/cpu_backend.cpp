@@ -72,6 +72,33 @@ namespace {
 
 constexpr int32_t kNever = -1;  // first_spike_time of a neuron that has not fired
 
+// Plans and workspaces take their memory through a Memory, so that a session can learn what
+// they will allocate, byte for byte, before anything is allocated (the memory budget of
+// ttfs_session_create_ex): counting, take() only adds up the bytes and leaves the vector
+// empty; the constructors then run the same code either way. (Each vector's own header and
+// the arrays of vectors of vectors, a few dozen bytes per layer, are left out.)
+class Memory {
+public:
+    explicit Memory(bool counting) : counting_(counting) {}
+    template <typename T, typename V>
+    void take(std::vector<T>& vector, size_t count, const V& value) {
+        add(count, sizeof(T));
+        if (!counting_) vector.assign(count, T(value));
+    }
+    void add(size_t count, size_t size) {
+        uint64_t bytes = 0;
+        if (__builtin_mul_overflow(uint64_t(count), uint64_t(size), &bytes) ||
+            __builtin_add_overflow(bytes_, bytes, &bytes_))
+            bytes_ = std::numeric_limits<uint64_t>::max();
+    }
+    bool counting() const { return counting_; }
+    uint64_t bytes() const { return bytes_; }
+
+private:
+    bool counting_;
+    uint64_t bytes_ = 0;
+};
+
 // Synaptic sums and (padded copies of) weights hold a position's output channels in chunks of
 // kLanes floats, the tail padded with zeros, so the innermost loop has a fixed length the
 // compiler turns into whole vector registers (one AVX-512, two AVX2 or four SSE registers).
@@ -140,17 +167,20 @@ struct Fanout {
     std::vector<OutputRange> rows, cols;
 };
 
-Fanout fanout_of(const Projection& g) {
+Fanout fanout_of(const Projection& g, Memory& memory) {
     Fanout fan;
-    fan.origin.resize(size_t(g.in_h) * size_t(g.in_w) * size_t(g.in_c));
+    memory.take(fan.origin, size_t(g.in_h) * size_t(g.in_w) * size_t(g.in_c), UnitOrigin{0, 0, 0});
+    memory.take(fan.rows, size_t(g.in_h), OutputRange{0, 0});
+    memory.take(fan.cols, size_t(g.in_w), OutputRange{0, 0});
+    if (memory.counting()) return fan;
     size_t unit = 0;
     for (int32_t h = 0; h < g.in_h; ++h)
         for (int32_t w = 0; w < g.in_w; ++w)
             for (int32_t c = 0; c < g.in_c; ++c) fan.origin[unit++] = {h, w, c};
     for (int32_t h = 0; h < g.in_h; ++h)
-        fan.rows.push_back(outputs_fed_by(h, g.pad_top, g.kernel_h, g.stride_h, g.out_h));
+        fan.rows[size_t(h)] = outputs_fed_by(h, g.pad_top, g.kernel_h, g.stride_h, g.out_h);
     for (int32_t w = 0; w < g.in_w; ++w)
-        fan.cols.push_back(outputs_fed_by(w, g.pad_left, g.kernel_w, g.stride_w, g.out_w));
+        fan.cols[size_t(w)] = outputs_fed_by(w, g.pad_left, g.kernel_w, g.stride_w, g.out_w);
     return fan;
 }
 
@@ -180,6 +210,9 @@ float bits_float(uint32_t bits) {
     std::memcpy(&value, &bits, sizeof value);
     return value;
 }
+
+// Bytes of a crossing index at most: two int32 per bucket (kMostBuckets, see below).
+constexpr size_t kCrossingIndexBytes = 2 * 4096 * sizeof(int32_t);
 
 CrossingIndex crossing_index_of(const std::vector<float>& table) {
     CrossingIndex index;
@@ -233,7 +266,9 @@ struct LayerPlan {
     // The steps at which the layer's output can spike: [window_start, window_start +
     // window_len); the fire window of a neuron layer, inherited through maxpool and flatten.
     int32_t window_start = 0, window_len = 0;
-    size_t most_spikes = 0;  // per image, all units together (an `or` pool unit may spike often)
+    // Per image, all units together: SpikeBounds::total of model.hpp (what can actually arrive:
+    // an `or` pool unit at most once per distinct step of its window's children).
+    size_t most_spikes = 0;
 
     const float* weights(const Layer& layer) const {
         return padded_weights.empty() ? layer.weights.data() : padded_weights.data();
@@ -300,8 +335,9 @@ Gate gate_of(float vth) {
     return vth > 0.0f ? kGateFirst : kGateTieZero;  // thresholds are never negative
 }
 
-void plan_gate(const Layer& children, LayerPlan& plan) {
-    plan.gate.assign(size_t(plan.window_len), kGateOpen);
+void plan_gate(const Layer& children, LayerPlan& plan, Memory& memory) {
+    memory.take(plan.gate, size_t(plan.window_len), kGateOpen);
+    if (memory.counting()) return;
     for (int32_t k = 0; k < plan.window_len; ++k)
         plan.gate[size_t(k)] = gate_of(children.fire_threshold[size_t(plan.window_start + k - children.fire_start)]);
 }
@@ -326,7 +362,7 @@ int32_t crossing_from_lowest(const LayerPlan& plan, const Layer& layer, float v)
 }
 
 // The bound rows of a certified layer (see LayerPlan).
-void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan) {
+void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan, Memory& memory) {
     const Projection& g = plan.projection;
     const int32_t out_c = g.out_c, padded_c = plan.padded_c;
     plan.certified = true;
@@ -338,8 +374,19 @@ void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan)
     auto bound_at = [&](int32_t n) { return size_t(plan.bound_base + plan.bound_lane[size_t(n % kLanes)]); };
     plan.bound_stride = packed ? kLanes : padded_c + kLanes;
     const size_t stride = size_t(plan.bound_stride);
-    plan.bound_weights.assign(size_t(plan.fan_in) * stride, 0.0f);
-    plan.weights_by_neuron.assign(size_t(plan.fan_in) * size_t(out_c), 0.0f);
+    const int32_t pad_bottom = std::max(0, (g.out_h - 1) * g.stride_h + g.kernel_h - g.in_h - g.pad_top);
+    const int32_t pad_right = std::max(0, (g.out_w - 1) * g.stride_w + g.kernel_w - g.in_w - g.pad_left);
+    plan.grid_h = g.in_h + g.pad_top + pad_bottom;
+    plan.grid_w = g.in_w + g.pad_left + pad_right;
+    plan.grid_floats = (size_t(plan.grid_h) * size_t(plan.grid_w) + size_t(kMostBlock) * size_t(g.stride_w)) *
+                       size_t(g.in_c);
+    const int32_t steps = input.window_len;
+    memory.take(plan.bound_weights, size_t(plan.fan_in) * stride, 0.0f);
+    memory.take(plan.weights_by_neuron, size_t(plan.fan_in) * size_t(out_c), 0.0f);
+    memory.take(plan.bin_slot, size_t(steps) + 1, steps);
+    memory.take(plan.bin_kernel, size_t(steps) + 1, 0.0f);
+    memory.take(plan.bound_bias, stride, 0.0f);
+    if (memory.counting()) return;
     for (size_t r = 0; r < size_t(plan.fan_in); ++r)
         for (size_t n = 0; n < size_t(out_c); ++n)
             plan.weights_by_neuron[n * size_t(plan.fan_in) + r] = layer.weights[r * size_t(out_c) + n];
@@ -351,15 +398,6 @@ void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan)
             row[bound_at(n)] = std::max(row[bound_at(n)], std::fabs(w));
         }
     }
-    const int32_t pad_bottom = std::max(0, (g.out_h - 1) * g.stride_h + g.kernel_h - g.in_h - g.pad_top);
-    const int32_t pad_right = std::max(0, (g.out_w - 1) * g.stride_w + g.kernel_w - g.in_w - g.pad_left);
-    plan.grid_h = g.in_h + g.pad_top + pad_bottom;
-    plan.grid_w = g.in_w + g.pad_left + pad_right;
-    plan.grid_floats = (size_t(plan.grid_h) * size_t(plan.grid_w) + size_t(kMostBlock) * size_t(g.stride_w)) *
-                       size_t(g.in_c);
-    const int32_t steps = input.window_len;
-    plan.bin_slot.assign(size_t(steps) + 1, steps);
-    plan.bin_kernel.assign(size_t(steps) + 1, 0.0f);
     for (int32_t k = 0; k < steps; ++k) {
         const int32_t t = input.window_start + k;
         if (!layer.integrates_at(t)) continue;
@@ -367,7 +405,6 @@ void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan)
         plan.bin_kernel[size_t(k)] = layer.kernel_at(t);
         if (t == 0) plan.zero_bin = k;
     }
-    plan.bound_bias.assign(stride, 0.0f);
     for (int32_t n = 0; n < out_c; ++n) {
         const float b = layer.bias[size_t(n)];
         plan.bound_bias[size_t(n)] = b;
@@ -376,51 +413,46 @@ void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan)
     }
 }
 
-std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certify certify) {
+// With a counting Memory: every size and flag, none of the tables (fan-out, padded and bound
+// weights, crossing index), and their bytes counted.
+std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certify certify, Memory& memory) {
     std::vector<LayerPlan> plans(model.layers.size());
+    const std::vector<SpikeBounds> bounds = spike_bounds(model);
     for (size_t li = 0; li < model.layers.size(); ++li) {
         const Layer& layer = model.layers[li];
         LayerPlan& plan = plans[li];
         plan.source = li;
+        plan.most_spikes = size_t(bounds[li].total);
         if (layer.has_neurons()) {
             const std::vector<float>& table = layer.fire_threshold;
             if (!table.empty()) plan.lowest_threshold = *std::min_element(table.begin(), table.end());
-            plan.crossing = crossing_index_of(table);
+            memory.add(1, kCrossingIndexBytes);
+            if (!memory.counting()) plan.crossing = crossing_index_of(table);
             if (layer.fires) {
                 plan.window_start = layer.fire_start;
                 plan.window_len = layer.fire_len();
             }
-            plan.most_spikes = size_t(layer.out.size());
         } else {
             const LayerPlan& below = plans[li - 1];
             plan.window_start = below.window_start;
             plan.window_len = below.window_len;
-            plan.most_spikes = below.most_spikes;
             plan.single_spike = below.single_spike &&
                                 !(layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode != TTFS_POOL_EARLIEST);
             if (layer.kind == TTFS_LAYER_FLATTEN) plan.source = below.source;  // HWC == flat order
         }
         if (layer.kind == TTFS_LAYER_MAXPOOL) {
             plan.projection = projection_of(layer);  // the window geometry, as for conv2d
-            plan.fanout = fanout_of(plan.projection);
-            // A child spike is relayed by at most every unit whose window holds the child
-            // (ceil(kernel / stride) per axis); `earliest` relays at most once per unit.
-            const size_t most_parents =
-                size_t((layer.kernel_h + layer.stride_h - 1) / layer.stride_h) *
-                size_t((layer.kernel_w + layer.stride_w - 1) / layer.stride_w);
-            plan.most_spikes *= most_parents;
-            if (layer.pool_mode == TTFS_POOL_EARLIEST)
-                plan.most_spikes = std::min(plan.most_spikes, size_t(layer.out.size()));
-            if (layer.pool_mode == TTFS_POOL_GATED) plan_gate(model.layers[li - 1], plan);
+            plan.fanout = fanout_of(plan.projection, memory);
+            if (layer.pool_mode == TTFS_POOL_GATED) plan_gate(model.layers[li - 1], plan, memory);
         } else if (layer.kind == TTFS_LAYER_CONV2D || layer.kind == TTFS_LAYER_DENSE) {
             const Projection g = projection_of(layer);
             plan.projection = g;
-            plan.fanout = fanout_of(g);
+            plan.fanout = fanout_of(g, memory);
             plan.padded_c = padded_channels(g.out_c);
             if (plan.padded_c != g.out_c) {
                 const size_t rows = layer.weights.size() / size_t(g.out_c);
-                plan.padded_weights.assign(rows * size_t(plan.padded_c), 0.0f);
-                for (size_t r = 0; r < rows; ++r)
+                memory.take(plan.padded_weights, rows * size_t(plan.padded_c), 0.0f);
+                for (size_t r = 0; r < rows && !memory.counting(); ++r)
                     std::copy(layer.weights.begin() + ptrdiff_t(r * size_t(g.out_c)),
                               layer.weights.begin() + ptrdiff_t((r + 1) * size_t(g.out_c)),
                               plan.padded_weights.begin() + ptrdiff_t(r * size_t(plan.padded_c)));
@@ -429,7 +461,7 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
             // (A layer with an empty fire window never fires; the exact path says so.)
             if (engine == TTFS_ENGINE_ANALYTIC && certify != Certify::kOff && layer.fires &&
                 layer.fire_len() > 0 && li + 1 < model.layers.size())
-                plan_certified(layer, plans[li - 1], plan);
+                plan_certified(layer, plans[li - 1], plan, memory);
         }
     }
     for (size_t li = 0; li + 1 < model.layers.size(); ++li)
@@ -448,6 +480,12 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
             plans[li].list_by_step = !plans[next].certified || !plans[li].single_spike;
     }
     return plans;
+}
+
+// The plans with their tables, allocated.
+std::vector<LayerPlan> make_plans(const Model& model, ttfs_engine engine, Certify certify) {
+    Memory memory(false);
+    return plan_model(model, engine, certify, memory);
 }
 
 // ---- Kernels shared by both engines ---------------------------------------------------------
@@ -1332,12 +1370,13 @@ void dense_by_step(const Layer& layer, const int32_t* begin, const int32_t* unit
 // ---- Shared state -----------------------------------------------------------------------------
 
 // One image's state, reused for every image a worker thread processes. Allocated once per
-// session (sized from the model); run_image() never allocates.
+// session (sized from the model, through `memory`: see Memory); run_image() never allocates.
 class Workspace {
 public:
-    Workspace(const Model& model, const std::vector<LayerPlan>& plans) : model_(model), plans_(plans) {
+    Workspace(const Model& model, const std::vector<LayerPlan>& plans, Memory& memory)
+        : model_(model), plans_(plans) {
         const size_t count = model.layers.size();
-        known_count_.assign(count, -1);
+        memory.take(known_count_, count, -1);
         first_spike_time_.resize(count);
         membrane_.resize(count);
         size_t largest_sums = 0;
@@ -1345,18 +1384,18 @@ public:
         for (size_t li = 0; li < count; ++li) {
             const Layer& layer = model.layers[li];
             if (!layer.has_neurons()) continue;
-            first_spike_time_[li].assign(size_t(layer.out.size()), kNever);
+            memory.take(first_spike_time_[li], size_t(layer.out.size()), kNever);
             if (layer.kind == TTFS_LAYER_INPUT) continue;
-            membrane_[li].assign(size_t(layer.out.size()), 0.0f);
+            memory.take(membrane_[li], size_t(layer.out.size()), 0.0f);
             const LayerPlan& plan = plans[li];
             largest_sums = std::max(largest_sums,
                                     size_t(plan.projection.positions()) * size_t(plan.padded_c));
             most_positions = std::max(most_positions, plan.projection.positions());
         }
         // One set of synaptic sums serves every layer: each layer leaves them all +0.
-        synaptic_sum_.assign(largest_sums, 0.0f);
-        flagged_.assign(size_t(most_positions), 0);
-        touched_.assign(size_t(most_positions), 0);
+        memory.take(synaptic_sum_, largest_sums, 0.0f);
+        memory.take(flagged_, size_t(most_positions), 0);
+        memory.take(touched_, size_t(most_positions), 0);
     }
     virtual ~Workspace() = default;
 
@@ -1442,14 +1481,14 @@ int32_t fire_at_step(float* potential, int32_t count, float threshold, int32_t t
 
 class SteppedWorkspace final : public Workspace {
 public:
-    SteppedWorkspace(const Model& model, const std::vector<LayerPlan>& plans)
-        : Workspace(model, plans) {
+    SteppedWorkspace(const Model& model, const std::vector<LayerPlan>& plans, Memory& memory)
+        : Workspace(model, plans, memory) {
         const size_t count = model.layers.size();
         spiking_now_.resize(count);
-        spike_count_.assign(count, 0);
+        memory.take(spike_count_, count, 0);
         last_marked_.resize(count);
         pool_relayed_.resize(count);
-        input_potential_.assign(size_t(model.input().out.size()), 0.0f);
+        memory.take(input_potential_, size_t(model.input().out.size()), 0.0f);
         // After the last step at which any layer may fire nothing arrives anywhere, and a
         // neuron without input at t != 0 is unchanged, so later steps can be skipped.
         active_steps_ = 1;
@@ -1457,12 +1496,12 @@ public:
             const Layer& layer = model.layers[li];
             if (layer.fires) active_steps_ = std::max(active_steps_, layer.fire_end);
             // Sized to the longest possible list: a unit is listed at most once per step.
-            if (layer.kind != TTFS_LAYER_FLATTEN) spiking_now_[li].assign(size_t(layer.out.size()), 0);
+            if (layer.kind != TTFS_LAYER_FLATTEN) memory.take(spiking_now_[li], size_t(layer.out.size()), 0);
             if (layer.kind == TTFS_LAYER_MAXPOOL) {
                 if (layer.pool_mode == TTFS_POOL_EARLIEST)
-                    pool_relayed_[li].assign(size_t(layer.out.size()), 0);
+                    memory.take(pool_relayed_[li], size_t(layer.out.size()), 0);
                 else
-                    last_marked_[li].assign(size_t(layer.out.size()), kNever);
+                    memory.take(last_marked_[li], size_t(layer.out.size()), kNever);
             }
         }
         active_steps_ = std::min(active_steps_, model.time_steps);
@@ -1627,8 +1666,8 @@ void place_by_step(SpikeList& list, ForEachSpike for_each_spike) {
 
 class AnalyticWorkspace final : public Workspace {
 public:
-    AnalyticWorkspace(const Model& model, const std::vector<LayerPlan>& plans)
-        : Workspace(model, plans) {
+    AnalyticWorkspace(const Model& model, const std::vector<LayerPlan>& plans, Memory& memory)
+        : Workspace(model, plans, memory) {
         const size_t count = model.layers.size();
         spikes_.resize(count);
         last_relayed_.resize(count);
@@ -1641,24 +1680,25 @@ public:
             if (layer.kind == TTFS_LAYER_FLATTEN) continue;  // plan.source reads through
             SpikeList& list = spikes_[li];
             list.first_step = plan.window_start;
-            list.begin.assign(size_t(plan.window_len) + 1, 0);
-            list.unit.assign(plan.most_spikes, 0);
+            memory.take(list.begin, size_t(plan.window_len) + 1, 0);
+            memory.take(list.unit, plan.most_spikes, 0);
             if (layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode == TTFS_POOL_EARLIEST &&
                 plans[li - 1].single_spike) {
-                pool_time_[li].assign(size_t(layer.out.size()), kNever);
+                memory.take(pool_time_[li], size_t(layer.out.size()), kNever);
             } else if (layer.kind == TTFS_LAYER_MAXPOOL) {
-                list.unit_begin.assign(size_t(layer.out.size()) + 1, 0);
-                list.step.assign(plan.most_spikes, 0);
-                last_relayed_[li].assign(size_t(layer.out.size()), kNever);
+                memory.take(list.unit_begin, size_t(layer.out.size()) + 1, 0);
+                memory.take(list.step, plan.most_spikes, 0);
+                memory.take(last_relayed_[li], size_t(layer.out.size()), kNever);
                 most_pairs = std::max(most_pairs, plan.most_spikes);
             }
         }
-        fired_.assign(most_units, 0);
+        memory.take(fired_, most_units, 0);
         for (size_t li = 0; li < count; ++li) {
             if (model.layers[li].kind != TTFS_LAYER_MAXPOOL || model.layers[li].pool_mode != TTFS_POOL_GATED)
                 continue;
-            gate_first_.assign(most_units, kNever);
-            gate_touched_.assign(most_units + 1, 0);  // + 1: written before it is known to be new
+            memory.take(gate_first_, most_units, kNever);
+            memory.take(gate_touched_, most_units + 1, 0);  // + 1: written before it is known to be new
+            break;
         }
         // Certified layers: the activation grid and its cell counts, their summed-area table,
         // the sums and bound factors of every position, the candidates, and the bins of the
@@ -1678,32 +1718,32 @@ public:
             widest = std::max(widest, size_t(plan.padded_c));
             longest = std::max(longest, size_t(plans[plans[li - 1].source].window_len));
         }
-        grid_.assign(grid, 0.0f);
-        grid_bin_.assign(grid, 0);
+        memory.take(grid_, grid, 0.0f);
+        memory.take(grid_bin_, grid, 0);
         size_t row_units = 0;
         for (size_t li = 0; li < count; ++li)
             if (plans[li].certified)
                 row_units = std::max(row_units, size_t(plans[li].projection.in_w) * size_t(plans[li].projection.in_c));
-        row_bits_.assign(row_units / 64 + 2, 0);
-        cell_nonzero_.assign(cells, 0);
-        area_.assign(cells, 0);
-        layer_sums_.assign(sums, 0.0f);
-        scale_.assign(positions, 0.0f);
-        most_.assign(positions, 0);
-        interval_high_.assign(neurons_padded, 0.0f);
-        interval_low_.assign(neurons_padded, 0.0f);
-        high_.assign(widest + kLanes, 0.0f);  // also window_sums()' row scratch
-        low_.assign(widest + kLanes, 0.0f);
-        candidate_.assign(std::max(neurons, neurons_padded), 0);
-        step_count_.assign((longest + 1) * kSpareBins, 0);
-        bins_.assign(longest + kSpareBins, 0.0f);
-        bin_used_.assign(longest + kSpareBins, 0);
-        checked_.assign(count, 0);
-        recomputed_.assign(count, 0);
+        memory.take(row_bits_, row_units / 64 + 2, 0);
+        memory.take(cell_nonzero_, cells, 0);
+        memory.take(area_, cells, 0);
+        memory.take(layer_sums_, sums, 0.0f);
+        memory.take(scale_, positions, 0.0f);
+        memory.take(most_, positions, 0);
+        memory.take(interval_high_, neurons_padded, 0.0f);
+        memory.take(interval_low_, neurons_padded, 0.0f);
+        memory.take(high_, widest + kLanes, 0.0f);  // also window_sums()' row scratch
+        memory.take(low_, widest + kLanes, 0.0f);
+        memory.take(candidate_, std::max(neurons, neurons_padded), 0);
+        memory.take(step_count_, (longest + 1) * kSpareBins, 0);
+        memory.take(bins_, longest + kSpareBins, 0.0f);
+        memory.take(bin_used_, longest + kSpareBins, 0);
+        memory.take(checked_, count, 0);
+        memory.take(recomputed_, count, 0);
         // + 1: relay_pool() writes every candidate pair before it knows whether to keep it.
-        pair_unit_.assign(most_pairs + 1, 0);
-        pair_step_.assign(most_pairs + 1, 0);
-        sorted_unit_.assign(most_pairs, 0);
+        memory.take(pair_unit_, most_pairs + 1, 0);
+        memory.take(pair_step_, most_pairs + 1, 0);
+        memory.take(sorted_unit_, most_pairs, 0);
     }
 
     void run_image(const float* image) override {
@@ -2414,9 +2454,10 @@ int32_t write_image_outputs(const Model& model, const Workspace& ws, int32_t ima
 
 class CpuBackend final : public Backend {
 public:
-    CpuBackend(std::shared_ptr<const Model> model, ttfs_engine engine, Certify certify, bool report)
+    CpuBackend(std::shared_ptr<const Model> model, ttfs_engine engine, Certify certify, bool report,
+               int32_t max_workers)
         : model_(std::move(model)), engine_(engine), certify_(certify), report_(report),
-          plans_(plan_model(*model_, engine, certify)) {}
+          max_workers_(std::max(1, max_workers)), plans_(make_plans(*model_, engine, certify)) {}
 
     // TTFS_CERTIFY_STATS: how many neurons the certified sums decided and how many were
     // recomputed exactly, per layer, on stderr (for tests and for tuning; docs/ENGINES.md).
@@ -2439,22 +2480,26 @@ public:
     // Workspaces are created here for the default thread count, and later only if the thread
     // count grows; a run never allocates per image or per neuron.
     void prepare(int32_t workers) {
+        Memory memory(false);
         while (int32_t(workspaces_.size()) < workers) {
             if (engine_ == TTFS_ENGINE_ANALYTIC) {
-                auto ws = std::make_unique<AnalyticWorkspace>(*model_, plans_);
+                auto ws = std::make_unique<AnalyticWorkspace>(*model_, plans_, memory);
                 ws->set_certify(certify_);
                 workspaces_.push_back(std::move(ws));
             } else {
-                workspaces_.push_back(std::make_unique<SteppedWorkspace>(*model_, plans_));
+                workspaces_.push_back(std::make_unique<SteppedWorkspace>(*model_, plans_, memory));
             }
         }
     }
 
+    // Worker threads for a batch of n: the requested count (default: one per hardware
+    // thread), never more than n images or than the memory budget has workspaces for.
     int32_t workers_for(int32_t n) const {
         int32_t threads = requested_threads_;
-        if (threads <= 0) threads = int32_t(std::max(1u, std::thread::hardware_concurrency()));
-        return std::max(1, std::min(threads, n));
+        if (threads <= 0) threads = default_threads();
+        return std::max(1, std::min({threads, n, max_workers_}));
     }
+    static int32_t default_threads() { return int32_t(std::max(1u, std::thread::hardware_concurrency())); }
 
     void set_threads(int32_t threads) override { requested_threads_ = std::max(0, threads); }
 
@@ -2527,15 +2572,126 @@ private:
     ttfs_engine engine_;
     Certify certify_;
     bool report_;
+    int32_t max_workers_;
     std::vector<LayerPlan> plans_;  // read by every worker, never written after construction
     int32_t requested_threads_ = 0;
     std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per worker thread
 };
 
+// ---- Requirements (the session's budget) -----------------------------------------------------
+
+// An upper bound on the basic operations (a compare, an add of one weight, a table step) one
+// image can cost, from the model and the plans (docs/C_API.md, "Limits"). What it counts, per
+// layer: threshold checks (every neuron at every step of its fire window: the stepped engine
+// does that, the analytic engine's scan can in the worst case); synaptic events (every spike
+// that can arrive, times the output positions whose windows hold it, times the channels);
+// pool relays; for certified layers the dense window sums, an exact recomputation of every
+// neuron and, after an `earliest` pool, every settling round; for the stepped engine the loop
+// over steps and layers.
+uint64_t work_per_image(const Model& model, const std::vector<LayerPlan>& plans, ttfs_engine engine) {
+    const std::vector<SpikeBounds> bounds = spike_bounds(model);
+    Tally work;
+    int32_t active_steps = 1;
+    for (size_t li = 0; li < model.layers.size(); ++li) {
+        const Layer& layer = model.layers[li];
+        const LayerPlan& plan = plans[li];
+        const uint64_t units = uint64_t(layer.out.size());
+        work.add(units);
+        if (layer.has_neurons() && layer.fires) {
+            work.add_product(units, uint64_t(std::max(1, layer.fire_len())));
+            active_steps = std::max(active_steps, layer.fire_end);
+        }
+        if (li == 0 || layer.kind == TTFS_LAYER_FLATTEN) continue;
+        const SpikeBounds& in = bounds[li - 1];
+        const Projection& g = plan.projection;
+        const uint64_t rows = uint64_t(std::min((g.kernel_h + g.stride_h - 1) / g.stride_h, g.out_h));
+        const uint64_t cols = uint64_t(std::min((g.kernel_w + g.stride_w - 1) / g.stride_w, g.out_w));
+        if (layer.kind == TTFS_LAYER_MAXPOOL) {
+            const uint64_t children = uint64_t(bounds[li].children);
+            work.add_product(uint64_t(in.total), rows, cols, 4);  // relays, two counting sorts
+            work.add_product(units, children);                     // `earliest`: min per window
+            work.add(uint64_t(plan.window_len));
+            if (layer.pool_mode == TTFS_POOL_GATED) {
+                // A threshold of exactly 0 or 1 is a tie that needs a look at the whole window,
+                // for every relayed spike (both engines).
+                bool ties = false;
+                for (float vth : model.layers[li - 1].fire_threshold) ties = ties || vth == 0.0f || vth == 1.0f;
+                if (ties) work.add_product(uint64_t(in.total), rows, cols, children);
+            }
+            continue;
+        }
+        // conv2d, dense
+        const uint64_t positions = uint64_t(g.positions());
+        const uint64_t fan_in = uint64_t(g.kernel_h) * uint64_t(g.kernel_w) * uint64_t(g.in_c);
+        const uint64_t window = uint64_t(in.window_len);
+        work.add_product(uint64_t(in.total), rows, cols, uint64_t(std::max(plan.padded_c, 1)));
+        work.add_product(positions, uint64_t(std::max(plan.padded_c, 1)), 2);
+        if (engine != TTFS_ENGINE_ANALYTIC || !plan.certified) continue;
+        work.add_product(positions, fan_in, uint64_t(plan.bound_stride));       // window sums
+        work.add_product(positions, uint64_t(g.out_c), fan_in + window + 2);     // every neuron exact
+        work.add_product(uint64_t(plan.grid_floats), 2);
+        if (plan.fuses_pool) {  // every settling round of every pool unit
+            const SpikeBounds& pool = bounds[li + 1];
+            const uint64_t children = uint64_t(pool.children);
+            work.add_product(uint64_t(model.layers[li + 1].out.size()), children + 1,
+                             children + fan_in + window + 2);
+        }
+    }
+    if (engine == TTFS_ENGINE_STEPPED)
+        work.add_product(uint64_t(std::min(active_steps, model.time_steps)), uint64_t(model.layers.size()));
+    return work.value();
+}
+
+// TTFS_CERTIFY (docs/ENGINES.md), read when a session is created.
+ttfs_status certify_mode(Certify& certify, std::string& error) {
+    certify = Certify::kOn;
+    const char* value = std::getenv("TTFS_CERTIFY");
+    if (value == nullptr || *value == '\0') return TTFS_OK;
+    const std::string mode = value;
+    if (mode == "on") certify = Certify::kOn;
+    else if (mode == "off") certify = Certify::kOff;
+    else if (mode == "recompute") certify = Certify::kRecompute;
+    else {
+        error = "CPU backend: environment variable TTFS_CERTIFY is '" + mode +
+                "'; expected 'on' (the default), 'off' or 'recompute'";
+        return TTFS_ERR_INVALID_ARGUMENT;
+    }
+    return TTFS_OK;
+}
+
 }  // namespace
 
+ttfs_status cpu_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,
+                                     Requirements& out, std::string& error) {
+    try {
+        Certify certify = Certify::kOn;
+        const ttfs_status status = certify_mode(certify, error);
+        if (status != TTFS_OK) return status;
+        // The plans and one workspace, built counting: sizes only, nothing allocated.
+        Memory shared(true), worker(true);
+        const std::vector<LayerPlan> plans = plan_model(model, engine, certify, shared);
+        if (engine == TTFS_ENGINE_ANALYTIC)
+            AnalyticWorkspace(model, plans, worker);
+        else
+            SteppedWorkspace(model, plans, worker);
+        out.shared_bytes = shared.bytes();
+        out.per_worker_bytes = worker.bytes();
+        out.work_per_image = work_per_image(model, plans, engine);
+        out.workers = std::max(1, std::min(int32_t(std::max(1u, std::thread::hardware_concurrency())),
+                                           max_batch));
+        return TTFS_OK;
+    } catch (const std::bad_alloc&) {
+        error = "out of memory while sizing the CPU backend";
+        return TTFS_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception& e) {
+        error = std::string("CPU backend: ") + e.what();
+        return TTFS_ERR_INTERNAL;
+    }
+}
+
 ttfs_status make_cpu_backend(std::shared_ptr<const Model> model, ttfs_engine engine,
-                             int32_t max_batch, std::unique_ptr<Backend>& out, std::string& error) {
+                             int32_t max_batch, int32_t max_workers, std::unique_ptr<Backend>& out,
+                             std::string& error) {
     if (!model || model->layers.size() < 2) {
         error = "CPU backend: expected a model with at least an input and an output layer";
         return TTFS_ERR_INVALID_ARGUMENT;
@@ -2557,21 +2713,12 @@ ttfs_status make_cpu_backend(std::shared_ptr<const Model> model, ttfs_engine eng
         return TTFS_ERR_UNSUPPORTED;
     }
     Certify certify = Certify::kOn;
-    if (const char* value = std::getenv("TTFS_CERTIFY"); value != nullptr && *value != '\0') {
-        const std::string mode = value;
-        if (mode == "on") certify = Certify::kOn;
-        else if (mode == "off") certify = Certify::kOff;
-        else if (mode == "recompute") certify = Certify::kRecompute;
-        else {
-            error = "CPU backend: environment variable TTFS_CERTIFY is '" + mode +
-                    "'; expected 'on' (the default), 'off' or 'recompute'";
-            return TTFS_ERR_INVALID_ARGUMENT;
-        }
-    }
+    const ttfs_status mode = certify_mode(certify, error);
+    if (mode != TTFS_OK) return mode;
     const char* stats = std::getenv("TTFS_CERTIFY_STATS");
     const bool report = stats != nullptr && *stats != '\0' && std::string(stats) != "0";
     try {
-        auto backend = std::make_unique<CpuBackend>(std::move(model), engine, certify, report);
+        auto backend = std::make_unique<CpuBackend>(std::move(model), engine, certify, report, max_workers);
         backend->prepare(backend->workers_for(max_batch));
         out = std::move(backend);
         return TTFS_OK;

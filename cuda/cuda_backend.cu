@@ -19,6 +19,7 @@
 #include "backend.hpp"
 #include "build_config.h"
 #include "device_layer.cuh"
+#include "engine_units.cuh"  // kStepChunk, for the work bound
 #include "readout_kernels.cuh"
 #include "stepped_kernels.cuh"
 
@@ -108,9 +109,6 @@ struct LayerState {
     // of the layer below it (HWC order already is the flat order).
     gpu::SpikeSteps steps_view;
     const uint8_t* spiked_now_view = nullptr;
-    // Fire-window length of the nearest neuron layer at or below this one: no unit can relay
-    // more distinct steps than that.
-    int32_t source_fire_len = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -143,10 +141,29 @@ private:
     DeviceBuffer images_;      // [max_batch * input size]
     DeviceBuffer potentials_;  // analytic: output layer [max_batch * classes]
     std::vector<LayerState> layers_;
+    std::vector<int64_t> capacities_;  // per layer, step_capacities()
     // Host copies of the output layer's results, needed for the predictions.
     std::vector<float> host_potentials_;
     std::vector<int32_t> host_output_times_;
 };
+
+// Per layer: how many spike steps the analytic engine keeps per unit (the capacity of
+// SpikeSteps). A neuron fires once; an `earliest` pool unit relays once; an `or` unit relays
+// each distinct step of its children, a `gated` unit some of them: at most (children inside
+// its window) x (what one child relays), and never more than the window has steps
+// (SpikeBounds, model.hpp). At least 1.
+std::vector<int64_t> step_capacities(const Model& model) {
+    const std::vector<SpikeBounds> bounds = spike_bounds(model);
+    std::vector<int64_t> capacity(model.layers.size(), 1);
+    for (size_t i = 1; i < model.layers.size(); ++i) {
+        const Layer& layer = model.layers[i];
+        if (layer.kind == TTFS_LAYER_FLATTEN) capacity[i] = capacity[i - 1];
+        if (layer.kind == TTFS_LAYER_MAXPOOL && layer.pool_mode != TTFS_POOL_EARLIEST)
+            capacity[i] = std::max<int64_t>(1, std::min(saturating_mul(bounds[i].children, capacity[i - 1]),
+                                                        int64_t(bounds[i].window_len)));
+    }
+    return capacity;
+}
 
 gpu::DeviceLayer describe(const Layer& layer) {
     gpu::DeviceLayer d;
@@ -235,6 +252,7 @@ ttfs_status CudaBackend::init(std::string& error) {
     host_output_times_.assign(size_t(max_batch_) * classes, -1);
 
     layers_.resize(model.layers.size());
+    capacities_ = step_capacities(model);
     for (size_t i = 0; i < model.layers.size(); ++i) {
         status = init_layer(i, error);
         if (status != TTFS_OK) return status;
@@ -275,7 +293,6 @@ ttfs_status CudaBackend::init_layer(size_t index, std::string& error) {
         state.desc.fire_threshold = state.fire_threshold.as<float>();
         state.desc.integ_kernel = state.integ_kernel.as<float>();
         state.steps_view = {state.first_spike.as<int32_t>(), 1};
-        state.source_fire_len = layer.fire_len();
         if (stepped) {
             if (layer.kind != TTFS_LAYER_INPUT &&
                 (status = state.membrane.allocate(batch * units, sizeof(float),
@@ -290,7 +307,6 @@ ttfs_status CudaBackend::init_layer(size_t index, std::string& error) {
     }
 
     const LayerState& below = layers_[index - 1];  // layer 0 is the input layer, so index >= 1
-    state.source_fire_len = below.source_fire_len;
     if (layer.kind == TTFS_LAYER_FLATTEN) {
         state.steps_view = below.steps_view;
         state.spiked_now_view = below.spiked_now_view;
@@ -315,14 +331,7 @@ ttfs_status CudaBackend::init_layer(size_t index, std::string& error) {
         state.spiked_now_view = state.spiked_now.as<uint8_t>();
         return TTFS_OK;
     }
-    // An `or` unit relays each distinct step of its children: at most (pool size) x (what one
-    // child relays) steps, and never more than the source layer's fire window has steps; a
-    // `gated` unit relays some of those steps.
-    int64_t capacity = 1;
-    if (layer.pool_mode != TTFS_POOL_EARLIEST) {
-        capacity = int64_t(layer.kernel_h) * layer.kernel_w * below.steps_view.capacity;
-        capacity = std::min<int64_t>(capacity, std::max<int32_t>(below.source_fire_len, 1));
-    }
+    const int64_t capacity = capacities_[index];
     size_t entries = 0;
     if (!checked_product(batch, units, size_t(capacity), entries)) {
         error = "device buffer for the spike steps of " + name + " is too large (size overflows)";
@@ -559,6 +568,78 @@ ttfs_status CudaBackend::run(const float* images, int32_t n, const RunOutputs& o
 }
 
 }  // namespace
+
+// What a CUDA session allocates (device buffers, host copies) and an upper bound on the basic
+// operations per image (docs/C_API.md, "Limits"), before anything is allocated. The work
+// follows the kernels: an analytic neuron walks its receptive field (fan-in x the spike steps
+// each unit keeps) once per 32-step chunk of arrivals; an analytic pool unit walks its window
+// once per step it relays; the stepped engine runs every layer over all its units at every
+// step it may act.
+ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,
+                                      Requirements& out, std::string& error) {
+    try {
+        const bool stepped = engine == TTFS_ENGINE_STEPPED;
+        const uint64_t batch = uint64_t(max_batch), classes = uint64_t(model.num_classes());
+        const std::vector<int64_t> capacity = step_capacities(model);
+        const std::vector<SpikeBounds> bounds = spike_bounds(model);
+        Tally bytes, work;
+        bytes.add_product(batch, classes, 8);                                   // host copies
+        bytes.add_product(batch, uint64_t(model.input().out.size()), 4);        // images
+        if (!stepped) bytes.add_product(batch, classes, 4);                     // potentials
+        for (size_t i = 0; i < model.layers.size(); ++i) {
+            const Layer& layer = model.layers[i];
+            const uint64_t units = uint64_t(layer.out.size());
+            const uint64_t fire_len = uint64_t(std::max(1, layer.fire_len()));
+            work.add(units);
+            if (layer.has_neurons()) {
+                bytes.add_product(uint64_t(layer.weights.size() + layer.bias.size() + layer.fire_threshold.size() +
+                                           layer.integ_kernel.size()), 4);
+                bytes.add_product(batch, units, 4).add_product(batch, 4);       // first spikes, counts
+                if (stepped) {
+                    if (layer.kind != TTFS_LAYER_INPUT) bytes.add_product(batch, units, 4);  // membranes
+                    bytes.add_product(batch, units);                                       // spike map
+                }
+                if (layer.fires) work.add_product(units, fire_len);
+            }
+            if (i == 0 || layer.kind == TTFS_LAYER_FLATTEN) continue;
+            const SpikeBounds& in = bounds[i - 1];
+            const uint64_t in_capacity = uint64_t(capacity[i - 1]);
+            if (layer.kind == TTFS_LAYER_MAXPOOL) {
+                // A gated unit also walks its window to find the winning child.
+                const uint64_t children = uint64_t(bounds[i].children) *
+                                          (layer.pool_mode == TTFS_POOL_GATED ? 2 : 1);
+                if (stepped) {
+                    bytes.add_product(batch, units, layer.pool_mode == TTFS_POOL_EARLIEST ? 2 : 1);
+                    work.add_product(uint64_t(std::max(1, in.window_len)), units, children);
+                } else {
+                    bytes.add_product(batch, units, uint64_t(capacity[i]), 4);
+                    work.add_product(units, uint64_t(capacity[i]) + 1, children, in_capacity);
+                }
+                continue;
+            }
+            const uint64_t fan_in = uint64_t(layer.kind == TTFS_LAYER_DENSE ? layer.in.size()
+                                                                           : int64_t(layer.kernel_h) * layer.kernel_w * layer.in.c);
+            if (stepped) {
+                // Steps at which it integrates: step 0 and the part of its window where the
+                // layer below may spike.
+                const int64_t first = std::max<int64_t>(in.window_start, layer.integ_start);
+                const int64_t last = std::min<int64_t>(int64_t(in.window_start) + in.window_len, layer.integ_end);
+                work.add_product(uint64_t(std::max<int64_t>(0, last - first) + 1), units, fan_in);
+            } else {
+                work.add_product(units, fan_in, in_capacity, uint64_t(in.window_len) / gpu::kStepChunk + 2);
+            }
+        }
+        if (stepped) work.add_product(uint64_t(model.time_steps), uint64_t(model.layers.size()));
+        out.shared_bytes = bytes.value();
+        out.per_worker_bytes = 0;
+        out.work_per_image = work.value();
+        out.workers = 1;
+        return TTFS_OK;
+    } catch (const std::bad_alloc&) {
+        error = "out of host memory while sizing a CUDA session";
+        return TTFS_ERR_OUT_OF_MEMORY;
+    }
+}
 
 ttfs_status make_cuda_backend(std::shared_ptr<const Model> model, ttfs_engine engine, int32_t max_batch,
                               std::unique_ptr<Backend>& out, std::string& error) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -87,6 +88,28 @@ std::vector<SpikeBounds> spike_bounds(const Model& model);
 
 // a * b, saturated at INT64_MAX (both >= 0).
 int64_t saturating_mul(int64_t a, int64_t b);
+
+// A count that saturates at UINT64_MAX instead of wrapping: memory and work estimates of
+// hostile models can exceed 64 bits, and a saturated count still compares as "too much".
+class Tally {
+public:
+    Tally& add(uint64_t a) {
+        if (__builtin_add_overflow(value_, a, &value_)) value_ = UINT64_MAX;
+        return *this;
+    }
+    // Adds the product of the factors.
+    template <typename... Factors>
+    Tally& add_product(uint64_t first, Factors... rest) {
+        uint64_t product = first;
+        for (uint64_t factor : std::initializer_list<uint64_t>{uint64_t(rest)...})
+            if (__builtin_mul_overflow(product, factor, &product)) product = UINT64_MAX;
+        return add(product);
+    }
+    uint64_t value() const { return value_; }
+
+private:
+    uint64_t value_ = 0;
+};
 
 // Checks what the loader derives from the constants (docs/FORMAT.md, "Derived values"): every
 // threshold and integration-kernel table entry finite, the uint8 input scaling finite, and for

@@ -63,6 +63,9 @@ typedef enum ttfs_status {
     TTFS_ERR_NO_RESULTS = 8,          /* results asked for before a run, or not recorded */
     TTFS_ERR_BUSY = 9,                /* the session is running in another thread */
     TTFS_ERR_INTERNAL = 10,           /* a bug in libttfs; please report the message */
+    TTFS_ERR_LIMIT = 11,              /* a session would need more memory or work per image than
+                                         its limits allow (ttfs_session_options); the message
+                                         has both numbers */
     TTFS_ERR_BAD_INPUT = 12,          /* an input value the network cannot code: NaN or
                                          infinite, or a float outside [0, 1] (see
                                          TTFS_SESSION_ALLOW_UNSCALED) */
@@ -119,6 +122,15 @@ typedef enum ttfs_engine {
                                              batch (max_batch x layer size int32 per layer) */
 #define TTFS_SESSION_ALLOW_UNSCALED 2u     /* let ttfs_session_run_f32 take finite values
                                              outside [0, 1] (NaN and infinity stay errors) */
+
+/* The limits a session must fit in unless its options raise them (docs/C_API.md, "Limits"):
+ * the memory it allocates (result buffers for max_batch images, the backend's tables, and a
+ * workspace per CPU worker thread, or the CUDA device buffers), and an upper bound on the
+ * basic operations one image can cost, both computed from the model before anything is
+ * allocated. The defaults keep a hostile model from taking the machine or running for
+ * minutes per image; every model the export pipeline writes is far inside them. */
+#define TTFS_DEFAULT_MAX_MEMORY_BYTES ((uint64_t)8 << 30)   /* 8 GiB */
+#define TTFS_DEFAULT_MAX_WORK_PER_IMAGE ((uint64_t)1 << 34) /* about 1.7e10 operations */
 
 /* ---- Library information ---------------------------------------------------------------- */
 
@@ -201,9 +213,50 @@ TTFS_API ttfs_status ttfs_model_metadata(const ttfs_model* model, const char** j
  * own reference to the model's data, so the model may be freed first.
  * Errors: TTFS_ERR_UNSUPPORTED for the analytic engine on a model whose windows overlap (the
  * message names the layers); TTFS_ERR_BACKEND_UNAVAILABLE for TTFS_BACKEND_CUDA without CUDA
- * or without a device (TTFS_BACKEND_AUTO then quietly uses the CPU). */
+ * or without a device (TTFS_BACKEND_AUTO then quietly uses the CPU); TTFS_ERR_LIMIT or
+ * TTFS_ERR_OUT_OF_MEMORY when the session would exceed the default limits (see
+ * ttfs_session_create_ex, which can raise them). */
 TTFS_API ttfs_status ttfs_session_create(const ttfs_model* model, int32_t backend, int32_t engine,
                                          int32_t max_batch, uint32_t flags, ttfs_session** out);
+/* Options of ttfs_session_create_ex. Zero-initialise the struct, set struct_size to
+ * sizeof(ttfs_session_options), then the fields you need; a field left 0 takes its default.
+ * Fields are only ever appended: the library reads the ones that lie within struct_size, and
+ * refuses (TTFS_ERR_INVALID_ARGUMENT) a larger struct whose bytes past the ones it knows are
+ * not zero (options from a newer header that this library cannot honour). */
+typedef struct ttfs_session_options {
+    uint32_t struct_size;        /* in: sizeof(ttfs_session_options) */
+    uint32_t flags;              /* TTFS_SESSION_* flags, as for ttfs_session_create */
+    uint64_t max_memory_bytes;   /* 0: TTFS_DEFAULT_MAX_MEMORY_BYTES */
+    uint64_t max_work_per_image; /* 0: TTFS_DEFAULT_MAX_WORK_PER_IMAGE */
+} ttfs_session_options;
+
+/* ttfs_session_create with options (NULL: all defaults, flags 0). Before it allocates
+ * anything it computes the session's memory and its work per image from the model, the
+ * backend, the engine and max_batch, and refuses with TTFS_ERR_LIMIT (the message has the
+ * numbers and the limit to raise) when either is above its limit, or TTFS_ERR_OUT_OF_MEMORY
+ * when the memory is above this machine's physical memory. The CPU backend runs no more
+ * worker threads than the memory limit has room for (one workspace each). Other errors as
+ * for ttfs_session_create. */
+TTFS_API ttfs_status ttfs_session_create_ex(const ttfs_model* model, int32_t backend, int32_t engine,
+                                            int32_t max_batch, const ttfs_session_options* options,
+                                            ttfs_session** out);
+
+/* What a session was sized for (ttfs_session_get_requirements). */
+typedef struct ttfs_session_requirements {
+    uint32_t struct_size;        /* in: sizeof(ttfs_session_requirements) */
+    int32_t max_workers;         /* CPU worker threads the memory limit has room for (CUDA: 1) */
+    uint64_t memory_bytes;       /* its memory with the worker threads a full batch uses by
+                                    default: results, backend tables, workspaces or device
+                                    buffers */
+    uint64_t work_per_image;     /* the bound on basic operations per image */
+    uint64_t max_memory_bytes;   /* the limits it was created under */
+    uint64_t max_work_per_image;
+} ttfs_session_requirements;
+
+/* Fill *out (struct_size as for ttfs_model_layer_info: fields beyond it are not written). */
+TTFS_API ttfs_status ttfs_session_get_requirements(const ttfs_session* session,
+                                                   ttfs_session_requirements* out);
+
 /* Free a session. NULL is a no-op; unknown or freed handles give TTFS_ERR_INVALID_HANDLE. */
 TTFS_API ttfs_status ttfs_session_free(ttfs_session* session);
 /* The backend actually used (CPU or CUDA, never AUTO) and the engine. */

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from ._lib import LibraryError, Status, TtfsError, _check, lib, library_path
 from .images import ImageReadError, image_files, read_images, read_labels
-from .model import LayerInfo, Model, Result, Session
+from .model import LayerInfo, Model, Requirements, Result, Session
 
 __all__ = [
     "ImageReadError",
     "LayerInfo",
     "LibraryError",
     "Model",
+    "Requirements",
     "Result",
     "Session",
     "Status",

@@ -8,7 +8,8 @@ from __future__ import annotations
 import ctypes
 import enum
 import os
-from ctypes import POINTER, c_char_p, c_float, c_int32, c_size_t, c_uint8, c_uint32, c_void_p
+from ctypes import (POINTER, c_char_p, c_float, c_int32, c_size_t, c_uint8, c_uint32, c_uint64,
+                    c_void_p)
 from pathlib import Path
 
 ABI_VERSION = 1  # TTFS_ABI_VERSION of the ttfs.h this module was written against
@@ -42,6 +43,7 @@ class Status(enum.IntEnum):
     ERR_NO_RESULTS = 8
     ERR_BUSY = 9
     ERR_INTERNAL = 10
+    ERR_LIMIT = 11
     ERR_BAD_INPUT = 12
     ERR_TRUNCATED_HEADER = 100
     ERR_BAD_MAGIC = 101
@@ -109,6 +111,34 @@ class LayerInfoStruct(ctypes.Structure):
     ]
 
 
+class SessionOptionsStruct(ctypes.Structure):
+    """ttfs_session_options; struct_size = ctypes.sizeof(SessionOptionsStruct), 0 = default."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("max_memory_bytes", c_uint64),
+        ("max_work_per_image", c_uint64),
+    ]
+
+
+class SessionRequirementsStruct(ctypes.Structure):
+    """ttfs_session_requirements; the caller sets struct_size."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("max_workers", c_int32),
+        ("memory_bytes", c_uint64),
+        ("work_per_image", c_uint64),
+        ("max_memory_bytes", c_uint64),
+        ("max_work_per_image", c_uint64),
+    ]
+
+
+# The default limits of a session (TTFS_DEFAULT_MAX_MEMORY_BYTES, ..._WORK_PER_IMAGE).
+DEFAULT_MAX_MEMORY_BYTES = 8 << 30
+DEFAULT_MAX_WORK_PER_IMAGE = 1 << 34
+
 # Handles are plain c_void_p so that tests can pass made-up or wrong-kind values on purpose;
 # the library checks every handle it is given.
 _handle = c_void_p
@@ -136,6 +166,9 @@ _PROTOTYPES = [
     ("ttfs_model_input_divisor", _status, [_handle, POINTER(c_float)]),
     ("ttfs_model_metadata", _status, [_handle, POINTER(c_char_p)]),
     ("ttfs_session_create", _status, [_handle, c_int32, c_int32, c_int32, c_uint32, _handle_out]),
+    ("ttfs_session_create_ex", _status,
+     [_handle, c_int32, c_int32, c_int32, POINTER(SessionOptionsStruct), _handle_out]),
+    ("ttfs_session_get_requirements", _status, [_handle, POINTER(SessionRequirementsStruct)]),
     ("ttfs_session_free", _status, [_handle]),
     ("ttfs_session_backend", _status, [_handle, POINTER(c_int32)]),
     ("ttfs_session_engine", _status, [_handle, POINTER(c_int32)]),

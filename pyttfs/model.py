@@ -17,6 +17,8 @@ from ._lib import (
     Engine,
     LayerInfoStruct,
     LayerKind,
+    SessionOptionsStruct,
+    SessionRequirementsStruct,
     Status,
     TtfsError,
     _check,
@@ -27,6 +29,11 @@ INT32_MAX = 2**31 - 1
 
 # The library words its messages for C callers; pyttfs callers get them in Python terms.
 _PYTHON_TERMS = [
+    ("ttfs_session_create_ex", "Model.session"),
+    ("raise ttfs_session_options.max_memory_bytes (pyttfs: max_memory_bytes=)",
+     "raise Model.session's max_memory_bytes"),
+    ("raise ttfs_session_options.max_work_per_image (pyttfs: max_work_per_image=)",
+     "raise Model.session's max_work_per_image"),
     ("ttfs_session_create", "Model.session"),
     ("ttfs_session_run_f32", "Session.run"),
     ("ttfs_session_run_u8", "Session.run"),
@@ -123,6 +130,20 @@ class Result:
 
     predictions: np.ndarray
     potentials: np.ndarray
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a session was sized for, and the limits it was created under (docs/C_API.md,
+    "Limits"): memory_bytes with the worker threads a full batch uses by default, an upper
+    bound on the basic operations per image, and the CPU worker threads the memory limit has
+    room for."""
+
+    memory_bytes: int
+    work_per_image: int
+    max_workers: int
+    max_memory_bytes: int
+    max_work_per_image: int
 
 
 def _int_out(function, handle) -> int:
@@ -238,13 +259,18 @@ class Model(_Closing):
 
     def session(self, backend: str = "auto", engine: str = "analytic", max_batch: int = 64,
                 record_spike_times: bool = False, threads: int = 0,
-                allow_unscaled: bool = False) -> "Session":
+                allow_unscaled: bool = False, max_memory_bytes: Optional[int] = None,
+                max_work_per_image: Optional[int] = None) -> "Session":
         """A session running this model. backend: "auto" (CUDA when a device is present, else
         CPU), "cpu" or "cuda"; engine: "analytic" or "stepped" (any window layout);
-        allow_unscaled: accept float inputs outside [0, 1] (see Session.run)."""
+        allow_unscaled: accept float inputs outside [0, 1] (see Session.run).
+        max_memory_bytes, max_work_per_image: the session's limits (None: the library's
+        defaults, 8 GiB and 2^34 operations per image; docs/C_API.md "Limits"); a session that
+        would exceed them is refused with TtfsError ERR_LIMIT, whose message has the numbers."""
         return Session(self, backend=backend, engine=engine, max_batch=max_batch,
                        record_spike_times=record_spike_times, threads=threads,
-                       allow_unscaled=allow_unscaled)
+                       allow_unscaled=allow_unscaled, max_memory_bytes=max_memory_bytes,
+                       max_work_per_image=max_work_per_image)
 
     def close(self) -> None:
         """Frees the library's model. Sessions made from it keep working."""
@@ -332,7 +358,8 @@ class Session(_Closing):
 
     def __init__(self, model: Model, backend: str = "auto", engine: str = "analytic",
                  max_batch: int = 64, record_spike_times: bool = False, threads: int = 0,
-                 allow_unscaled: bool = False):
+                 allow_unscaled: bool = False, max_memory_bytes: Optional[int] = None,
+                 max_work_per_image: Optional[int] = None):
         self._handle = None
         self._free = lib.ttfs_session_free  # kept so __del__ works while the interpreter exits
         if model.closed:
@@ -342,11 +369,16 @@ class Session(_Closing):
         max_batch = _int_in_range(max_batch, "max_batch", 1, INT32_MAX)
         threads = _int_in_range(threads, "threads", 0, INT32_MAX,
                                 " (0 = one per hardware thread)")
-        handle = c_void_p()
-        flags = (RECORD_SPIKE_TIMES if record_spike_times else 0) | \
+        options = SessionOptionsStruct(struct_size=sizeof(SessionOptionsStruct))
+        options.flags = (RECORD_SPIKE_TIMES if record_spike_times else 0) | \
             (ALLOW_UNSCALED if allow_unscaled else 0)
-        _check_py(lib.ttfs_session_create(model._handle, backend_code, engine_code, max_batch,
-                                          flags, byref(handle)))
+        for name, value in (("max_memory_bytes", max_memory_bytes),
+                            ("max_work_per_image", max_work_per_image)):
+            if value is not None:
+                setattr(options, name, _int_in_range(value, name, 1, 2 ** 64 - 1, " (None: the default)"))
+        handle = c_void_p()
+        _check_py(lib.ttfs_session_create_ex(model._handle, backend_code, engine_code, max_batch,
+                                             byref(options), byref(handle)))
         self._handle = handle.value
         # Plain copies of the model's facts, so the session does not keep the Model object alive.
         self.layers = model.layers
@@ -362,6 +394,15 @@ class Session(_Closing):
         self.engine = engine_names[_int_out(lib.ttfs_session_engine, self._handle)]
         if threads:
             self.set_threads(threads)
+
+    @property
+    def requirements(self) -> Requirements:
+        """What the session was sized for and its limits (ttfs_session_get_requirements)."""
+        out = SessionRequirementsStruct(struct_size=sizeof(SessionRequirementsStruct))
+        _check(lib.ttfs_session_get_requirements(self._live_handle(), byref(out)))
+        return Requirements(memory_bytes=out.memory_bytes, work_per_image=out.work_per_image,
+                            max_workers=out.max_workers, max_memory_bytes=out.max_memory_bytes,
+                            max_work_per_image=out.max_work_per_image)
 
     def _live_handle(self) -> int:
         if self._handle is None:

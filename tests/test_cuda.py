@@ -315,6 +315,64 @@ def test_uint8_input_matches_float_input(device):
     assert np.array_equal(from_bytes.view(np.uint32), from_floats.view(np.uint32)), label
 
 
+# ---- limits (ttfs_session_create_ex): the CUDA backend's budget -----------------------------
+
+def or_pool_net(side=16, kernel=4096, pools=1):
+    """input -> `or` pools with kernels far larger than the input (SAME, shape unchanged) ->
+    conv 1x1 (the 716-byte model of issue 9 has side 48 and two pools)."""
+    from export.ttfs_format import build_model, conv2d, input_layer, maxpool
+    layers = [input_layer((side, side, 1))]
+    layers += [maxpool(f"p{k + 1}", (kernel, kernel), (1, 1), padding="same", mode="or")
+               for k in range(pools)]
+    layers += [conv2d("out", np.ones((1, 1, 1, 2), np.float32), None)]
+    return pyttfs.Model.from_bytes(to_bytes(build_model(layers, time_steps=160, readout="vmem")))
+
+
+def test_cuda_or_pool_buffers_are_sized_by_what_can_arrive(device):
+    """A pool unit's spike steps on the device: at most min(children x their steps, window
+    steps), never kernel area: the kernel's size past the input changes nothing."""
+    sizes = []
+    for kernel in (64, 4096, 1 << 20):
+        model = or_pool_net(kernel=kernel)
+        with model.session(backend="cuda", engine="analytic", max_batch=8) as session:
+            sizes.append(session.requirements.memory_bytes)
+    assert sizes[0] == sizes[1] == sizes[2] and sizes[0] < 1 << 20, sizes
+    # And the results are the CPU's, bit for bit.
+    model = or_pool_net(kernel=4096)
+    images = np.random.default_rng(3).integers(0, 256, (6, 16, 16, 1)).astype(np.uint8)
+    for engine in ENGINES:
+        assert_same(model, run(model, "cpu", engine, images), run(model, "cuda", engine, images),
+                    f"cpu {engine}", f"cuda {engine}", "or pools with 4096x4096 kernels")
+
+
+def test_cuda_sessions_respect_the_limits(device):
+    model = or_pool_net(side=48, pools=2)  # the 716-byte model
+    with pytest.raises(pyttfs.TtfsError) as caught:
+        model.session(backend="cuda", engine="analytic", max_batch=1)
+    assert caught.value.status == "TTFS_ERR_LIMIT", caught.value.message
+    assert "cuda backend" in caught.value.message and "max_work_per_image" in caught.value.message
+    with pytest.raises(pyttfs.TtfsError) as caught:
+        model.session(backend="cuda", engine="stepped", max_batch=64, max_memory_bytes=4096)
+    assert caught.value.status == "TTFS_ERR_LIMIT"
+    assert "CUDA device buffers" in caught.value.message and "limit of 4096 bytes" in caught.value.message
+    # auto promises a session whenever the CPU can run it: the CPU's bound is within the limit.
+    with model.session(backend="auto", engine="analytic", max_batch=1) as session:
+        assert session.backend == "cpu"
+
+
+def test_cuda_refuses_the_runaway_model(device):
+    from export.ttfs_format import NeuronParams, build_model, conv2d, input_layer
+    steps = 2 ** 20
+    layers = [input_layer((256, 256, 1), neuron=NeuronParams(fire_window=(0, steps))),
+              conv2d("out", np.ones((1, 1, 1, 1), np.float32), None,
+                     neuron=NeuronParams(integ_window=(0, steps), fire_window=(0, steps)))]
+    model = pyttfs.Model.from_bytes(to_bytes(build_model(layers, time_steps=steps,
+                                                         readout="first_spike")))
+    with pytest.raises(pyttfs.TtfsError) as caught:
+        model.session(backend="cuda", engine="stepped", max_batch=1)
+    assert caught.value.status == "TTFS_ERR_LIMIT" and "stepped engine (cuda backend)" in caught.value.message
+
+
 # ---- emulator-only: failures of the CUDA runtime -------------------------------------------
 
 emulator_only = pytest.mark.skipif(not EMULATED, reason="needs the CUDA emulator's fault injection")
@@ -391,5 +449,7 @@ def test_emulated_cuda_backend(tmp_path):
                  "test_parity_gated_pools", "test_parity_gated_long_windows",
                  "test_batches_are_independent",
                  "test_overlapping_windows_stepped_parity_and_analytic_refusal",
-                 "test_device_allocation_failure_is_a_cuda_error"):
+                 "test_device_allocation_failure_is_a_cuda_error",
+                 "test_cuda_or_pool_buffers_are_sized_by_what_can_arrive",
+                 "test_cuda_sessions_respect_the_limits", "test_cuda_refuses_the_runaway_model"):
         assert name in ran, f"{name} did not pass in the emulator run:\n{output}"
