@@ -731,7 +731,7 @@ bool window_sums_avx512(const WindowSums& d) {
 // AVX-512F, unless the environment variable TTFS_CPU_PORTABLE is set to anything but "" or "0"
 // when the library is loaded (then the portable variants run: how the tests reach them on an
 // AVX-512 machine). Both give the same results.
-bool use_avx512() {
+[[maybe_unused]] bool use_avx512() {
 #if TTFS_HAVE_AVX512_VARIANT
     static const bool avx512 = [] {
         const char* portable = std::getenv("TTFS_CPU_PORTABLE");
@@ -1823,7 +1823,7 @@ private:
             std::fill(per_step, per_step + (steps + 1) * kSpareBins, 0);
             int32_t* grid_bin = grid_bin_.data();
             std::fill(grid_bin, grid_bin + plan.grid_floats, steps);
-            const bool count_cells = g.kernel_w * g.in_c > kLanes;  // see the bound factors below
+            [[maybe_unused]] const bool count_cells = g.kernel_w * g.in_c > kLanes;  // see the bound factors below
             bool done = false;
 #if TTFS_HAVE_AVX512_VARIANT
             if (use_avx512() && steps + 1 <= kGuessTable) {

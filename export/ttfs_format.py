@@ -469,13 +469,16 @@ def _validate(spec: ModelSpec) -> None:
     _validate_derived(spec)
 
 
-def _decay_table(length: int, td, tau) -> np.ndarray:
-    """exp(-(float(j) - td) / tau) for j in [0, length), float32 op by op as cuda/model.cpp
-    forms it, the exp rounded once (in float64, then to float32)."""
+def _largest_decay(length: int, td, tau):
+    """The largest entry of exp(-(float(j) - td) / tau) over j in [0, length), float32 op by op
+    as cuda/model.cpp forms the table, the exp rounded once (in float64, then to float32);
+    None for an empty table. With tau > 0 the exponent never grows with j, so it is entry 0."""
+    if length <= 0:
+        return None
     f32 = np.float32
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        elapsed = np.arange(length, dtype=f32) - f32(td)
-        return np.exp((-elapsed / f32(tau)).astype(np.float64)).astype(f32)
+        elapsed = f32(0) - f32(td)
+        return f32(np.exp(np.float64(-elapsed / f32(tau))))
 
 
 def _spike_bounds(layers):
@@ -510,11 +513,11 @@ def _validate_derived(spec: ModelSpec) -> None:
         if layer.kind not in _NEURON_KINDS:
             continue
         where, neuron = _where(index, layer), layer.neuron
-        fire = _decay_table(neuron.fire_window[1] - neuron.fire_window[0], neuron.td_fire, neuron.tau_fire)
+        fire = _largest_decay(neuron.fire_window[1] - neuron.fire_window[0], neuron.td_fire, neuron.tau_fire)
         with np.errstate(over="ignore"):
-            thresholds = f32(neuron.vth0) * fire
-        if not np.all(np.isfinite(thresholds)):
-            j = int(np.argmin(np.isfinite(thresholds)))
+            largest = None if fire is None else f32(neuron.vth0) * fire
+        if largest is not None and not np.isfinite(largest):
+            j = 0
             raise ValueError(f"{where}: the threshold at fire step {j} overflows float32 (vth0 "
                              f"{neuron.vth0}, td_fire {neuron.td_fire}, tau_fire {neuron.tau_fire}); "
                              f"expected finite thresholds")
@@ -525,10 +528,10 @@ def _validate_derived(spec: ModelSpec) -> None:
                 raise ValueError(f"{where}: input_divisor {layer.input_divisor} scales a pixel of "
                                  f"255 to {brightest}; expected a finite value")
             continue
-        kernel = _decay_table(neuron.integ_window[1] - neuron.integ_window[0], neuron.td_integ,
-                              neuron.tau_integ)
-        if not np.all(np.isfinite(kernel)):
-            j = int(np.argmin(np.isfinite(kernel)))
+        kernel = _largest_decay(neuron.integ_window[1] - neuron.integ_window[0], neuron.td_integ,
+                                neuron.tau_integ)
+        if kernel is not None and not np.isfinite(kernel):
+            j = 0
             raise ValueError(f"{where}: the integration kernel at step {j} of the integration window "
                              f"overflows float32 (td_integ {neuron.td_integ}, tau_integ "
                              f"{neuron.tau_integ}); expected finite kernels")
@@ -544,8 +547,8 @@ def _validate_derived(spec: ModelSpec) -> None:
         if length > 0 and start == 0 and not (integ_start == 0 and integ_end > 0):
             steps += 1
         per_unit = min(per_unit, steps)
-        kernel = _decay_table(integ_end - integ_start, neuron.td_integ, neuron.tau_integ)
-        largest = max(1.0, float(kernel.max())) if kernel.size else 1.0
+        kernel = _largest_decay(integ_end - integ_start, neuron.td_integ, neuron.tau_integ)
+        largest = 1.0 if kernel is None else max(1.0, float(kernel))
         weights = np.abs(np.asarray(layer.weights, dtype=f32).astype(np.float64))
         rows = weights.reshape(-1, weights.shape[-1])
         bias = (np.zeros(rows.shape[1]) if layer.bias is None

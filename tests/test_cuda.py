@@ -58,6 +58,7 @@ NO_DEVICE_REASON = ("no CUDA device (" + ("library built without CUDA" if not py
 N_NETS = 60       # non-overlapping windows (T_s = T_d)
 N_TOUCHING = 10    # T_s = T_d - 1: still analytic
 N_OVERLAPPING = 16  # stepped only
+FUZZ_CASES = 150   # structure-fuzzed models through both backends
 ENGINES = ("analytic", "stepped")
 
 
@@ -373,6 +374,34 @@ def test_cuda_refuses_the_runaway_model(device):
     assert caught.value.status == "TTFS_ERR_LIMIT" and "stepped engine (cuda backend)" in caught.value.message
 
 
+def test_fuzzed_models_agree_between_cpu_and_cuda(device):
+    """Structure-fuzzed models (tests/fuzz_models.py) through the CUDA backend: the loader's
+    verdicts are the same, every session is created or refused cleanly within the limits, and
+    where both backends ran a model their results are the same bits."""
+    import fuzz_models
+    program = fuzz_models.find_program()
+    if not program.is_file():
+        pytest.skip(f"{program} is not built")
+    seeds = list(range(2_000_000, 2_000_000 + FUZZ_CASES))
+    cases = fuzz_models.generate_many(seeds)
+    on_cpu, _ = fuzz_models.run_fuzz(seeds, program, cases=cases, extra_args=("--backend", "cpu"))
+    on_cuda, _ = fuzz_models.run_fuzz(seeds, program, cases=cases, extra_args=("--backend", "cuda"),
+                                      case_timeout=120)
+    for outcomes, name in ((on_cpu, "cpu"), (on_cuda, "cuda")):
+        problems = fuzz_models.check_outcomes(outcomes, cases)
+        assert not problems, f"{name}: " + "\n".join(problems[:20])
+    both = 0
+    for seed in seeds:
+        cpu, cuda = on_cpu[seed], on_cuda[seed]
+        assert cpu.kind == cuda.kind, (seed, cpu, cuda)
+        if cpu.kind == "load":
+            assert cpu.detail == cuda.detail, (seed, cpu, cuda)
+        elif "OK" in cpu.detail and "OK" in cuda.detail:
+            assert cpu.hash == cuda.hash, f"seed {seed}: cpu {cpu} vs cuda {cuda}"
+            both += 1
+    assert both >= FUZZ_CASES // 5, both
+
+
 # ---- emulator-only: failures of the CUDA runtime -------------------------------------------
 
 emulator_only = pytest.mark.skipif(not EMULATED, reason="needs the CUDA emulator's fault injection")
@@ -451,5 +480,6 @@ def test_emulated_cuda_backend(tmp_path):
                  "test_overlapping_windows_stepped_parity_and_analytic_refusal",
                  "test_device_allocation_failure_is_a_cuda_error",
                  "test_cuda_or_pool_buffers_are_sized_by_what_can_arrive",
-                 "test_cuda_sessions_respect_the_limits", "test_cuda_refuses_the_runaway_model"):
+                 "test_cuda_sessions_respect_the_limits", "test_cuda_refuses_the_runaway_model",
+                 "test_fuzzed_models_agree_between_cpu_and_cuda"):
         assert name in ran, f"{name} did not pass in the emulator run:\n{output}"

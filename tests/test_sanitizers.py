@@ -1,10 +1,16 @@
-"""The C test programs and ttfs-infer under AddressSanitizer, LeakSanitizer and UBSan.
+"""The C test programs and ttfs-infer under AddressSanitizer, LeakSanitizer and UBSan, and the
+threaded ones under ThreadSanitizer.
 
 Builds a CPU-only debug build with -DTTFS_SANITIZE=address,undefined into build-asan/ of the
 checkout (reused, and only rebuilt incrementally, once it exists), then runs there:
 abi_smoke on its hand-worked model, fuzz_loader (mutated model files) for a few thousand
-iterations, and ttfs-infer on small IDX sets, good and bad. Any sanitizer report fails the
-test, leaks included. Everything runs in subprocesses: nothing sanitized is loaded into pytest.
+iterations, fuzz_runner on a few hundred structure-fuzzed models (tests/fuzz_models.py: every
+engine, with their results compared to the regular build's), threads_stress, and ttfs-infer
+on small IDX sets, good and bad. Then a ThreadSanitizer build (build-tsan/:
+-DTTFS_SANITIZE=thread with -DTTFS_NO_VECTOR_CLONES=ON, as the per-instruction-set clones'
+ifunc resolvers crash under TSan) runs threads_stress (tests/test_threads.py's concurrency from
+C) and fuzzed models on two worker threads each. Any sanitizer report fails the test, leaks
+included. Everything runs in subprocesses: nothing sanitized is loaded into pytest.
 """
 from __future__ import annotations
 
@@ -20,10 +26,13 @@ import pytest
 
 from export.ttfs_format import (build_model, conv2d, dense, flatten, input_layer, maxpool,
                                 write_model)
+import fuzz_models
+from conftest import tiny_spec
 from test_c_programs import write_abi_smoke_model
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO / "build-asan"
+TSAN_BUILD_DIR = REPO / "build-tsan"
 SANITIZERS = "address,undefined"
 # Budgets that keep the whole file well under 4 minutes on two cores (the first build is the
 # bulk of it; later runs rebuild only what changed).
@@ -31,12 +40,22 @@ BUILD_TIMEOUT_S = 170
 RUN_TIMEOUT_S = 60
 FUZZ_ITERATIONS = 3000
 FUZZ_SEED = 20240611
+# Structure-fuzzed models (tests/fuzz_models.py) under each sanitizer, from seed 1 000 000 on
+# (cases the default run of tests/test_fuzz_models.py does not repeat).
+ASAN_MODEL_CASES = 300
+TSAN_MODEL_CASES = 60
+MODEL_SEED = 1_000_000
+# Their sessions' work limit: a sanitized debug build runs some 50-100 times slower than the
+# regular one, so a tenth of the regular run's limit keeps every case within seconds (cases
+# beyond it are refused, the same way in both builds).
+SANITIZED_MAX_WORK = fuzz_models.CASE_MAX_WORK // 10
 
 SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=23",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
 }
-SANITIZER_MARKS = ("runtime error", "AddressSanitizer", "LeakSanitizer")
+SANITIZER_MARKS = ("runtime error", "AddressSanitizer", "LeakSanitizer", "ThreadSanitizer")
+TSAN_ENV = {"TSAN_OPTIONS": "halt_on_error=1:exitcode=66:second_deadlock_stack=1"}
 
 
 def _run(command, timeout=RUN_TIMEOUT_S, env=None):
@@ -117,7 +136,24 @@ def _fuzz_loader_args(tmp_path):
     return [write_conv_model(tmp_path / "fuzz_seed.ttfs", "first_spike"), FUZZ_ITERATIONS, FUZZ_SEED]
 
 
-C_PROGRAM_ARGS = {"abi_smoke": _abi_smoke_args, "fuzz_loader": _fuzz_loader_args}
+def _fuzz_runner_args(tmp_path):
+    cases = [fuzz_models.generate(seed) for seed in range(MODEL_SEED, MODEL_SEED + 12)]
+    fuzz_models.write_cases(cases, tmp_path / "cases.bin", max_work=SANITIZED_MAX_WORK)
+    return [tmp_path / "cases.bin"]
+
+
+def write_tiny_model(path):
+    from export.ttfs_format import write_model
+    write_model(tiny_spec(), path)
+    return path
+
+
+def _threads_stress_args(tmp_path):
+    return [write_tiny_model(tmp_path / "tiny.ttfs"), 3]
+
+
+C_PROGRAM_ARGS = {"abi_smoke": _abi_smoke_args, "fuzz_loader": _fuzz_loader_args,
+                  "fuzz_runner": _fuzz_runner_args, "threads_stress": _threads_stress_args}
 C_PROGRAMS = sorted(set(C_PROGRAM_ARGS) | {p.stem for p in (REPO / "tests" / "c").glob("*.c")})
 
 
@@ -214,3 +250,91 @@ def test_ttfs_infer_is_clean_under_sanitizers(asan_build, sanitizer_env, tmp_pat
         assert_clean(result, f"ttfs-infer {args}")
         assert result.returncode in (1, 2), f"ttfs-infer {args} exited {result.returncode}:\n{result.stderr}"
         assert result.stderr.startswith("ttfs-infer: error: "), result.stderr
+
+
+# ---- structure-fuzzed models under AddressSanitizer + UBSan ----------------------------------
+
+def release_outcomes(seeds):
+    """The regular build's outcomes for the same cases (the library pytest loaded)."""
+    program = fuzz_models.find_program()
+    if not program.is_file():
+        pytest.skip(f"{program} is not built")
+    outcomes, _ = fuzz_models.run_fuzz(seeds, program, max_work=SANITIZED_MAX_WORK)
+    return outcomes
+
+
+def assert_same_outcomes(sanitized, regular, what):
+    differ = [seed for seed in regular
+              if (sanitized[seed].kind, sanitized[seed].detail, sanitized[seed].hash) !=
+                 (regular[seed].kind, regular[seed].detail, regular[seed].hash)]
+    assert not differ, (f"{what}: {len(differ)} cases differ from the regular build, e.g. seed "
+                        f"{differ[0]}: {sanitized[differ[0]]} vs {regular[differ[0]]}")
+
+
+def test_fuzzed_models_are_clean_under_asan(asan_build, sanitizer_env):
+    seeds = list(range(MODEL_SEED, MODEL_SEED + ASAN_MODEL_CASES))
+    reports = []
+    # AddressSanitizer reserves terabytes of address space: no RLIMIT_AS here (the library's
+    # own limits and ASan's allocator bound the memory).
+    outcomes, cases = fuzz_models.run_fuzz(seeds, asan_build / "tests" / "fuzz_runner",
+                                           address_space=None, case_timeout=300, env=sanitizer_env,
+                                           stderr_sink=reports, max_work=SANITIZED_MAX_WORK)
+    found = [mark for mark in SANITIZER_MARKS if any(mark in text for text in reports)]
+    assert not found, f"sanitizer reports ({found}):\n" + "\n".join(reports)[-8000:]
+    problems = fuzz_models.check_outcomes(outcomes, cases)
+    assert not problems, "\n".join(problems[:20])
+    assert sum(o.kind == "ran" for o in outcomes.values()) >= ASAN_MODEL_CASES // 4
+    assert_same_outcomes(outcomes, release_outcomes(seeds), "ASan build")
+
+
+# ---- ThreadSanitizer -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tsan_build():
+    """build-tsan/: the library and the two threaded C programs under ThreadSanitizer."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not on the PATH; the sanitizer build needs it")
+    started = time.monotonic()
+    configure = _run(["cmake", "-S", REPO, "-B", TSAN_BUILD_DIR, "-DTTFS_CUDA=OFF",
+                      "-DTTFS_SANITIZE=thread", "-DTTFS_NO_VECTOR_CLONES=ON",
+                      "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DTTFS_BUILD_TESTS=ON",
+                      "-DTTFS_BUILD_CLI=OFF"], timeout=BUILD_TIMEOUT_S)
+    assert configure.returncode == 0, f"configuring {TSAN_BUILD_DIR} failed:\n{configure.stdout}{configure.stderr}"
+    remaining = BUILD_TIMEOUT_S - (time.monotonic() - started)
+    build = _run(["cmake", "--build", TSAN_BUILD_DIR, "-j2", "--target", "threads_stress", "fuzz_runner"],
+                 timeout=max(remaining, 10))
+    assert build.returncode == 0, f"building {TSAN_BUILD_DIR} failed:\n{build.stdout[-6000:]}{build.stderr[-6000:]}"
+    return TSAN_BUILD_DIR
+
+
+@pytest.fixture(scope="module")
+def tsan_env():
+    env = dict(os.environ)
+    env.update(TSAN_ENV)
+    env.pop("LD_LIBRARY_PATH", None)
+    env.pop("LD_PRELOAD", None)
+    return env
+
+
+def test_threads_are_clean_under_tsan(tsan_build, tsan_env, tmp_path):
+    result = _run([tsan_build / "tests" / "threads_stress", write_tiny_model(tmp_path / "tiny.ttfs"), 6],
+                  timeout=RUN_TIMEOUT_S * 2, env=tsan_env)
+    assert_clean(result, "threads_stress")
+    assert result.returncode == 0, f"threads_stress exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    assert result.stdout.startswith("threads_stress: ok")
+
+
+def test_fuzzed_models_on_worker_threads_are_clean_under_tsan(tsan_build, tsan_env):
+    seeds = list(range(MODEL_SEED, MODEL_SEED + TSAN_MODEL_CASES))
+    # Every case on two worker threads (the cases file says how many; force 2).
+    cases = [fuzz_models.generate(seed) for seed in seeds]
+    for case in cases:
+        case.threads = 2
+    reports = []
+    outcomes, _ = fuzz_models.run_fuzz(seeds, tsan_build / "tests" / "fuzz_runner", address_space=None,
+                                       case_timeout=300, env=tsan_env, stderr_sink=reports,
+                                       cases=cases, max_work=SANITIZED_MAX_WORK)
+    found = [mark for mark in SANITIZER_MARKS if any(mark in text for text in reports)]
+    assert not found, f"sanitizer reports ({found}):\n" + "\n".join(reports)[-8000:]
+    assert not fuzz_models.check_outcomes(outcomes, cases)
+    assert_same_outcomes(outcomes, release_outcomes(seeds), "TSan build on two threads")
