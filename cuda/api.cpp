@@ -6,8 +6,8 @@
 // message of the last failure on a thread is kept in a thread_local string.
 #include <algorithm>
 #include <atomic>
-#include <cstddef>
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <limits>

@@ -267,7 +267,7 @@ struct LayerPlan {
     // window_len); the fire window of a neuron layer, inherited through maxpool and flatten.
     int32_t window_start = 0, window_len = 0;
     // Per image, all units together: SpikeBounds::total of model.hpp (what can actually arrive:
-    // an `or` pool unit at most once per distinct step of its window's children).
+    // an `or` or `gated` pool unit at most once per distinct step of its window's children).
     size_t most_spikes = 0;
 
     const float* weights(const Layer& layer) const {
