@@ -72,4 +72,4 @@ test: venv build
 	TTFS_LIBRARY=$(CURDIR)/$(BUILD)/libttfs.so $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(BUILD) build-asan build-cuda-emu
+	rm -rf $(BUILD) build-asan build-tsan build-cuda-emu
