@@ -262,7 +262,9 @@ TTFS_API ttfs_status ttfs_session_free(ttfs_session* session);
 /* The backend actually used (CPU or CUDA, never AUTO) and the engine. */
 TTFS_API ttfs_status ttfs_session_backend(const ttfs_session* session, int32_t* backend);
 TTFS_API ttfs_status ttfs_session_engine(const ttfs_session* session, int32_t* engine);
-/* CPU backend worker threads; 0 (the default) = one per hardware thread. Ignored by CUDA. */
+/* CPU backend worker threads; 0 (the default) = one per hardware thread. Ignored by CUDA.
+ * Never more than the session's memory limit has room for (one workspace each: max_workers
+ * of ttfs_session_get_requirements); a larger count runs that many. */
 TTFS_API ttfs_status ttfs_session_set_threads(ttfs_session* session, int32_t threads);
 
 /* Run a batch of n images (1 <= n <= max_batch).
