@@ -410,7 +410,8 @@ class Session(_Closing):
         return self._handle
 
     def set_threads(self, threads: int) -> None:
-        """CPU worker threads; 0 = one per hardware thread. Ignored by the CUDA backend."""
+        """CPU worker threads; 0 = one per hardware thread. Ignored by the CUDA backend. Never
+        more than requirements.max_workers (one workspace each within the memory limit)."""
         threads = _int_in_range(threads, "threads", 0, INT32_MAX, " (0 = one per hardware thread)")
         _check_py(lib.ttfs_session_set_threads(self._live_handle(), threads))
 
