@@ -104,11 +104,14 @@ class Options:
 # one zero row and one batch of the untrained network (an accident, docs/ALGORITHM.md section 2).
 # The other reference path, the spike-count-gated pool (f_spike_max_pool on, set by its run
 # script and config file), is this recipe with --pool-mode gated.
-REFERENCE_RECIPE = {"epochs": 500, "batch_size": 100, "learning_rate": 1e-3, "augment_shift": 0,
-                    "cosine_decay": False, "keep": "best", "stats_on": "test",
+REFERENCE_RECIPE = {"arch": "reference", "epochs": 500, "batch_size": 100,
+                    "learning_rate": 1e-3, "augment_shift": 0, "augment_flip": False,
+                    "cosine_decay": False, "keep": "best", "quiet_background": 0,
+                    "stats_on": "test",
                     "stats_images": None, "percentile": 99.9, "pool_mode": "or",
                     "readout": "vmem", "time_fire_start": 80, "time_fire_duration": 80,
-                    "time_steps": 400, "vth0": 1.0, "tc_rule": "reference", "tc_passes": 6,
+                    "time_steps": 400, "vth0": 1.0, "tau": 20.0, "tc_rule": "reference",
+                    "tc_passes": 6,
                     "tc_images": 10000, "tc_batch_size": 100, "tc_save_every": 10000}
 
 

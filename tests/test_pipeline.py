@@ -209,9 +209,19 @@ def test_default_options_are_the_demo_configuration_and_the_reference_recipe_is_
     _, reference = parse(["all", "--reference-recipe"])
     assert (reference.epochs, reference.pool_mode, reference.stats_on, reference.tc_rule) == \
         (500, "or", "test", "reference")
-    # an option given explicitly wins over the recipe
+    # the rest of the reference's documented commands (docs/ALGORITHM.md sections 1-8)
+    assert (reference.batch_size, reference.learning_rate, reference.keep,
+            reference.augment_shift, reference.cosine_decay, reference.quiet_background) == \
+        (100, 1e-3, "best", 0, False, 0)
+    assert (reference.percentile, reference.stats_images, reference.readout, reference.vth0,
+            reference.tau, reference.time_fire_start, reference.time_fire_duration,
+            reference.time_steps) == (99.9, None, "vmem", 1.0, 20.0, 80, 80, 400)
+    assert (reference.tc_passes, reference.tc_images, reference.tc_batch_size) == (6, 10000, 100)
+    # an option given explicitly wins over the recipe: the gated variant is one more flag
     _, mixed = parse(["all", "--reference-recipe", "--epochs", "3", "--pool-mode=earliest"])
     assert (mixed.epochs, mixed.pool_mode, mixed.stats_on) == (3, "earliest", "test")
+    _, gated = parse(["all", "--reference-recipe", "--pool-mode", "gated"])
+    assert (gated.epochs, gated.pool_mode, gated.tc_rule) == (500, "gated", "reference")
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras 3 + numpy 2
