@@ -346,8 +346,8 @@ def efficiency_rows(record: dict) -> List[Tuple[str, ...]]:
 
 
 EFFICIENCY_HEADER = ("layer", "neurons", "spikes / image", "spikes / neuron",
-                     "spikes on a blank image", "synaptic ops / image (received)",
-                     "ANN multiply-adds / image")
+                     "spikes on a blank image", "synaptic ops into the layer / image",
+                     "ANN multiply-adds of the layer / image")
 
 
 # ---- Accuracy against hidden spikes, across configurations ------------------------------------
