@@ -389,24 +389,25 @@ def plot_accuracy_vs_spikes(points: Sequence[Tuple[str, float, float]], path, *,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, accuracy, spikes in points:
-        ax.scatter(spikes, 100 * accuracy, s=30, zorder=3)
-        ax.annotate(name, (spikes, 100 * accuracy), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    markers = "osD^vP<>Xh"
+    for index, (name, accuracy, spikes) in enumerate(points):
+        # a marker and a legend entry per point: labels written next to close points overlap
+        ax.scatter(spikes, 100 * accuracy, s=45, zorder=3, marker=markers[index % len(markers)],
+                   color=plt.cm.tab10(index % 10),
+                   label=f"{name}: {100 * accuracy:.2f} %, {spikes:,.0f}")
     ref_acc, ref_spikes = REFERENCE_POINT
-    ax.scatter(ref_spikes, 100 * ref_acc, marker="*", s=140, color="black", zorder=4)
-    ax.annotate("reference (published)", (ref_spikes, 100 * ref_acc), textcoords="offset points",
-                xytext=(6, -12), fontsize=8)
+    ax.scatter(ref_spikes, 100 * ref_acc, marker="*", s=160, color="black", zorder=4,
+               label=f"reference (published): {100 * ref_acc:.2f} %, {ref_spikes:,.0f}")
     accuracies = [100 * a for _, a, _ in points] + [100 * ref_acc]
     spikes_all = [s for _, _, s in points] + [ref_spikes]
     low = min(accuracies) - 0.1
     high = max(max(accuracies), 100 * goal[0] if goal else 0) + 0.1
     if goal is not None:
         ax.fill_between([0, goal[1]], 100 * goal[0], high, color="tab:green", alpha=0.12,
-                        label=f"goal: >= {100 * goal[0]:.1f} % with <= {goal[1]:.0f} spikes")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlim(0, max(spikes_all) * 1.12)
+                        label=f"goal: >= {100 * goal[0]:.1f} % with <= {goal[1]:,.0f} spikes")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_xlim(0, max(spikes_all) * 1.08)
     ax.set_ylim(low, high)
     ax.set_xlabel("hidden spikes per image (test set)")
     ax.set_ylabel("SNN test accuracy (%)")
@@ -431,7 +432,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="the PNG to write")
     parser.add_argument("--label", action="append", default=[], metavar="RUN=LABEL",
                         help="the label of one RUN in the plot (default: its directory name)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     labels = {}
     for item in args.label:
         run, sep, label = item.partition("=")

@@ -21,11 +21,12 @@ def _binary() -> Path:
     return Path(pyttfs.lib._name).parent / "ttfs-infer"
 
 
-def _documented_test_accuracy() -> float:
-    """Run F's SNN test accuracy as docs/RESULTS.md states it."""
+def _documented(quantity: str) -> float:
+    """The first number of a row of the committed model's table in docs/RESULTS.md."""
     text = (REPO / "docs" / "RESULTS.md").read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| F:"))
-    return float(row.rstrip(" |").split("|")[-1].strip().rstrip(" %")) / 100
+    row = next(line for line in text.splitlines() if line.startswith(f"| {quantity} |"))
+    value = row.split("|")[2].replace("*", "").strip()
+    return float(re.match(r"[0-9][0-9 ]*(\.[0-9]+)?", value).group(0).replace(" ", ""))
 
 
 def test_cli_classifies_one_committed_image_with_no_training():
@@ -62,9 +63,18 @@ def test_the_committed_model_scores_what_the_results_page_says():
         test = load_mnist().test
     except MnistNotFoundError as error:
         pytest.skip(f"no MNIST here: {error}")
+    hidden = 0
     with pyttfs.Model(MODEL) as model, \
             model.session(backend="cpu", engine="analytic", max_batch=1000) as session:
-        predictions = np.concatenate([session.run(test.images[i:i + 1000]).predictions
-                                      for i in range(0, len(test), 1000)])
-    assert (predictions == test.labels).mean() == pytest.approx(_documented_test_accuracy(),
-                                                                abs=1e-9)
+        predictions = []
+        for i in range(0, len(test), 1000):
+            predictions.append(session.run(test.images[i:i + 1000]).predictions)
+            hidden += int(session.spike_counts("conv1").sum() + session.spike_counts("conv2").sum())
+        session.run(np.zeros((1, 28, 28, 1), np.uint8))
+        blank = int(session.spike_counts("conv1")[0] + session.spike_counts("conv2")[0])
+    accuracy = (np.concatenate(predictions) == test.labels).mean()
+    assert 100 * accuracy == pytest.approx(
+        _documented("SNN test accuracy (stepped = analytic)"), abs=1e-9)
+    assert hidden / len(test) == pytest.approx(
+        _documented("hidden spikes per image (conv1 + conv2)"), abs=0.05)
+    assert blank == _documented("spikes on a blank image (hidden)") == 0

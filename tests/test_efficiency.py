@@ -176,3 +176,22 @@ def test_gated_pool_deliveries_by_hand():
     ops = eff.synaptic_operations(spec, {"in": np.full((len(cases), 2, 2, 1), never),
                                          "conv": times, "out": np.full((len(cases), 3), never)})
     np.testing.assert_array_equal(ops["out"], [3 * d for _, d in cases])
+
+
+def test_accuracy_against_spikes_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import json
+
+    for name, accuracy, spikes in (("a", 0.991, 3000.0), ("b", 0.9945, 1900.0)):
+        results = tmp_path / name / "results"
+        results.mkdir(parents=True)
+        (results / "results.json").write_text(json.dumps(
+            {"snn": {"accuracy": accuracy}, "hidden_spikes_per_image": spikes}))
+    out = tmp_path / "plot.png"
+    assert eff.main([str(tmp_path / "a"), "--label", f"{tmp_path / 'b'}=B", str(tmp_path / "b"),
+                     "--output", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "a: 99.10 %, 3000 hidden spikes" in printed and "B: 99.45 %, 1900" in printed
+    assert eff.main([str(tmp_path / "missing"), "--output", str(out)]) == 1
+    assert "no results.json" in capsys.readouterr().err
