@@ -42,7 +42,7 @@ struct Requirements {
     int32_t workers = 1;            // worker threads a batch of max_batch uses by default
 };
 
-// CPU backend (cpu_backend.cpp). engine: TTFS_ENGINE_STEPPED or TTFS_ENGINE_ANALYTIC; the
+// CPU backend (cuda/cpu/cpu_backend.cpp and the units beside it). engine: TTFS_ENGINE_STEPPED or TTFS_ENGINE_ANALYTIC; the
 // caller has already checked windows_allow_analytic() for the analytic engine. The backend
 // never runs more than max_workers worker threads (each needs a workspace).
 ttfs_status cpu_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,

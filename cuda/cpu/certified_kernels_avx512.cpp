@@ -1,0 +1,368 @@
+// The hand-written AVX-512 variants of the certified-sum kernels (certified_kernels.hpp):
+// 16 lanes per register, fused multiply-adds in the window sums (one rounding per term, which
+// the bound accounts for), tables looked up with register permutes. Each function carries
+// target("avx512f") itself rather than the whole file being compiled with -mavx512f: the
+// inline helpers of the headers must not come out as AVX-512 code that the linker could pick
+// for the other variants too. Compiled only where the variants exist (TTFS_HAVE_AVX512_VARIANT).
+
+#include "cpu/certified_kernels.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ttfs {
+namespace cpu {
+
+#if TTFS_HAVE_AVX512_VARIANT
+
+// CH registers per position (width = CH * kLanes), NB neighbouring positions of one output row
+// at a time, all accumulators in registers, one fused multiply-add per term (per_term 1).
+template <int CH, int NB>
+TTFS_AVX512 TTFS_INLINE void window_sums_avx512_n(const WindowSums& d) {
+    const int32_t row_len = d.kernel_w * d.in_c;
+    const ptrdiff_t next_position = ptrdiff_t(d.stride_w) * d.in_c;
+    const ptrdiff_t width = ptrdiff_t(CH) * kLanes;
+    for (int32_t oh = 0; oh < d.out_h; ++oh) {
+        for (int32_t ow0 = 0; ow0 < d.out_w; ow0 += NB) {
+            const int32_t valid = std::min(NB, d.out_w - ow0);
+            float* out = d.out + ptrdiff_t(oh * d.out_w + ow0) * width;
+            // Narrow blocks keep their totals in registers too; wide ones in `out`.
+            constexpr bool kTotalsInRegisters = 2 * NB * CH <= 24;
+            __m512 total[kTotalsInRegisters ? NB : 1][CH];
+            if constexpr (kTotalsInRegisters)
+                for (int b = 0; b < NB; ++b)
+                    for (int q = 0; q < CH; ++q) total[b][q] = _mm512_loadu_ps(d.start + q * kLanes);
+            for (int32_t kh = 0; kh < d.kernel_h; ++kh) {
+                const float* a = d.grid + (ptrdiff_t(oh * d.stride_h + kh) * d.grid_w + ow0 * d.stride_w) * d.in_c;
+                const float* w = d.weights + ptrdiff_t(kh) * row_len * width;
+                __m512 acc[NB][CH];
+                for (int b = 0; b < NB; ++b)
+                    for (int q = 0; q < CH; ++q) acc[b][q] = _mm512_setzero_ps();
+                for (int32_t r = 0; r < row_len; ++r, w += width) {
+                    __m512 wv[CH];
+                    for (int q = 0; q < CH; ++q) wv[q] = _mm512_loadu_ps(w + q * kLanes);
+                    for (int b = 0; b < NB; ++b) {
+                        const __m512 x = _mm512_set1_ps(a[b * next_position + r]);
+                        for (int q = 0; q < CH; ++q) acc[b][q] = _mm512_fmadd_ps(x, wv[q], acc[b][q]);
+                    }
+                }
+                // The row's chain joins the total (the start values at the first row).
+                if constexpr (kTotalsInRegisters) {
+                    for (int b = 0; b < NB; ++b)
+                        for (int q = 0; q < CH; ++q) total[b][q] = _mm512_add_ps(total[b][q], acc[b][q]);
+                    continue;
+                }
+                for (int b = 0; b < NB; ++b) {
+                    if (b >= valid) break;
+                    for (int q = 0; q < CH; ++q) {
+                        float* sum = out + b * width + q * kLanes;
+                        const __m512 before = _mm512_loadu_ps(kh == 0 ? d.start + q * kLanes : sum);
+                        _mm512_storeu_ps(sum, _mm512_add_ps(before, acc[b][q]));
+                    }
+                }
+            }
+            if constexpr (kTotalsInRegisters)
+                for (int b = 0; b < NB; ++b)
+                    if (b < valid)
+                        for (int q = 0; q < CH; ++q) _mm512_storeu_ps(out + b * width + q * kLanes, total[b][q]);
+        }
+    }
+}
+
+TTFS_AVX512
+bool window_sums_avx512(const WindowSums& d) {
+    switch (d.width / kLanes) {
+        case 1: window_sums_avx512_n<1, 8>(d); return true;
+        case 2: window_sums_avx512_n<2, 8>(d); return true;
+        case 3: window_sums_avx512_n<3, 6>(d); return true;
+        case 4: window_sums_avx512_n<4, 5>(d); return true;
+        case 5: window_sums_avx512_n<5, 4>(d); return true;
+        case 6: window_sums_avx512_n<6, 3>(d); return true;
+        case 9: window_sums_avx512_n<9, 2>(d); return true;
+        default: return false;
+    }
+}
+
+// table[idx] for 16 indices in [0, kGuessTable), the table held in 8 registers (t), by
+// permutes within register pairs and a choice by the index's top bits.
+TTFS_AVX512 TTFS_INLINE __m512 table16(const __m512* t, __m512i idx) {
+    const __m512 r01 = _mm512_permutex2var_ps(t[0], idx, t[1]);
+    const __m512 r23 = _mm512_permutex2var_ps(t[2], idx, t[3]);
+    const __m512 r45 = _mm512_permutex2var_ps(t[4], idx, t[5]);
+    const __m512 r67 = _mm512_permutex2var_ps(t[6], idx, t[7]);
+    const __m512i part = _mm512_maskz_srli_epi32(__mmask16(0xffff), idx, 5);  // maskz: see guess16()
+    const __m512 low = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(part, _mm512_set1_epi32(1)), r01, r23);
+    const __m512 high = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(part, _mm512_set1_epi32(3)), r45, r67);
+    return _mm512_mask_blend_ps(_mm512_cmpge_epi32_mask(part, _mm512_set1_epi32(2)), low, high);
+}
+
+// The lanes of `candidates` (high >= lowest > 0, finite ends) for which the fire step is
+// certain, and that step in *j: a first guess j = ceil(td + tau * (ln vth0 - ln high)) from
+// the table's formula, then a check against the table itself: high >= table[j] and (j == 0
+// or high < table[j - 1]) make j first_crossing(high) (the table does not increase), and
+// low >= table[j] makes it first_crossing(low) too. A wrong guess only costs the scalar way.
+TTFS_AVX512 TTFS_INLINE __mmask16 guess16(const Bracket& b, const __m512* t, __m512 high,
+                                          __m512 low, __mmask16 candidates, __m512i* j) {
+    // ln(high) = e ln 2 + ln m, m in [1, 2); ln m = 2 atanh(s), s = (m - 1) / (m + 1) < 1/3,
+    // by its series to s^9 (error below 1e-4 with the approximate reciprocal: about 0.01 of a
+    // step for time constants up to 100, and a wrong guess only costs the scalar way).
+    // (The maskz forms with every lane set: GCC 12 warns about the unmasked forms' undefined
+    // pass-through operand.)
+    const __mmask16 all = __mmask16(0xffff);
+    const __m512 e = _mm512_maskz_getexp_ps(all, high);
+    const __m512 m = _mm512_maskz_getmant_ps(all, high, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    // (an approximate reciprocal serves: only the guess depends on it)
+    const __m512 sv = _mm512_mul_ps(_mm512_sub_ps(m, one), _mm512_maskz_rcp14_ps(all, _mm512_add_ps(m, one)));
+    const __m512 s2 = _mm512_mul_ps(sv, sv);
+    __m512 series = _mm512_set1_ps(1.0f / 9.0f);
+    series = _mm512_fmadd_ps(series, s2, _mm512_set1_ps(1.0f / 7.0f));
+    series = _mm512_fmadd_ps(series, s2, _mm512_set1_ps(1.0f / 5.0f));
+    series = _mm512_fmadd_ps(series, s2, _mm512_set1_ps(1.0f / 3.0f));
+    series = _mm512_fmadd_ps(series, s2, one);
+    const __m512 ln = _mm512_fmadd_ps(e, _mm512_set1_ps(0.69314718f),
+                                      _mm512_mul_ps(_mm512_set1_ps(2.0f), _mm512_mul_ps(sv, series)));
+    const __m512 guess = _mm512_fmadd_ps(_mm512_set1_ps(b.tau), _mm512_sub_ps(_mm512_set1_ps(b.log_vth0), ln),
+                                         _mm512_set1_ps(b.td));
+    __m512i index = _mm512_maskz_cvt_roundps_epi32(all, guess, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    index = _mm512_maskz_max_epi32(all, _mm512_setzero_si512(),
+                                   _mm512_maskz_min_epi32(all, index, _mm512_set1_epi32(b.len - 1)));
+    const __m512 at = table16(t, index);
+    const __m512i before_index =
+        _mm512_maskz_max_epi32(all, _mm512_setzero_si512(), _mm512_sub_epi32(index, _mm512_set1_epi32(1)));
+    const __m512 before = table16(t, before_index);
+    const __mmask16 first = _mm512_cmpeq_epi32_mask(index, _mm512_setzero_si512());
+    const __mmask16 crosses = _mm512_mask_cmp_ps_mask(candidates, high, at, _CMP_GE_OQ);
+    const __mmask16 not_earlier = first | _mm512_cmp_ps_mask(high, before, _CMP_LT_OQ);
+    const __mmask16 low_too = _mm512_cmp_ps_mask(low, at, _CMP_GE_OQ);
+    *j = index;
+    return crosses & not_earlier & low_too;
+}
+
+// The table for guess16(): kGuessTable floats (+inf after the table's end) in 8 registers.
+TTFS_AVX512 TTFS_INLINE void load_table16(const Bracket& b, float* padded, __m512* t) {
+    for (int32_t k = 0; k < kGuessTable; ++k)
+        padded[k] = k < b.len ? b.table[k] : std::numeric_limits<float>::infinity();
+    for (int32_t q = 0; q < kGuessTable / kLanes; ++q) t[q] = _mm512_loadu_ps(padded + q * kLanes);
+}
+
+// guess16() for the candidate lanes, and fire_start + j written to out (16 int32) for the lanes
+// it decides; returns those lanes.
+TTFS_AVX512 TTFS_INLINE uint32_t guess_and_store16(const Bracket& b, const __m512* t, __m512 high,
+                                                  __m512 low, uint32_t candidates, int32_t* out) {
+    __m512i j;
+    const __mmask16 sure = guess16(b, t, high, low, __mmask16(candidates), &j);
+    _mm512_mask_storeu_epi32(out, sure, _mm512_add_epi32(j, _mm512_set1_epi32(b.fire_start)));
+    return uint32_t(sure);
+}
+
+// The lanes whose interval ends are both finite (high <= max and -low <= max; false for NaN).
+TTFS_AVX512 TTFS_INLINE uint32_t finite_ends16(__m512 high, __m512 low) {
+    const __m512 most = _mm512_set1_ps(std::numeric_limits<float>::max());
+    return uint32_t(_mm512_cmp_ps_mask(high, most, _CMP_LE_OQ)) &
+           uint32_t(_mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_setzero_ps(), low), most, _CMP_LE_OQ));
+}
+
+// interval_eps() for 16 lanes: e = scale * bound + 2^-100 (per position), plus 4u|x|.
+TTFS_AVX512 TTFS_INLINE __m512 interval_eps16(__m512 e, __m512 x) {
+    return _mm512_add_ps(e, _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0x1p-22f)));
+}
+
+TTFS_AVX512
+int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                       const float* sums, int32_t width, int32_t positions, int32_t padded_c,
+                       int32_t out_c, const float* scale, float* high, float* low,
+                       int32_t* first, int32_t* undecided) {
+    const __m512 tiny = _mm512_set1_ps(0x1p-100f), floor = _mm512_set1_ps(b.lowest);
+    const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
+    __m512 t[kGuessTable / kLanes];
+    alignas(64) float padded[kGuessTable];
+    if (b.guessable) load_table16(b, padded, t);
+    int32_t count = 0;
+    for (int32_t p = 0; p < positions; ++p) {
+        const float* v = sums + ptrdiff_t(p) * width;
+        int32_t* neuron_first = first + p * out_c;
+        if (!(scale[p] >= 0.0f)) {
+            for (int32_t n = 0; n < out_c; ++n) undecided[count++] = p * out_c + n;
+            continue;
+        }
+        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
+        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[p]), bound), tiny);
+        for (int32_t q = 0; q < padded_c; q += kLanes) {
+            const __m512 x = _mm512_loadu_ps(v + q), eps = interval_eps16(e, x);
+            const __m512 h = _mm512_add_ps(x, eps), lo = _mm512_sub_ps(x, eps);
+            _mm512_storeu_ps(high + q, h);
+            _mm512_storeu_ps(low + q, lo);
+            const int32_t valid = std::min(kLanes, out_c - q);
+            uint32_t mask = uint32_t(_mm512_cmp_ps_mask(h, floor, _CMP_NLT_UQ)) & ((1u << valid) - 1u);
+            const uint32_t finite = finite_ends16(h, lo);
+            if (mask != 0 && b.guessable) mask &= ~guess_and_store16(b, t, h, lo, mask & finite, neuron_first + q);
+            for (; mask != 0; mask &= mask - 1) {
+                const int32_t l = __builtin_ctz(mask), n = q + l;
+                const int32_t j = (finite >> l) & 1u ? decide_finite(plan, layer, b, high[n], low[n]) : kUndecided;
+                // j >= 0 here unless undecided (high reaches the lowest threshold).
+                neuron_first[n] = j >= 0 ? b.fire_start + j : neuron_first[n];
+                undecided[count] = p * out_c + n;
+                count += j == kUndecided ? 1 : 0;
+            }
+        }
+    }
+    return count;
+}
+
+TTFS_AVX512
+int32_t intervals_avx512(const LayerPlan& plan, const float* sums, int32_t width,
+                         int32_t positions, int32_t padded_c, int32_t out_c, const float* scale,
+                         float lowest, float* high, float* low, int32_t* firing,
+                         int32_t* undecided) {
+    const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
+    const __m512 tiny = _mm512_set1_ps(0x1p-100f), floor = _mm512_set1_ps(lowest);
+    int32_t count = 0, fired = 0;
+    for (int32_t p = 0; p < positions; ++p) {
+        const float* v = sums + ptrdiff_t(p) * width;
+        const float factor = scale[p] >= 0.0f ? scale[p] : std::numeric_limits<float>::infinity();
+        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
+        const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(factor), bound), tiny);
+        for (int32_t q = 0; q < padded_c; q += kLanes) {
+            const __m512 x = _mm512_loadu_ps(v + q), eps = interval_eps16(e, x);
+            const __m512 h = _mm512_add_ps(x, eps), lo = _mm512_sub_ps(x, eps);
+            _mm512_storeu_ps(high + ptrdiff_t(p) * padded_c + q, h);
+            _mm512_storeu_ps(low + ptrdiff_t(p) * padded_c + q, lo);
+            const int32_t valid = std::min(kLanes, out_c - q);
+            const uint32_t lanes = (1u << valid) - 1u;
+            const uint32_t finite = finite_ends16(h, lo);
+            const uint32_t below = uint32_t(_mm512_cmp_ps_mask(h, floor, _CMP_LT_OQ)) & finite;
+            const uint32_t above = uint32_t(_mm512_cmp_ps_mask(lo, floor, _CMP_GE_OQ)) & finite;
+            fired += __builtin_popcount(above & lanes);
+            for (uint32_t open = lanes & ~(below | above); open != 0; open &= open - 1)
+                undecided[count++] = p * padded_c + q + __builtin_ctz(open);
+        }
+    }
+    *firing = fired;
+    return count;
+}
+
+// Bits [first, first + count) of a bit array, counted.
+inline int32_t count_bits(const uint64_t* bits, int32_t first, int32_t count) {
+    int32_t total = 0;
+    while (count > 0) {
+        const int32_t word = first >> 6, offset = first & 63, take = std::min(count, 64 - offset);
+        const uint64_t mask = take == 64 ? ~uint64_t(0) : ((uint64_t(1) << take) - 1) << offset;
+        total += __builtin_popcountll(bits[word] & mask);
+        first += take;
+        count -= take;
+    }
+    return total;
+}
+
+// 16 units at a time along each input row (a row's units are consecutive in the steps and in
+// the grid); the tables are looked up with register permutes (steps + 1 <= kGuessTable).
+TTFS_AVX512
+void grid_rows_avx512(const GridJob& d) {
+    alignas(64) float kernel_table[kGuessTable], slot_table[kGuessTable];
+    for (int32_t k = 0; k < kGuessTable; ++k) {
+        kernel_table[k] = k <= d.steps ? d.kernel[k] : 0.0f;
+        const int32_t slot = k <= d.steps ? d.slot[k] : d.steps;
+        std::memcpy(&slot_table[k], &slot, sizeof slot);
+    }
+    __m512 kernels[kGuessTable / kLanes], slots[kGuessTable / kLanes];
+    for (int32_t q = 0; q < kGuessTable / kLanes; ++q) {
+        kernels[q] = _mm512_load_ps(kernel_table + q * kLanes);
+        slots[q] = _mm512_load_ps(slot_table + q * kLanes);
+    }
+    const __m512i steps = _mm512_set1_epi32(d.steps), first = _mm512_set1_epi32(d.first_step);
+    const __m512i turn = _mm512_and_si512(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                          _mm512_set1_epi32(kSpareBins - 1));
+    const int32_t run = d.in_w * d.in_c;
+    alignas(64) int32_t ks[kLanes];
+    for (int32_t h = 0; h < d.in_h; ++h) {
+        const int32_t* t = d.single + ptrdiff_t(h) * run;
+        const ptrdiff_t offset = (ptrdiff_t(h + d.pad_top) * d.grid_w + d.pad_left) * d.in_c;
+        float* x = d.grid + offset;
+        int32_t* bin = d.grid_bin + offset;
+        if (d.count_cells) std::fill(d.row_bits, d.row_bits + (run + 63) / 64, uint64_t(0));
+        for (int32_t i = 0; i < run; i += kLanes) {
+            const __mmask16 lanes = __mmask16(run - i >= kLanes ? 0xffffu : (1u << (run - i)) - 1u);
+            const __m512i step = _mm512_maskz_loadu_epi32(lanes, t + i);
+            const __m512i k = _mm512_maskz_min_epu32(__mmask16(0xffff), _mm512_sub_epi32(step, first), steps);
+            const __m512 activation = table16(kernels, k);
+            __m512i slot = _mm512_castps_si512(table16(slots, k));
+            slot = _mm512_mask_add_epi32(slot, _mm512_cmpeq_epi32_mask(slot, steps), slot, turn);
+            _mm512_mask_storeu_ps(x + i, lanes, activation);
+            _mm512_mask_storeu_epi32(bin + i, lanes, slot);
+            uint32_t spiking = uint32_t(_mm512_mask_cmplt_epu32_mask(lanes, k, steps));
+            if (spiking != 0) {
+                _mm512_store_si512(ks, k);
+                for (; spiking != 0; spiking &= spiking - 1) {
+                    const int32_t l = __builtin_ctz(spiking);
+                    ++d.per_step[ks[l] * kSpareBins + (l & (kSpareBins - 1))];
+                }
+            }
+            if (d.count_cells) {
+                const uint64_t nonzero = _mm512_mask_cmp_ps_mask(lanes, activation, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                d.row_bits[i >> 6] |= nonzero << (i & 63);
+            }
+        }
+        if (!d.count_cells) continue;
+        int32_t* cells = d.cell_nonzero + (h + d.pad_top) * d.grid_w + d.pad_left;
+        for (int32_t w = 0; w < d.in_w; ++w) cells[w] = count_bits(d.row_bits, w * d.in_c, d.in_c);
+    }
+}
+
+TTFS_AVX512
+int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+                             const Projection& pg, int32_t padded_c, const float* high,
+                             const float* low, int32_t* time, int32_t* undecided) {
+    const __m512 floor = _mm512_set1_ps(b.lowest);
+    const __m512i never = _mm512_set1_epi32(kNever);
+    __m512 t[kGuessTable / kLanes];
+    alignas(64) float padded[kGuessTable];
+    if (b.guessable) load_table16(b, padded, t);
+    int32_t count = 0;
+    for (int32_t oh = 0; oh < pg.out_h; ++oh) {
+        for (int32_t ow = 0; ow < pg.out_w; ++ow) {
+            int32_t* unit_time = time + (oh * pg.out_w + ow) * pg.out_c;
+            for (int32_t q = 0; q < padded_c; q += kLanes) {
+                __m512 most_high = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+                __m512 most_low = most_high;
+                const WindowInside win = window_inside(pg, oh, ow);
+                for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
+                    for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                        const ptrdiff_t i = ptrdiff_t((win.ih0 + kh) * pg.in_w + win.iw0 + kw) * padded_c + q;
+                        // Raised only by a larger value (a NaN never), as std::max(most, x)
+                        // in the portable variant.
+                        const __m512 h = _mm512_loadu_ps(high + i), lo = _mm512_loadu_ps(low + i);
+                        most_high = _mm512_mask_mov_ps(most_high, _mm512_cmp_ps_mask(h, most_high, _CMP_GT_OQ), h);
+                        most_low = _mm512_mask_mov_ps(most_low, _mm512_cmp_ps_mask(lo, most_low, _CMP_GT_OQ), lo);
+                    }
+                }
+                const int32_t valid = std::min(kLanes, pg.out_c - q);
+                const __mmask16 lanes = __mmask16((1u << valid) - 1u);
+                _mm512_mask_storeu_epi32(unit_time + q, lanes, never);
+                uint32_t mask = uint32_t(_mm512_mask_cmp_ps_mask(lanes, most_high, floor, _CMP_GE_OQ));
+                if (mask == 0) continue;
+                if (b.guessable) {
+                    mask &= ~guess_and_store16(b, t, most_high, most_low,
+                                               mask & finite_ends16(most_high, most_low), unit_time + q);
+                    if (mask == 0) continue;
+                }
+                alignas(64) float ends_high[kLanes], ends_low[kLanes];
+                _mm512_store_ps(ends_high, most_high);
+                _mm512_store_ps(ends_low, most_low);
+                for (; mask != 0; mask &= mask - 1) {
+                    const int32_t l = __builtin_ctz(mask);
+                    const int32_t j = decide(plan, layer, b, ends_high[l], ends_low[l]);
+                    unit_time[q + l] = j >= 0 ? b.fire_start + j : kNever;
+                    undecided[count] = (oh * pg.out_w + ow) * pg.out_c + q + l;
+                    count += j == kUndecided ? 1 : 0;
+                }
+            }
+        }
+    }
+    return count;
+}
+
+#endif  // TTFS_HAVE_AVX512_VARIANT
+
+}  // namespace cpu
+}  // namespace ttfs
