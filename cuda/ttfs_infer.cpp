@@ -58,6 +58,7 @@ const char* const kUsage =
     "usage: ttfs-infer MODEL IMAGES [--labels LABELS] [--index I] [--output FILE] [--top-k K]\n"
     "                  [--resize] [--allow-unscaled] [--backend auto|cpu|cuda]\n"
     "                  [--engine stepped|analytic] [--batch N] [--threads N] [--json]\n"
+    "                  [--max-memory BYTES] [--max-work OPS]\n"
     "       ttfs-infer MODEL --info [--json]\n"
     "       ttfs-infer --help | --version\n"
     "\n"
@@ -98,6 +99,10 @@ const char* const kUsage =
     "  --batch N         images per run when streaming a set (default 256); memory use grows\n"
     "                    with N, not with the file\n"
     "  --threads N       CPU worker threads (default: one per hardware thread)\n"
+    "  --max-memory BYTES  the session's memory limit (default: the library's, 8 GiB); a\n"
+    "                    model or batch that needs more is refused before anything runs\n"
+    "  --max-work OPS    the limit on basic operations per image (default: the library's,\n"
+    "                    2^34); raise it for a very large network the library refuses\n"
     "  --json            print one JSON object instead of text, with the efficiency figures:\n"
     "                    spikes per neuron, synaptic operations per image (each spike times\n"
     "                    its fan-out) next to the ANN's multiply-adds, spikes on a blank image\n"
@@ -180,6 +185,8 @@ struct Options {
     bool info = false;
     bool resize = false;
     bool allow_unscaled = false;
+    uint64_t max_memory_bytes = 0;    // 0: the library's default limit
+    uint64_t max_work_per_image = 0;  // 0: the library's default limit
 };
 
 // A whole-string decimal integer in [min_value, max_value].
@@ -241,7 +248,8 @@ bool parse_options(int argc, char** argv, Options& options) {
             value = arg.substr(equals + 1);
         }
         static const char* const kValued[] = {"--labels", "--index",   "--backend", "--engine",
-                                              "--batch",  "--threads", "--output",  "--top-k"};
+                                              "--batch",  "--threads", "--output",  "--top-k",
+                                              "--max-memory", "--max-work"};
         if (std::find_if(std::begin(kValued), std::end(kValued),
                          [&](const char* known) { return name == known; }) == std::end(kValued))
             usage_error("unknown option " + quoted(arg));
@@ -275,6 +283,12 @@ bool parse_options(int argc, char** argv, Options& options) {
         } else if (name == "--threads") {
             options.threads = int32_t(parse_integer(name, value, 0, 4096));
             options.threads_given = true;
+        } else if (name == "--max-memory") {
+            options.max_memory_bytes =
+                uint64_t(parse_integer(name, value, 1, std::numeric_limits<int64_t>::max()));
+        } else if (name == "--max-work") {
+            options.max_work_per_image =
+                uint64_t(parse_integer(name, value, 1, std::numeric_limits<int64_t>::max()));
         }
     }
     if (options.info) {
@@ -1278,7 +1292,13 @@ Runner create_runner(const ttfs_model* model, const Options& options, int32_t ma
     ttfs_session* session = nullptr;
     int32_t engine = options.engine;
     if (options.allow_unscaled) flags |= TTFS_SESSION_ALLOW_UNSCALED;
-    ttfs_status status = ttfs_session_create(model, options.backend, engine, max_batch, flags, &session);
+    ttfs_session_options session_options{};
+    session_options.struct_size = sizeof session_options;
+    session_options.flags = flags;
+    session_options.max_memory_bytes = options.max_memory_bytes;
+    session_options.max_work_per_image = options.max_work_per_image;
+    ttfs_status status =
+        ttfs_session_create_ex(model, options.backend, engine, max_batch, &session_options, &session);
     if (status == TTFS_ERR_UNSUPPORTED && !options.engine_given && engine == TTFS_ENGINE_ANALYTIC) {
         // The default engine cannot run overlapping windows; the stepped engine gives the same
         // answers where both apply, so use it rather than refuse a model the user did not
@@ -1286,7 +1306,17 @@ Runner create_runner(const ttfs_model* model, const Options& options, int32_t ma
         std::string why = ttfs_last_error();
         std::fprintf(stderr, "ttfs-infer: note: using the stepped engine: %s\n", why.c_str());
         engine = TTFS_ENGINE_STEPPED;
-        status = ttfs_session_create(model, options.backend, engine, max_batch, flags, &session);
+        status = ttfs_session_create_ex(model, options.backend, engine, max_batch,
+                                        &session_options, &session);
+    }
+    if (status == TTFS_ERR_LIMIT) {
+        // The library names its own option fields; say which of ours raises the limit.
+        std::string why = ttfs_last_error();
+        fail(format("cannot create a %s session (engine %s, batch %d) for ",
+                    backend_name(options.backend), engine_name(engine), max_batch) +
+             quoted(options.model_path) + ": TTFS_ERR_LIMIT: " + why +
+             " (ttfs-infer: --max-memory BYTES raises the memory limit, --max-work OPS the work "
+             "limit; a smaller --batch needs less memory)");
     }
     if (status != TTFS_OK)
         library_failure(format("cannot create a %s session (engine %s, batch %d) for ",

@@ -20,7 +20,7 @@ import pytest
 
 import pyttfs
 from export.ttfs_format import (build_model, conv2d, dense, flatten, input_layer, maxpool,
-                                read_model, write_model)
+                                read_model, to_bytes, write_model)
 from test_c_programs import write_abi_smoke_model
 
 CLI = Path(pyttfs.lib._name).resolve().parent / "ttfs-infer"
@@ -551,3 +551,50 @@ def test_json_efficiency_figures(tmp_path, name):
     assert document["ann_multiply_adds_total"] == 1_411_840
     assert document["blank_image_spikes"] == blank
     assert document["blank_image_hidden_spikes"] == blank["conv1"] + blank["conv2"]
+
+
+# ---- Session limits ------------------------------------------------------------------------------
+
+
+def test_limits_refuse_with_the_options_that_raise_them_and_the_options_raise_them(tmp_path):
+    """The library's work and memory limits (docs/C_API.md, "Limits") reach the command line:
+    a refusal names the CLI option that raises the limit, and that option does raise it."""
+    from test_limits import runaway_model  # the 456-byte model of issue 9: work 2^37+ per image
+
+    model = tmp_path / "runaway.ttfs"
+    model.write_bytes(to_bytes(runaway_model()))
+    image = tmp_path / "image.bin"
+    write_bin(image, np.full((256, 256, 1), 0.0, np.float32))
+    refused = run_cli(model, image, "--engine", "stepped", check=False)
+    assert refused.returncode == 1
+    assert "TTFS_ERR_LIMIT" in refused.stderr and "--max-work" in refused.stderr, refused.stderr
+    # A limit of one operation refuses even the tiny test network; the same run goes through
+    # with the library's defaults.
+    net = tmp_path / "net.ttfs"
+    write_net(net, "vmem")
+    small = tmp_path / "small.bin"
+    write_bin(small, np.full(SHAPE, 0.5, np.float32))
+    run_cli(net, small)
+    tight = run_cli(net, small, "--max-work", "1", check=False)
+    assert tight.returncode == 1 and "TTFS_ERR_LIMIT" in tight.stderr
+    tight = run_cli(net, small, "--max-memory", "1", check=False)
+    assert tight.returncode == 1 and "TTFS_ERR_LIMIT" in tight.stderr
+    assert "--max-memory" in tight.stderr
+    # The runaway model's work per image, as the library computes it: a limit one below is
+    # refused, a limit of exactly that gets past the check (a tiny side keeps the run short).
+    small_runaway = tmp_path / "runaway16.ttfs"
+    small_runaway.write_bytes(to_bytes(runaway_model(side=16, steps=2 ** 12)))
+    with pyttfs.Model(small_runaway) as loaded:
+        with loaded.session(backend="cpu", engine="stepped", max_batch=1,
+                            max_work_per_image=2 ** 62) as wide:
+            work = wide.requirements.work_per_image
+    image16 = tmp_path / "image16.bin"
+    write_bin(image16, np.full((16, 16, 1), 0.0, np.float32))
+    below = run_cli(small_runaway, image16, "--engine", "stepped", "--batch", "1",
+                    "--max-work", str(work - 1), check=False)
+    assert below.returncode == 1 and "TTFS_ERR_LIMIT" in below.stderr, below.stderr
+    run_cli(small_runaway, image16, "--engine", "stepped", "--batch", "1",
+            "--max-work", str(work))
+    for bad in ("0", "-5", "lots"):
+        usage = run_cli(net, small, "--max-work", bad, check=False)
+        assert usage.returncode == 2 and "--max-work expects an integer" in usage.stderr
