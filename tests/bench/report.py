@@ -343,9 +343,15 @@ def main(argv=None) -> int:
         keep.mkdir(parents=True, exist_ok=True)
         passes = [load_pass(*run_pass(i + 1, keep)) for i in range(args.passes)]
     text = render(passes)
-    # The Ray Data section comes from tests/bench/bench_ray.py, in its own run: kept as it is.
-    ray_marker = "<!-- ray-data: written by tests/bench/bench_ray.py -->"
+    # The deep-network section (tests/bench/bench_deep.py) and the Ray Data section
+    # (tests/bench/bench_ray.py) come from their own runs: kept as they are.
     previous = args.output.read_text() if args.output.exists() else ""
+    deep_marker = "<!-- deep-network: written by tests/bench/bench_deep.py -->"
+    deep_end = "<!-- end of deep-network -->"
+    if deep_marker in previous and deep_end in previous:
+        text = (text.rstrip("\n") + "\n\n"
+                + previous[previous.index(deep_marker):previous.index(deep_end) + len(deep_end)])
+    ray_marker = "<!-- ray-data: written by tests/bench/bench_ray.py -->"
     if ray_marker in previous:
         text = text.rstrip("\n") + "\n\n" + previous[previous.index(ray_marker):]
     args.output.write_text(text)
