@@ -90,6 +90,9 @@ def _train_group(parser, d) -> None:
     g.add_argument("--vgg-dense", default=d.vgg_dense, metavar="UNITS",
                    help="--arch vgg: hidden dense layers before the output, comma-separated, "
                         "or none (default: %(default)s)")
+    g.add_argument("--vgg-dropout", type=float, default=d.vgg_dropout, metavar="RATE",
+                   help="--arch vgg: dropout rate before each dense layer (default: "
+                        "%(default)s)")
     g.add_argument("--epochs", type=int, default=d.epochs, help="(default: %(default)s; the "
                    "reference recipe ran 500 and kept the best validation epoch)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")

@@ -59,6 +59,7 @@ class Options:
     arch: str = "reference"  # "reference" (the MNIST CNN) | "vgg" (export.keras_model.vgg_cnn)
     vgg_layout: str = "32,32,M,64,64,M,128,128,M"
     vgg_dense: str = "256"
+    vgg_dropout: float = 0.4
     epochs: int = 15
     batch_size: int = 100
     learning_rate: float = 1e-3
@@ -250,8 +251,12 @@ def step_train(options: Options) -> dict:
             raise ValueError(f"--keras-input-scale {options.keras_input_scale}: only for "
                              "--keras-model (the networks trained here take [0, 1] inputs)")
         if options.arch == "vgg":
+            if not 0.0 <= options.vgg_dropout < 1.0:
+                raise ValueError(f"--vgg-dropout {options.vgg_dropout}: expected a rate in "
+                                 "[0, 1)")
             model = vgg_cnn(data.input_shape, data.num_classes, layout=options.vgg_layout,
-                            dense=_vgg_dense(options.vgg_dense), seed=options.seed)
+                            dense=_vgg_dense(options.vgg_dense), dropout=options.vgg_dropout,
+                            seed=options.seed)
             arch = f"VGG-style CNN ({options.vgg_layout}; dense {options.vgg_dense})"
         elif options.arch == "reference":
             model = reference_cnn(seed=options.seed, input_shape=data.input_shape,
@@ -278,7 +283,8 @@ def step_train(options: Options) -> dict:
                       history={k: [float(v) for v in vs] for k, vs in history.history.items()},
                       keras_input_scale=1.0)
         if options.arch == "vgg":
-            record.update(vgg_layout=options.vgg_layout, vgg_dense=options.vgg_dense)
+            record.update(vgg_layout=options.vgg_layout, vgg_dense=options.vgg_dense,
+                          vgg_dropout=options.vgg_dropout)
     if options.quiet_background:
         from export.quiet import fine_tune
 
