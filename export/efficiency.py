@@ -64,7 +64,7 @@ def window_view(x: np.ndarray, kernel, stride, padding: str, fill=0) -> List[np.
 def fire_thresholds(layer: ttfs_format.Layer) -> np.ndarray:
     """A neuron layer's threshold at each step of its fire window, float32 as libttfs tabulates
     it (docs/ENGINES.md, "Tables"): vth0 * exp(-(j - td_fire) / tau_fire)."""
-    from export.evaluate import _kernel_table  # the C library's expf, as libttfs
+    from export.evaluate_output import _kernel_table  # the C library's expf, as libttfs
 
     start, end = (int(v) for v in layer.neuron.fire_window)
     table = _kernel_table(layer.neuron.tau_fire, layer.neuron.td_fire, end - start)

@@ -1,5 +1,10 @@
 """The evaluation step: how good is the exported SNN, and can its numbers be trusted?
 
+This module runs and checks: the engines, the TF reference, the comparisons, the `results`
+dict with every number. export/evaluate_output.py holds the output layer over time (record
+steps, readout at step t, the numpy replay), export/evaluate_report.py turns `results` into
+the files and the summary table.
+
     evaluate   -> results/report.md, results.json,   accuracy (both engines), spikes, accuracy
                   per_image.npz, *.png               over time, TF-reference agreement, plots
 
@@ -15,7 +20,7 @@ It reads run_dir/model.ttfs (the export step's model) and train.json (the ANN's 
    TF reference counted: not the input, not the output; docs/ALGORITHM.md section 9: 1226 conv1 +
    1090 conv2 = 2316);
 3. computes accuracy against time (t = 9, 19, ..., T-1) with a numpy post-process of the spike
-   times libttfs recorded (`output_potentials_over_time`): the output layer's potential at t is
+   times libttfs recorded (export/evaluate_output.py): the output layer's potential at t is
    its bias (t = 0) plus, for every arrival step t' <= t at which it integrates, the weights of
    the relayed spikes of the last hidden neuron layer times k(t'). Its final-step potentials
    must equal libttfs's to 1e-5 relative (checked on every image);
@@ -31,10 +36,11 @@ It reads run_dir/model.ttfs (the export step's model) and train.json (the ANN's 
    synaptic operations per image (each delivered spike times its fan-out) next to the ANN's
    multiply-adds, and the spikes of one all-zero image.
 
-Everything lands in run_dir/results/ (or --results-dir): report.md with the tables and the
-plots, results.json with every number, per_image.npz (predictions, spike counts, synaptic
-operations, predictions over time per image), accuracy_vs_time.png (with a zoom on the final
-accuracy), first_spike_histogram.png (the layers that can fire), spikes_per_layer.png.
+Everything lands in run_dir/results/ (or --results-dir), written by export/evaluate_report.py:
+report.md with the tables and the plots, results.json with every number, per_image.npz
+(predictions, spike counts, synaptic operations, predictions over time per image),
+accuracy_vs_time.png (with a zoom on the final accuracy), first_spike_histogram.png (the
+layers that can fire), spikes_per_layer.png.
 """
 
 from __future__ import annotations
@@ -43,31 +49,22 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from export import ttfs_format
-from export import efficiency
-from export.efficiency import relay_spikes
-from export.efficiency import window_view as _window_view
+from export import efficiency, evaluate_report, ttfs_format
+from export.evaluate_output import (EXP_SOURCE, RECORD_EVERY, OutputStage,
+                                    output_potentials_over_time, output_stage, predict_at,
+                                    predictions_over_time, record_steps_for,
+                                    relative_difference)
 
 F32 = np.float32
-NEURON_KINDS = ("input", "conv2d", "dense")
-RELAY_KINDS = ("maxpool", "flatten")
 
 MODEL_FILE = "model.ttfs"
 TRAIN_FILE = "train.json"
 ANN_FILE = "ann.keras"
 RESULTS_DIR = "results"
-RESULTS_JSON = "results.json"
-REPORT_MD = "report.md"
-PER_IMAGE_NPZ = "per_image.npz"
-PLOT_ACCURACY = "accuracy_vs_time.png"
-PLOT_HISTOGRAM = "first_spike_histogram.png"
-PLOT_SPIKES = "spikes_per_layer.png"
-
-RECORD_EVERY = 10  # the reference recorded the output after steps 9, 19, ..., 399
 
 # What the TF reference run counted per image on the 10000 test images (docs/ALGORITHM.md section 9).
 REFERENCE_SPIKES = {"conv1": 1226.0, "conv2": 1090.0}
@@ -106,258 +103,6 @@ def add_arguments(group) -> None:
     group.add_argument("--results-dir", type=Path, default=None, metavar="DIR",
                        help="where report.md, results.json and the plots go (default: "
                             "RUN_DIR/results)")
-
-
-# ---- The output layer's potential over time, from recorded spike times ------------------------
-
-
-def _c_expf():
-    """The C library's float exp (what libttfs's std::exp(float) calls when it builds its
-    tables on the host), or None where it cannot be loaded."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-        expf = libm.expf
-    except (OSError, AttributeError):
-        return None
-    expf.restype, expf.argtypes = ctypes.c_float, [ctypes.c_float]
-    return expf
-
-
-_EXPF = _c_expf()
-EXP_SOURCE = "C library expf" if _EXPF is not None else "float64 exp rounded to float32"
-
-
-def _kernel_table(tau: float, td: float, length: int) -> np.ndarray:
-    """exp(-(f32(i) - td) / tau) for i in [0, length), float32 op by op (docs/ENGINES.md
-    'Tables'). The exp is the C library's expf, as in libttfs, so that the replay can match
-    libttfs bit for bit (glibc's expf and a correctly rounded exp differ in about 1 entry in
-    80); where no C library is at hand, float64 exp rounded once."""
-    i = np.arange(max(int(length), 0), dtype=F32)
-    arg = -((i - F32(td)) / F32(tau))
-    if _EXPF is not None:
-        return np.array([_EXPF(float(a)) for a in arg], dtype=F32)
-    return np.exp(arg.astype(np.float64)).astype(F32)
-
-
-@dataclasses.dataclass
-class OutputStage:
-    """The part of the network the post-process replays: the last hidden neuron layer's spikes,
-    relayed through the pools/flattens after it, into the output layer."""
-
-    source: str  # the last hidden neuron layer (its spikes are the input here)
-    source_layer: ttfs_format.Layer  # that layer (a gated pool reads its thresholds)
-    source_shape: Tuple[int, int, int]
-    relays: List[ttfs_format.Layer]  # maxpool / flatten layers, in file order
-    output: ttfs_format.Layer
-    readout: str
-    time_steps: int
-    weights: np.ndarray  # float32, dense [in, out] or conv2d HWIO
-    bias: Optional[np.ndarray]
-    integ_window: Tuple[int, int]
-    fire_window: Tuple[int, int]
-    kernels: np.ndarray  # k(t) for t in the integration window
-
-    @property
-    def classes(self) -> int:
-        return int(np.prod(self.output.out_shape))
-
-    def kernel_at(self, t: int):
-        """k(t): 1 at t == 0 (the bias step), the table inside the window, else None."""
-        if t == 0:
-            return F32(1.0)
-        start, end = self.integ_window
-        return self.kernels[t - start] if start <= t < end else None
-
-
-def output_stage(spec: ttfs_format.ModelSpec) -> OutputStage:
-    """Read what the post-process needs from a model spec (export.ttfs_format.read_model)."""
-    layers = list(spec.layers)
-    output = layers[-1]
-    where = f"layer {len(layers) - 1} '{output.name}'"
-    if output.kind not in ("conv2d", "dense"):
-        raise ValueError(f"{where}: the output layer must be conv2d or dense, got {output.kind!r}")
-    if output.neuron is None or output.neuron.integ_window is None \
-            or output.neuron.fire_window is None or output.weights is None:
-        raise ValueError(f"{where}: neuron parameters or weights missing (read the spec with "
-                         f"export.ttfs_format.read_model)")
-    i = len(layers) - 2
-    relays = []
-    while i >= 0 and layers[i].kind in RELAY_KINDS:
-        relays.insert(0, layers[i])
-        i -= 1
-    if i < 0 or layers[i].kind not in NEURON_KINDS:
-        raise ValueError(f"{where}: no neuron layer below the output layer (found "
-                         f"{layers[i].kind if i >= 0 else None!r} at layer {i})")
-    for position, relay in enumerate(relays):
-        if relay.kind == "maxpool" and relay.pool_mode not in ("or", "earliest", "gated"):
-            raise ValueError(f"layer '{relay.name}': pool_mode {relay.pool_mode!r} is not 'or', "
-                             f"'earliest' or 'gated'")
-        if relay.kind == "maxpool" and relay.pool_mode == "gated" and position != 0:
-            raise ValueError(f"layer '{relay.name}': a gated pool must follow a neuron layer")
-    nr = output.neuron
-    start, end = (int(v) for v in nr.integ_window)
-    return OutputStage(
-        source=layers[i].name, source_layer=layers[i],
-        source_shape=tuple(int(v) for v in layers[i].out_shape),
-        relays=relays, output=output, readout=spec.readout, time_steps=int(spec.time_steps),
-        weights=np.asarray(output.weights, F32),
-        bias=None if output.bias is None else np.asarray(output.bias, F32).reshape(-1),
-        integ_window=(start, end), fire_window=tuple(int(v) for v in nr.fire_window),
-        kernels=_kernel_table(nr.tau_integ, nr.td_integ, end - start))
-
-
-def _row_sums(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(R, C) float32: for each row of the boolean (R, K) map, the sum of the weight rows of its
-    spiking units, added one after another in ascending unit (canonical) order as libttfs
-    does (docs/ENGINES.md). Only the spiking units are gathered (a step carries a few percent
-    of them), into a zero-padded (rows, most spikes, C) block whose reduction over the middle
-    axis numpy performs in order (np.add.reduceat does not: it sums in another order)."""
-    out = np.zeros((rows.shape[0], weights.shape[1]), F32)
-    r, k = np.nonzero(rows)  # row-major: each row's units ascending
-    if r.size == 0:
-        return out
-    counts = np.bincount(r, minlength=rows.shape[0])
-    active = np.flatnonzero(counts)
-    slot = np.empty(rows.shape[0], np.int64)
-    slot[active] = np.arange(len(active))
-    first = np.cumsum(counts) - counts  # where each row's units start in (r, k)
-    block = np.zeros((len(active), int(counts.max()), weights.shape[1]), F32)
-    block[slot[r], np.arange(r.size) - first[r]] = weights[k]
-    out[active] = np.add.reduce(block, axis=1)  # x + 0.0 == x: the padding changes nothing
-    return out
-
-
-def _synaptic(stage: OutputStage, spikes: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(n, classes) sum of the weights of this step's spiking units below (HWC order)."""
-    n = spikes.shape[0]
-    if stage.output.kind == "dense":
-        return _row_sums(spikes.reshape(n, -1), weights)
-    views = _window_view(spikes, stage.output.kernel, stage.output.stride, stage.output.padding,
-                         fill=False)
-    patches = np.concatenate(views, axis=3)  # (n, oh, ow, kh*kw*c): HWIO row order
-    sums = _row_sums(patches.reshape(-1, patches.shape[-1]),
-                     weights.reshape(-1, weights.shape[-1]))
-    return sums.reshape(n, -1)  # (n, oh*ow*cout): HWC order
-
-
-@dataclasses.dataclass
-class PotentialTrace:
-    """The output layer's potential as replayed from spike times."""
-
-    record_steps: np.ndarray  # (R,) int32
-    potentials: np.ndarray  # (R, n, classes) float32, after each record step
-    final: np.ndarray  # (n, classes) float32, after the last step
-    magnitude: np.ndarray  # (n, classes) |bias| + sum |w| * k of the final potential's terms
-    magnitudes: np.ndarray  # (R, n, classes) the same after each record step
-
-
-def record_steps_for(time_steps: int, every: int = RECORD_EVERY) -> np.ndarray:
-    """t = every-1, 2*every-1, ... (the reference's 9, 19, ..., 399), and always the last
-    step, so that the last point of accuracy-over-time is the final accuracy."""
-    steps = np.arange(every - 1, time_steps, every, dtype=np.int32)
-    if time_steps >= 1 and (len(steps) == 0 or steps[-1] != time_steps - 1):
-        steps = np.append(steps, np.int32(time_steps - 1))
-    return steps
-
-
-def output_potentials_over_time(stage: OutputStage, source_times: np.ndarray,
-                                output_times: Optional[np.ndarray] = None,
-                                record_steps: Optional[np.ndarray] = None) -> PotentialTrace:
-    """Replay the output layer from the first-spike times of the last hidden neuron layer.
-
-    source_times: (n, h, w, c) int32, -1 = never fired (as libttfs / tf_reference record them).
-    output_times: (n, classes) first-spike times of the output layer, needed under first_spike
-    readout: a neuron that fired was reset to 0 at that step (docs/ALGORITHM.md section 7).
-    V(t) = bias (entered at t = 0, k = 1) + sum over arrival steps t' <= t at which the output
-    integrates of S(t') * k(t'), added in ascending t' as the engines do."""
-    source_times = np.asarray(source_times)
-    if tuple(source_times.shape[1:]) != stage.source_shape:
-        raise ValueError(f"source_times: shape {source_times.shape}, expected (n,) + "
-                         f"{stage.source_shape} (layer '{stage.source}')")
-    n = source_times.shape[0]
-    classes = stage.classes
-    steps = np.unique(source_times[(source_times >= 0) & (source_times < stage.time_steps)])
-    resets = None
-    if stage.readout == "first_spike":
-        if output_times is None:
-            raise ValueError(f"first_spike readout: output_times of '{stage.output.name}' are "
-                             f"needed (a neuron that fired was reset to 0)")
-        resets = np.asarray(output_times).reshape(n, classes)
-        steps = np.union1d(steps, resets[resets >= 0])
-    steps = np.union1d(steps, [0]).astype(np.int64)  # the bias enters at t = 0
-    records = record_steps_for(stage.time_steps) if record_steps is None \
-        else np.asarray(record_steps, np.int32)
-    abs_weights = np.abs(stage.weights)
-    v = np.zeros((n, classes), F32)
-    magnitude = np.zeros((n, classes), F32)
-    passed: Dict[str, np.ndarray] = {}
-    recorded, recorded_magnitude = [], []
-    for t in steps:
-        while len(recorded) < len(records) and records[len(recorded)] < t:
-            recorded.append(v.copy())
-            recorded_magnitude.append(magnitude.copy())
-        spikes = source_times == t
-        relayed = relay_spikes(spikes, stage.relays, passed, step=int(t),
-                               source_times=source_times, source=stage.source_layer) \
-            if spikes.any() else None
-        k = stage.kernel_at(int(t))
-        if k is not None and (relayed is not None or t == 0):
-            s = np.zeros((n, classes), F32) if relayed is None \
-                else _synaptic(stage, relayed, stage.weights)
-            a = np.zeros((n, classes), F32) if relayed is None \
-                else _synaptic(stage, relayed, abs_weights)
-            if t == 0 and stage.bias is not None:
-                bias = np.tile(stage.bias, classes // stage.bias.size)  # conv: per channel, HWC
-                s = (s + bias).astype(F32)
-                a = (a + np.abs(bias)).astype(F32)
-            v = (v + (s * k).astype(F32)).astype(F32)  # multiply, then add: no FMA
-            magnitude = (magnitude + (a * k).astype(F32)).astype(F32)
-        if resets is not None:
-            fired = resets == t
-            v[fired] = F32(0.0)
-            magnitude[fired] = F32(0.0)
-    while len(recorded) < len(records):
-        recorded.append(v.copy())
-        recorded_magnitude.append(magnitude.copy())
-    empty = np.zeros((0, n, classes), F32)
-    return PotentialTrace(records, np.stack(recorded) if recorded else empty, v, magnitude,
-                          np.stack(recorded_magnitude) if recorded else empty)
-
-
-def predict_at(readout: str, potentials: np.ndarray, output_times: Optional[np.ndarray],
-               t: int) -> np.ndarray:
-    """The readout (docs/ALGORITHM.md section 6) as it stands after step t. vmem: argmax of V(t),
-    ties to the lowest index. first_spike: the earliest class fired by t (ties: lowest index),
-    else the argmax of V(t)."""
-    potentials = np.asarray(potentials)
-    by_vmem = np.argmax(potentials, axis=1).astype(np.int32)
-    if readout == "vmem":
-        return by_vmem
-    if readout != "first_spike":
-        raise ValueError(f"readout {readout!r} is not 'vmem' or 'first_spike'")
-    times = np.asarray(output_times).reshape(potentials.shape).astype(np.int64)
-    visible = (times >= 0) & (times <= t)
-    earliest = np.argmin(np.where(visible, times, np.iinfo(np.int64).max), axis=1)
-    return np.where(visible.any(axis=1), earliest, by_vmem).astype(np.int32)
-
-
-def predictions_over_time(stage: OutputStage, trace: PotentialTrace,
-                          output_times: Optional[np.ndarray]) -> np.ndarray:
-    """(R, n) int32: the prediction after each record step."""
-    out = [predict_at(stage.readout, trace.potentials[r], output_times, int(t))
-           for r, t in enumerate(trace.record_steps)]
-    return np.stack(out) if out else np.zeros((0, trace.final.shape[0]), np.int32)
-
-
-def relative_difference(ours: np.ndarray, theirs: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-    """|ours - theirs| / the rounding scale of the sum (its terms' magnitude, at least |V|;
-    1e-30 keeps an all-zero potential, e.g. a reset one, at 0 / tiny = 0)."""
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    scale = np.maximum(np.maximum(np.abs(theirs), np.asarray(magnitude, np.float64)), 1e-30)
-    return np.abs(ours - theirs) / scale
 
 
 # ---- Running libttfs with both engines --------------------------------------------------------
@@ -551,20 +296,6 @@ def _ann_accuracy_on(run_dir: Path, images, labels) -> Optional[float]:
     return evaluate(load_user_model(path), images, labels)
 
 
-def _pick_steps(stage: OutputStage, record_steps: np.ndarray) -> List[int]:
-    """A few telling record steps: early, middle and end of the output's integration window
-    (for MNIST 169, 189, 239: where the reference quoted 98.34 / 99.12 % and 'final'), and the
-    last step."""
-    start, end = stage.integ_window
-    wanted = [start + 9, start + 29, end - 1, stage.time_steps - 1]
-    chosen = []
-    for t in wanted:
-        if len(record_steps) == 0:
-            break
-        nearest = int(record_steps[np.argmin(np.abs(record_steps - t))])
-        if nearest not in chosen:
-            chosen.append(nearest)
-    return chosen
 
 
 def step_evaluate(options, *, test_images: Optional[int] = None,
@@ -842,364 +573,17 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
         "failures": failures,
     }
 
-    results_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(results_dir / PER_IMAGE_NPZ, labels=labels, predictions=predictions,
-                        potentials=potentials, record_steps=records,
-                        predictions_over_time=over_time,
-                        **{f"spike_counts_{name}": counts[name] for name in neuron_layers},
-                        **{f"synaptic_operations_{name}": v for name, v in synops.items()})
-    _plot_accuracy(results_dir / PLOT_ACCURACY, results, ann_compare, stage)
-    _plot_histograms(results_dir / PLOT_HISTOGRAM, results, neuron_layers, output_name)
-    _plot_spikes(results_dir / PLOT_SPIKES, results, neuron_layers)
-    picked = _pick_steps(stage, records)
-    summary = summary_rows(results, picked, ann_compare)
-    (results_dir / REPORT_MD).write_text(_report_markdown(results, summary, picked))
-    results["summary"] = [{"quantity": k, "value": v} for k, v in summary]
-    (results_dir / RESULTS_JSON).write_text(json.dumps(results, indent=1) + "\n")
+    per_image = dict(labels=labels, predictions=predictions, potentials=potentials,
+                     record_steps=records, predictions_over_time=over_time,
+                     **{f"spike_counts_{name}": counts[name] for name in neuron_layers},
+                     **{f"synaptic_operations_{name}": v for name, v in synops.items()})
+    summary = evaluate_report.write_results(results_dir, results, per_image, ann_compare,
+                                            stage.integ_window, neuron_layers, output_name)
 
     _say(f"[evaluate] results in {results_dir}")
-    _say(format_table(["quantity", "value"], summary))
+    _say(evaluate_report.format_table(["quantity", "value"], summary))
     if failures:
         raise EvaluationError("evaluation checks failed (results written to "
                               f"{results_dir}):\n  " + "\n  ".join(failures))
     return results
 
-
-# ---- Tables, report, plots --------------------------------------------------------------------
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f} %"
-
-
-def summary_rows(results: dict, steps: Sequence[int], ann_accuracy: float) -> List[Tuple[str, str]]:
-    snn = results["snn"]
-    n = results["test_images"]
-    rows = [("ANN accuracy (test)", f"{_pct(ann_accuracy)}" + (
-        f" ({n} images; all {results['ann']['test_images']}: "
-        f"{_pct(results['ann']['test_accuracy'])})"
-        if "test_accuracy_on_evaluated_images" in results["ann"] else f" ({n} images)")),
-            ("SNN accuracy, stepped / analytic",
-             f"{_pct(snn['engines']['stepped']['accuracy'])} / "
-             f"{_pct(snn['engines']['analytic']['accuracy'])} (identical bit for bit)"
-             if snn["engines_identical"] else
-             f"{_pct(snn['engines']['stepped']['accuracy'])} / refused (overlapping windows)")]
-    ref = results["reference"]
-    if ref is not None:
-        layers = ref["spike_times"].values()
-        neurons = sum(v["neurons"] for v in layers)
-        differ = sum(v["mismatches"] for v in layers)
-        ties = sum(v["direct_ties"] + v["after_an_earlier_tie"] for v in layers)
-        pot = ref["output_potentials"]
-        rows.append((f"TF reference agreement ({ref['images']} images)",
-                     f"predictions {100 * ref['identical_predictions_fraction']:.2f} % "
-                     f"identical; spike times {differ} of {neurons} differ ({ties} at or after "
-                     f"a threshold tie); max |dV| {pot['max_abs_difference']:.2g} "
-                     f"({pot['max_abs_difference_identical_spikes']:.2g} where spikes agree)"))
-    reference_spikes = (results.get("reference_run") or {}).get("spikes_per_image", {})
-    for name, value in results["spikes_per_image"].items():
-        note = ""
-        if name in reference_spikes:
-            note = f" (reference run {reference_spikes[name]:.0f})"
-        if name == results["output_layer"] and results["readout"] == "vmem":
-            note = " (output layer: does not fire under vmem readout)"
-        rows.append((f"spikes per image, {name}", f"{value:.1f}{note}"))
-    rows.append((f"spikes per image, hidden ({' + '.join(results['hidden_layers'])})",
-                 f"{results['hidden_spikes_per_image']:.1f}" + (
-                     f" (reference run {REFERENCE_HIDDEN_TOTAL:.0f})" if reference_spikes
-                     else "")))
-    rows += efficiency_summary_rows(results["efficiency"])
-    over = results["accuracy_over_time"]
-    for t in steps:
-        a = over["accuracy"][over["steps"].index(t)]
-        rows.append((f"accuracy at t = {t}", _pct(a)))
-    no_spike = results["no_output_spike"]
-    if no_spike["images_without_output_spike"] is None:
-        rows.append(("images without an output spike", "cannot happen (vmem readout)"))
-    else:
-        rows.append(("images without an output spike",
-                     f"{no_spike['images_without_output_spike']} (fallback accuracy "
-                     f"{_pct(no_spike['fallback_accuracy'])})"))
-        rows.append(("first output spike shared by several classes",
-                     f"{no_spike['images_with_simultaneous_first_spikes']} (lowest index wins; "
-                     f"accuracy {_pct(no_spike['simultaneous_first_spikes_accuracy'])})"))
-    for engine in snn["engines"]:
-        ips = snn["engines"][engine]["images_per_second"]
-        rows.append((f"images/s, {engine} engine (CPU)",
-                     "n/a" if ips is None else f"{ips:.0f}"))
-    return rows
-
-
-def efficiency_summary_rows(record: dict) -> List[Tuple[str, str]]:
-    """The efficiency figures (export.efficiency) as summary rows."""
-    rows = []
-    blank = record.get("blank_image_spikes")
-    if blank is not None:
-        rows.append(("spikes on a blank image, hidden",
-                     f"{blank['hidden']} (" + ", ".join(f"{k} {v}" for k, v in
-                                                       blank["per_layer"].items()) + ")"))
-    rows.append(("synaptic operations per image",
-                 f"{record['synaptic_operations_total']:,.0f} (ANN: "
-                 f"{record['ann_multiply_adds_total']:,} multiply-adds; ratio "
-                 f"{record['synops_per_multiply_add']:.3f})"))
-    return rows
-
-
-def efficiency_markdown(record: dict) -> List[str]:
-    """The report's efficiency section: the per-layer table and what it counts."""
-    blank = record.get("blank_image_spikes")
-    return ["## Efficiency", "",
-            "Synaptic operations: every spike that reaches a conv2d or dense layer times its "
-            "fan-out there, counted at the receiving layer (through the pools as the pool mode "
-            "relays: an `or` pooled unit can deliver several spikes). The ANN column: its "
-            "multiply-adds for the same layer. Spikes on a blank image: one all-zero image "
-            "(neurons that fire on their bias alone).", "",
-            *_md_table(efficiency.EFFICIENCY_HEADER, efficiency.efficiency_rows(record)), "",
-            f"Synaptic operations per image: {record['synaptic_operations_total']:,.0f}, "
-            f"{record['synops_per_multiply_add']:.3f} of the ANN's "
-            f"{record['ann_multiply_adds_total']:,} multiply-adds."
-            + ("" if blank is None else
-               f" Hidden spikes on a blank image: {blank['hidden']}."), ""]
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table for the terminal."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "-+-".join("-" * w for w in widths)
-    out = [" | ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip(), line]
-    out += [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(out)
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence]) -> List[str]:
-    def cell(value) -> str:  # a bare | (as in |V - vth|) would split the cell
-        return str(value).replace("|", "\\|")
-
-    return ["| " + " | ".join(map(cell, header)) + " |",
-            "|" + "|".join("---" for _ in header) + "|",
-            *["| " + " | ".join(map(cell, r)) + " |" for r in rows]]
-
-
-def _report_markdown(results: dict, summary, picked: Sequence[int]) -> str:
-    snn = results["snn"]
-    lines = ["# Evaluation", "",
-             f"Model: `{results['model']}`  ", f"Dataset: {results['dataset']}  ",
-             f"Test images: {results['test_images']}, readout `{results['readout']}`, pools "
-             f"{results['pool_modes']}, {results['time_steps']} time steps", "",
-             "## Summary", "", *_md_table(["quantity", "value"], summary), ""]
-    if results["failures"]:
-        lines += ["**Checks that FAILED:**", "", *[f"- {f}" for f in results["failures"]], ""]
-
-    lines += ["## Engines (libttfs, CPU)", "",
-              ("Both engines ran every batch; predictions, output potentials (bit patterns), "
-               "spike counts and first-spike times of every neuron layer were identical."
-               if snn["engines_identical"] else
-               f"Only the stepped engine ran: the analytic engine refused the model "
-               f"({snn['analytic_refused']})."), "",
-              *_md_table(["engine", "accuracy", "seconds in run()", "images/s"],
-                         [(e, _pct(v["accuracy"]), f"{v['seconds']:.3f}",
-                           "n/a" if v["images_per_second"] is None
-                           else f"{v['images_per_second']:.0f}")
-                          for e, v in snn["engines"].items()]), ""]
-
-    reference_spikes = (results.get("reference_run") or {}).get("spikes_per_image", {})
-    lines += ["## Spikes per image", "",
-              f"Hidden layers ({', '.join(results['hidden_layers'])}) are what the reference "
-              f"counted: {results['hidden_spikes_per_image']:.1f} per image" + (
-                  " (reference run: 1226 conv1 + 1090 conv2 = 2316, with its own trained "
-                  "model)." if reference_spikes else "."), "",
-              *_md_table(["layer", "spikes / image", "std", "reference run"],
-                         [(k, f"{v:.1f}", f"{results['spikes_per_image_std'][k]:.1f}",
-                           f"{reference_spikes[k]:.0f}" if k in reference_spikes else "")
-                          for k, v in results["spikes_per_image"].items()]), "",
-              f"![spikes per layer]({PLOT_SPIKES})", "",
-              f"![first-spike times]({PLOT_HISTOGRAM})", "",
-              *efficiency_markdown(results["efficiency"])]
-
-    if results.get("per_class_accuracy"):
-        lines += ["## SNN accuracy per class", "",
-                  *_md_table(["class", "name", "accuracy"],
-                             [(i, name, _pct(a)) for i, (name, a) in
-                              enumerate(results["per_class_accuracy"].items())]), ""]
-
-    over = results["accuracy_over_time"]
-    check = results["postprocess_check"]
-    lines += ["## Accuracy against time", "",
-              "From libttfs's recorded spike times, replayed into the output layer with numpy "
-              f"(kernel tables: {check['kernel_exp']}). Check: final potentials equal libttfs's "
-              f"to {check['max_relative_difference_final']:.2g} relative (tolerance "
-              f"{check['tolerance']}), {check['bit_identical_potentials']} of "
-              f"{check['potentials']} bit for bit; final predictions differing: "
-              f"{check['final_prediction_mismatches']} (at potential ties: "
-              f"{check['final_prediction_mismatches_at_ties']}).", "",
-              f"![accuracy vs time]({PLOT_ACCURACY})", "",
-              *_md_table(["t", "accuracy"],
-                         [(t, _pct(a)) for t, a in zip(over["steps"], over["accuracy"])
-                          if t % 40 == 39 or t in picked]), ""]
-
-    ref = results["reference"]
-    if ref is not None:
-        acc = ref["accuracy_over_time"]
-        lines += [f"## Agreement with the TF reference simulator ({ref['images']} images, "
-                  f"exp='tf', {ref['seconds']} s)", "",
-                  f"- identical predictions: {100 * ref['identical_predictions_fraction']:.2f} % "
-                  f"({ref['prediction_mismatches']} differ); accuracy libttfs "
-                  f"{_pct(ref['libttfs_accuracy'])}, TF {_pct(ref['tf_accuracy'])}",
-                  f"- max |output potential difference|: "
-                  f"{ref['output_potentials']['max_abs_difference']:.3g} (images with identical "
-                  f"spike times, {ref['output_potentials']['images_identical_spikes']}: "
-                  f"{ref['output_potentials']['max_abs_difference_identical_spikes']:.3g})",
-                  f"- post-process on TF's own spike times vs TF's potentials over time: "
-                  f"{ref['replay_on_tf_spikes']['max_relative_difference_over_time']:.2g} "
-                  f"relative",
-                  f"- accuracy over time: {acc['differing_predictions']} (image, step) "
-                  f"predictions differ; {acc['explained_by_spike_time_ties']} follow a spike-time"
-                  f" tie, {acc['explained_by_potential_ties']} a potential tie, "
-                  f"{acc['unexplained']} unexplained", "",
-                  *_md_table(["layer", "identical spike times", "mismatches", "direct ties",
-                              "after an earlier tie", "unexplained", "largest tie |V - vth|"],
-                             [(k, f"{100 * v['identical_fraction']:.4f} %", v["mismatches"],
-                               v["direct_ties"], v["after_an_earlier_tie"], v["unexplained"],
-                               f"{v['largest_tie_margin']:.2g}")
-                              for k, v in ref["spike_times"].items()]), "",
-                  *_md_table(["t", "TF reference", "libttfs + post-process"],
-                             [(t, _pct(a), _pct(b)) for t, a, b in
-                              zip(acc["steps"], acc["tf_reference"], acc["libttfs_postprocess"])
-                              if t % 40 == 39 or t in picked or a != b]), ""]
-
-    no_spike = results["no_output_spike"]
-    lines += ["## Images without an output spike", ""]
-    if no_spike["images_without_output_spike"] is None:
-        lines += [no_spike["note"] + ".", ""]
-    else:
-        lines += [f"{no_spike['images_without_output_spike']} of {results['test_images']} images "
-                  f"({_pct(no_spike['fraction'])}) had no output spike; the potential argmax "
-                  f"predicted them with accuracy {_pct(no_spike['fallback_accuracy'])}.", "",
-                  *_md_table(["fallback class", "images"],
-                             [(c, v) for c, v in no_spike["fallback_predicted_classes"].items()
-                              if v]), "",
-                  f"{no_spike['images_with_simultaneous_first_spikes']} images had several "
-                  f"classes fire at their first output step (the lowest index decides; "
-                  f"accuracy on them {_pct(no_spike['simultaneous_first_spikes_accuracy'])}).",
-                  "",
-                  *_md_table(["classes firing at the first output step", "images"],
-                             list(no_spike["classes_at_first_output_step_histogram"].items())),
-                  ""]
-    return "\n".join(lines)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _zoom_range(over: dict, ann_accuracy: float) -> Tuple[Tuple[float, float], Tuple[int, int]]:
-    """The zoomed panel's y range (in %) around the final SNN and the ANN accuracy, and its x
-    range: from the first record step whose accuracy is inside that band to the last step."""
-    steps = np.asarray(over["steps"])
-    accuracy = 100 * np.asarray(over["accuracy"], np.float64)
-    final, ann = float(accuracy[-1]), 100 * float(ann_accuracy)
-    span = max(abs(final - ann), 0.1)
-    low = min(final, ann) - max(2 * span, 0.3)
-    high = min(max(final, ann) + max(span, 0.15), 100.05)
-    inside = np.flatnonzero(accuracy >= low)
-    first = int(steps[inside[0]]) if inside.size else int(steps[0])
-    return (low, high), (max(first - 10, 0), int(steps[-1]) + 2)
-
-
-def _plot_accuracy(path: Path, results: dict, ann_accuracy: float, stage: OutputStage) -> None:
-    """Accuracy against time: the whole run (left) and a zoom around the final accuracy
-    (right), where the SNN and the ANN actually differ."""
-    plt = _pyplot()
-    over = results["accuracy_over_time"]
-    steps = over["steps"]
-    accuracy = [100 * a for a in over["accuracy"]]
-    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
-    start, end = stage.integ_window
-    for axis in (ax, zoom):
-        axis.plot(steps, accuracy, marker=".",
-                  label=f"SNN (libttfs, {results['test_images']} images), final "
-                        f"{accuracy[-1]:.2f} %")
-        axis.axhline(100 * ann_accuracy, color="black", linestyle="--",
-                     label=f"ANN {100 * ann_accuracy:.2f} %")
-        axis.axvspan(start, end, color="tab:orange", alpha=0.12,
-                     label=f"output integration window [{start}, {end})")
-        axis.set_xlabel("time step t")
-        axis.grid(alpha=0.3)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Accuracy against time ({results['readout']} readout)")
-    ax.set_ylim(0, 100.5)
-    ax.legend(loc="lower right", fontsize=8)
-    (low, high), (left, right) = _zoom_range(over, ann_accuracy)
-    zoom.set_ylim(low, high)
-    zoom.set_xlim(left, right)
-    zoom.set_title(f"Zoom: SNN {accuracy[-1]:.2f} % vs ANN {100 * ann_accuracy:.2f} % "
-                   f"({accuracy[-1] - 100 * ann_accuracy:+.2f} points)", fontsize=10)
-    ax.indicate_inset_zoom(zoom, edgecolor="gray")  # the zoomed region, drawn on the left
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def firing_layers(results: dict, neuron_layers: Sequence[str], output_name: str) -> List[str]:
-    """The neuron layers that can fire: not the output layer under vmem readout (it never
-    fires), not a layer whose fire window is empty."""
-    hist = results["first_spike_histograms"]
-    return [name for name in neuron_layers
-            if not (name == output_name and results["readout"] == "vmem")
-            and hist[name]["window"][1] > hist[name]["window"][0]]
-
-
-def _plot_histograms(path: Path, results: dict, neuron_layers: Sequence[str],
-                     output_name: str) -> None:
-    """First-spike times per layer, one panel per layer that can fire."""
-    plt = _pyplot()
-    hist = results["first_spike_histograms"]
-    n = results["test_images"]
-    layers = firing_layers(results, neuron_layers, output_name)
-    silent = [name for name in neuron_layers if name not in layers]
-    fig, axes = plt.subplots(max(len(layers), 1), 1, figsize=(7, 2.1 * max(len(layers), 1) + 0.4),
-                             squeeze=False)
-    for ax, name in zip(axes[:, 0], layers):
-        start, end = hist[name]["window"]
-        counts = np.asarray(hist[name]["counts"])
-        ax.bar(np.arange(start, end), counts[start:end] / n, width=1.0)
-        ax.set_title(f"{name}: {results['spikes_per_image'][name]:.1f} spikes/image, "
-                     f"fire window [{start}, {end})", fontsize=9)
-        ax.set_ylabel("spikes / image")
-    axes[-1, 0].set_xlabel("first-spike time step")
-    if silent:
-        fig.suptitle("not shown (cannot fire): " + ", ".join(
-            f"{name}" + (" (output, vmem readout)" if name == output_name else
-                         " (empty fire window)") for name in silent), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_spikes(path: Path, results: dict, neuron_layers: Sequence[str]) -> None:
-    plt = _pyplot()
-    values = [results["spikes_per_image"][name] for name in neuron_layers]
-    x = np.arange(len(neuron_layers))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bars = ax.bar(x - 0.2, values, width=0.4, label="this model (libttfs)")
-    for bar, v in zip(bars, values):
-        ax.annotate(f"{v:.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
-                    va="bottom", fontsize=8)
-    reference_spikes = (results.get("reference_run") or {}).get("spikes_per_image", {})
-    reference = [reference_spikes.get(name, np.nan) for name in neuron_layers]
-    if any(np.isfinite(reference)):
-        ax.bar(x + 0.2, reference, width=0.4, hatch="//", alpha=0.6,
-               label="TF reference run (docs/ALGORITHM.md 9)")
-    ax.set_xticks(x, neuron_layers)
-    ax.set_ylabel("spikes per image")
-    ax.set_title(f"Spikes per image ({results['test_images']} test images); hidden total "
-                 f"{results['hidden_spikes_per_image']:.0f}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

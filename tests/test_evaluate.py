@@ -1,4 +1,4 @@
-"""The evaluation step (export/evaluate.py).
+"""The evaluation step (export/evaluate.py, evaluate_output.py, evaluate_report.py).
 
 1. The numpy post-process that replays the output layer's potential over time from recorded
    spike times, against the independent simulator tests/reference_numpy.py: for every record
@@ -30,6 +30,8 @@ import pytest
 
 import reference_numpy as ref
 from export import evaluate as ev
+from export import evaluate_output as evo
+from export import evaluate_report as evr
 from export.ttfs_format import (NeuronParams, build_model, conv2d, dense, flatten, input_layer,
                                 maxpool, read_model, write_model)
 
@@ -106,23 +108,23 @@ def test_potentials_over_time_match_the_numpy_reference(pool_mode, readout, outp
         fired = (out_times >= 0).any(axis=1)
         assert 0 < fired.sum() < n, f"{fired.sum()} of {n} images fired; tune _spec_for"
 
-    stage = ev.output_stage(spec)
+    stage = evo.output_stage(spec)
     assert stage.source == "conv" and [r.name for r in stage.relays][0] == "pool"
-    records = ev.record_steps_for(STEPS)
+    records = evo.record_steps_for(STEPS)
     assert records.tolist() == [9, 19, 29, 39, 49, 59]
-    trace = ev.output_potentials_over_time(stage, full.spike_times[1], out_times, records)
-    over_time = ev.predictions_over_time(stage, trace, out_times)
+    trace = evo.output_potentials_over_time(stage, full.spike_times[1], out_times, records)
+    over_time = evo.predictions_over_time(stage, trace, out_times)
 
     moved = 0
     for r, t in enumerate(records):
         upto = ref.simulate(spec, images, time_steps=int(t) + 1, record=False)
         magnitude = upto.final_magnitude[last].reshape(n, -1)
-        rel = ev.relative_difference(trace.potentials[r], upto.potentials, magnitude)
+        rel = evo.relative_difference(trace.potentials[r], upto.potentials, magnitude)
         assert rel.max() <= ev.POTENTIAL_RTOL, f"t={t}: relative difference {rel.max():.3g}"
         np.testing.assert_array_equal(over_time[r], upto.predictions, err_msg=f"t={t}")
         moved += int(np.any(trace.potentials[r] != trace.potentials[max(r - 1, 0)]))
     assert moved >= 1, "the potentials never changed between record steps: a vacuous test"
-    rel = ev.relative_difference(trace.final, full.potentials, full.final_magnitude[last]
+    rel = evo.relative_difference(trace.final, full.potentials, full.final_magnitude[last]
                                  .reshape(n, -1))
     assert rel.max() <= ev.POTENTIAL_RTOL
 
@@ -135,13 +137,13 @@ def test_pool_modes_give_different_potentials():
     for mode in ("or", "earliest", "gated"):
         spec = _spec(mode, "vmem", "dense")
         full = ref.simulate(spec, images, record=False)
-        finals[mode] = ev.output_potentials_over_time(ev.output_stage(spec),
+        finals[mode] = evo.output_potentials_over_time(evo.output_stage(spec),
                                                       full.spike_times[1]).final
         if mode == "gated":
             spec.layers[2].pool_mode = "earliest"
             full = ref.simulate(spec, images, record=False)
-            finals["earliest, gated's constants"] = ev.output_potentials_over_time(
-                ev.output_stage(spec), full.spike_times[1]).final
+            finals["earliest, gated's constants"] = evo.output_potentials_over_time(
+                evo.output_stage(spec), full.spike_times[1]).final
     assert not np.allclose(finals["or"], finals["earliest"])
     assert not np.allclose(finals["gated"], finals["earliest, gated's constants"])
 
@@ -159,12 +161,12 @@ def test_post_process_matches_libttfs(tmp_path):
                                                         record_spike_times=True) as session:
             result = session.run(images)
             source, out = session.spike_times("conv"), session.spike_times("out")
-        trace = ev.output_potentials_over_time(ev.output_stage(spec), source,
+        trace = evo.output_potentials_over_time(evo.output_stage(spec), source,
                                                out.reshape(len(images), -1))
-        rel = ev.relative_difference(trace.final, result.potentials, trace.magnitude)
+        rel = evo.relative_difference(trace.final, result.potentials, trace.magnitude)
         assert rel.max() <= ev.POTENTIAL_RTOL
         np.testing.assert_array_equal(
-            ev.predict_at(readout, trace.final, out.reshape(len(images), -1), STEPS - 1),
+            evo.predict_at(readout, trace.final, out.reshape(len(images), -1), STEPS - 1),
             result.predictions)
 
 
@@ -202,7 +204,7 @@ def test_pool_modes_by_hand():
     for mode, rows in expected.items():
         spec = build_model([layers[0], maxpool("pool", size=(2, 2), mode=mode), *layers[2:]],
                            time_steps=40, time_fire_start=20, time_fire_duration=20)
-        trace = ev.output_potentials_over_time(ev.output_stage(spec), times,
+        trace = evo.output_potentials_over_time(evo.output_stage(spec), times,
                                                record_steps=np.array([1, 4, 39]))
         np.testing.assert_allclose(trace.final, np.array(rows, F32), rtol=1e-6, err_msg=mode)
         # after step 1 only image 1's t = 0 spike (and both biases) have arrived
@@ -218,12 +220,12 @@ def test_pool_modes_by_hand():
 def test_first_spike_readout_at_step():
     v = np.array([[0.1, 0.9, 0.3], [0.2, 0.7, 0.7], [0.5, 0.1, 0.0]], F32)
     times = np.array([[-1, 5, 3], [-1, -1, -1], [7, 7, -1]], np.int32)
-    assert ev.predict_at("first_spike", v, times, 4).tolist() == [2, 1, 0]  # 1: argmax tie -> 1
-    assert ev.predict_at("first_spike", v, times, 2).tolist() == [1, 1, 0]  # nothing fired yet
-    assert ev.predict_at("first_spike", v, times, 7).tolist() == [2, 1, 0]  # 7, 7: lowest index
-    assert ev.predict_at("vmem", v, times, 7).tolist() == [1, 1, 0]
+    assert evo.predict_at("first_spike", v, times, 4).tolist() == [2, 1, 0]  # 1: argmax tie -> 1
+    assert evo.predict_at("first_spike", v, times, 2).tolist() == [1, 1, 0]  # nothing fired yet
+    assert evo.predict_at("first_spike", v, times, 7).tolist() == [2, 1, 0]  # 7, 7: lowest index
+    assert evo.predict_at("vmem", v, times, 7).tolist() == [1, 1, 0]
     with pytest.raises(ValueError, match="readout 'spikes'"):
-        ev.predict_at("spikes", v, times, 7)
+        evo.predict_at("spikes", v, times, 7)
 
 
 # ---- 4. engine check -------------------------------------------------------------------------
@@ -348,12 +350,12 @@ def test_step_evaluate_on_a_tiny_run(tiny_run_dir, tmp_path, capsys, variant):
                                reference_images=20, results_dir=out_dir)
     printed = capsys.readouterr().out
 
-    for name in (ev.REPORT_MD, ev.RESULTS_JSON, ev.PER_IMAGE_NPZ, ev.PLOT_ACCURACY,
-                 ev.PLOT_HISTOGRAM, ev.PLOT_SPIKES):
+    for name in (evr.REPORT_MD, evr.RESULTS_JSON, evr.PER_IMAGE_NPZ, evr.PLOT_ACCURACY,
+                 evr.PLOT_HISTOGRAM, evr.PLOT_SPIKES):
         assert (out_dir / name).is_file(), name
-    for name in (ev.PLOT_ACCURACY, ev.PLOT_HISTOGRAM, ev.PLOT_SPIKES):
+    for name in (evr.PLOT_ACCURACY, evr.PLOT_HISTOGRAM, evr.PLOT_SPIKES):
         _assert_png(out_dir / name)
-    saved = json.loads((out_dir / ev.RESULTS_JSON).read_text())
+    saved = json.loads((out_dir / evr.RESULTS_JSON).read_text())
     assert saved["failures"] == [] and results["failures"] == []
     assert saved["test_images"] == 200 and saved["readout"] == readout
 
@@ -371,7 +373,7 @@ def test_step_evaluate_on_a_tiny_run(tiny_run_dir, tmp_path, capsys, variant):
         assert snn["engines"]["stepped"]["accuracy"] == snn["engines"]["analytic"]["accuracy"]
     assert snn["accuracy"] == pytest.approx(accuracy, abs=1e-12)
     assert all(e["images_per_second"] > 0 for e in snn["engines"].values())
-    per_image = np.load(out_dir / ev.PER_IMAGE_NPZ)
+    per_image = np.load(out_dir / evr.PER_IMAGE_NPZ)
     np.testing.assert_array_equal(per_image["predictions"], predictions)
     for name, c in counts.items():
         assert saved["spikes_per_image"][name] == pytest.approx(float(c.mean()), rel=1e-12)
@@ -414,11 +416,11 @@ def test_step_evaluate_on_a_tiny_run(tiny_run_dir, tmp_path, capsys, variant):
 
     if variant == "vmem":
         _check_efficiency(saved, per_image, run_dir / "model.ttfs", test.images)
-        assert ev.firing_layers(saved, list(counts), list(counts)[-1]) == list(counts)[:-1]
+        assert evr.firing_layers(saved, list(counts), list(counts)[-1]) == list(counts)[:-1]
 
-    report = (out_dir / ev.REPORT_MD).read_text()
+    report = (out_dir / evr.REPORT_MD).read_text()
     assert "## Efficiency" in report and "spikes on a blank image" in printed
-    for plot in (ev.PLOT_ACCURACY, ev.PLOT_HISTOGRAM, ev.PLOT_SPIKES):
+    for plot in (evr.PLOT_ACCURACY, evr.PLOT_HISTOGRAM, evr.PLOT_SPIKES):
         assert f"]({plot})" in report
     assert "SNN accuracy, stepped / analytic" in printed
     assert (f"{100 * accuracy:.2f} % / refused" if variant == "overlapping" else
