@@ -3,6 +3,6 @@
 # (tests/gpu/emulator). Paths are relative to this directory.
 set(TTFS_CPU_SOURCES)
 foreach(unit cpu_backend plan exact_kernels certified_kernels certified_kernels_avx512
-             stepped_engine analytic_engine outputs)
+             stepped_engine analytic_engine pool_relay certified_layer outputs)
   list(APPEND TTFS_CPU_SOURCES ${CMAKE_CURRENT_LIST_DIR}/${unit}.cpp)
 endforeach()
