@@ -167,36 +167,14 @@ std::vector<int64_t> step_capacities(const Model& model) {
 
 gpu::DeviceLayer describe(const Layer& layer) {
     gpu::DeviceLayer d;
+    static_cast<WindowGeometry&>(d) = window_geometry(layer);  // dense: a 1x1 convolution
     d.kind = layer.kind;
-    d.in_h = layer.in.h;
-    d.in_w = layer.in.w;
-    d.in_c = layer.in.c;
-    d.out_h = layer.out.h;
-    d.out_w = layer.out.w;
-    d.out_c = layer.out.c;
-    d.kernel_h = layer.kernel_h;
-    d.kernel_w = layer.kernel_w;
-    d.stride_h = layer.stride_h;
-    d.stride_w = layer.stride_w;
-    d.pad_top = layer.pad_top;
-    d.pad_left = layer.pad_left;
     d.pool_mode = layer.pool_mode;
     d.integ_start = layer.integ_start;
     d.integ_end = layer.integ_end;
     d.fire_start = layer.fire_start;
     d.fire_len = layer.fire_len();
     d.fires = layer.fires ? 1 : 0;
-    if (layer.kind == TTFS_LAYER_DENSE) {
-        // A dense layer is a 1x1 convolution over a 1x1xN input (see DeviceLayer).
-        const int64_t inputs = layer.in.size();
-        d.in_h = d.in_w = 1;
-        d.in_c = int32_t(inputs);
-        d.out_h = d.out_w = 1;
-        d.out_c = int32_t(layer.out.size());
-        d.kernel_h = d.kernel_w = 1;
-        d.stride_h = d.stride_w = 1;
-        d.pad_top = d.pad_left = 0;
-    }
     return d;
 }
 

@@ -12,16 +12,13 @@
 namespace ttfs {
 namespace gpu {
 
-// One layer, by value in kernel arguments. Pointers are device memory owned by the CUDA
-// backend (uploaded once at session creation). A dense layer is described as a 1x1
-// convolution over a 1x1xN input: its canonical order (input index ascending) and its weight
-// layout [in, out] are then exactly those of conv2d, so one kernel serves both.
-struct DeviceLayer {
+// One layer, by value in kernel arguments: its window geometry (window_geometry.h, shared with
+// the CPU backend: a dense layer is a 1x1 convolution over a 1x1xN input, so that its
+// canonical order (input index ascending) and its weight layout [in, out] are exactly those of
+// conv2d and one kernel serves both) and its tables. Pointers are device memory owned by the
+// CUDA backend (uploaded once at session creation).
+struct DeviceLayer : WindowGeometry {
     int32_t kind = 0;  // ttfs_layer_kind
-    int32_t in_h = 0, in_w = 0, in_c = 0;
-    int32_t out_h = 0, out_w = 0, out_c = 0;
-    int32_t kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0;
-    int32_t pad_top = 0, pad_left = 0;
     int32_t pool_mode = 0;  // ttfs_pool_mode
     int32_t integ_start = 0, integ_end = 0, fire_start = 0, fire_len = 0;
     int32_t fires = 0;

@@ -1,4 +1,5 @@
-// Derived model fields (threshold and kernel tables) and the analytic-engine window check.
+// Derived model fields (threshold and kernel tables), layers' window geometry and the
+// analytic-engine window check.
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -23,6 +24,31 @@ float decay(int32_t i, float td, float tau) {
 }
 
 }  // namespace
+
+WindowGeometry window_geometry(const Layer& layer) {
+    WindowGeometry g;
+    if (layer.kind == TTFS_LAYER_DENSE) {
+        g.in_h = g.in_w = 1;
+        g.in_c = int32_t(layer.in.size());
+        g.out_h = g.out_w = 1;
+        g.out_c = int32_t(layer.out.size());
+        g.kernel_h = g.kernel_w = g.stride_h = g.stride_w = 1;
+        return g;
+    }
+    g.in_h = layer.in.h;
+    g.in_w = layer.in.w;
+    g.in_c = layer.in.c;
+    g.out_h = layer.out.h;
+    g.out_w = layer.out.w;
+    g.out_c = layer.out.c;
+    g.kernel_h = layer.kernel_h;
+    g.kernel_w = layer.kernel_w;
+    g.stride_h = layer.stride_h;
+    g.stride_w = layer.stride_w;
+    g.pad_top = layer.pad_top;
+    g.pad_left = layer.pad_left;
+    return g;
+}
 
 void finalize_model(Model& model) {
     const size_t last = model.layers.size() - 1;

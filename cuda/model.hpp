@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ttfs.h"
+#include "window_geometry.h"
 
 namespace ttfs {
 
@@ -54,6 +55,10 @@ struct Layer {
     float kernel_at(int32_t t) const { return t == 0 ? 1.0f : integ_kernel[size_t(t - integ_start)]; }
     int32_t fire_len() const { return fire_end - fire_start; }
 };
+
+// The window geometry of a conv2d, dense or maxpool layer (window_geometry.h): a dense layer
+// is a 1x1 VALID convolution over its (1, 1, n) input. Both backends describe layers by it.
+WindowGeometry window_geometry(const Layer& layer);
 
 struct Model {
     uint32_t format_version = 0;

@@ -6,8 +6,8 @@
 //
 // conv2d and dense share one geometry: dense is a 1x1 VALID convolution over its (1, 1, n)
 // input, whose [n, units] weights are exactly HWIO [1, 1, n, units]. maxpool windows are
-// described the same way (a kernel that keeps the channel). Any struct with the fields of
-// WindowGeometry (the CUDA backend's DeviceLayer has them too) can be passed to the templates.
+// described the same way (a kernel that keeps the channel); window_geometry() of model.hpp
+// builds it from a layer. The CUDA backend's DeviceLayer is a WindowGeometry with its tables.
 #pragma once
 
 #include <stdint.h>
@@ -17,8 +17,8 @@
 namespace ttfs {
 
 struct WindowGeometry {
-    int32_t in_h, in_w, in_c, out_h, out_w, out_c;
-    int32_t kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
+    int32_t in_h = 0, in_w = 0, in_c = 0, out_h = 0, out_w = 0, out_c = 0;
+    int32_t kernel_h = 0, kernel_w = 0, stride_h = 0, stride_w = 0, pad_top = 0, pad_left = 0;
 
     TTFS_HD int32_t positions() const { return out_h * out_w; }
 };

@@ -165,7 +165,7 @@ int32_t intervals(const LayerPlan& plan, const float* sums, int32_t width, int32
 // others are listed in `undecided` (unit indices) and left for settle_unit(); returns how many.
 TTFS_PORTABLE_CLONES
 int32_t pool_verdicts_portable(const LayerPlan& plan, const Layer& layer, const Bracket& b,
-                               const Projection& pg, int32_t padded_c, const float* high,
+                               const WindowGeometry& pg, int32_t padded_c, const float* high,
                                const float* low, int32_t* time, int32_t* undecided) {
     int32_t count = 0;
     for (int32_t oh = 0; oh < pg.out_h; ++oh) {
@@ -193,7 +193,7 @@ int32_t pool_verdicts_portable(const LayerPlan& plan, const Layer& layer, const 
 }
 
 int32_t pool_verdicts(const LayerPlan& plan, const Layer& layer, const Bracket& b,
-                      const Projection& pg, int32_t padded_c, const float* high, const float* low,
+                      const WindowGeometry& pg, int32_t padded_c, const float* high, const float* low,
                       int32_t* time, int32_t* undecided) {
 #if TTFS_HAVE_AVX512_VARIANT
     if (use_avx512())

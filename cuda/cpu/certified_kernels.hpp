@@ -152,7 +152,7 @@ int32_t intervals(const LayerPlan& plan, const float* sums, int32_t width, int32
 // The fused `earliest` pool's units decided from their children's intervals, the others
 // listed. Returns how many are undecided.
 int32_t pool_verdicts(const LayerPlan& plan, const Layer& layer, const Bracket& b,
-                      const Projection& pg, int32_t padded_c, const float* high, const float* low,
+                      const WindowGeometry& pg, int32_t padded_c, const float* high, const float* low,
                       int32_t* time, int32_t* undecided);
 
 #if TTFS_HAVE_AVX512_VARIANT
@@ -168,7 +168,7 @@ int32_t intervals_avx512(const LayerPlan& plan, const float* sums, int32_t width
                          float lowest, float* high, float* low, int32_t* firing,
                          int32_t* undecided);
 int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
-                             const Projection& pg, int32_t padded_c, const float* high,
+                             const WindowGeometry& pg, int32_t padded_c, const float* high,
                              const float* low, int32_t* time, int32_t* undecided);
 // The activation grid of a certified layer from single spike steps (see GridJob).
 void grid_rows_avx512(const GridJob& d);

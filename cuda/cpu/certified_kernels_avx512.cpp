@@ -311,7 +311,7 @@ void grid_rows_avx512(const GridJob& d) {
 
 TTFS_AVX512
 int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
-                             const Projection& pg, int32_t padded_c, const float* high,
+                             const WindowGeometry& pg, int32_t padded_c, const float* high,
                              const float* low, int32_t* time, int32_t* undecided) {
     const __m512 floor = _mm512_set1_ps(b.lowest);
     const __m512i never = _mm512_set1_epi32(kNever);

@@ -23,7 +23,7 @@ struct CertifiedSizes {
         for (size_t li = 0; li < plans.size(); ++li) {
             const LayerPlan& plan = plans[li];
             if (!plan.certified) continue;
-            const Projection& g = plan.projection;
+            const WindowGeometry& g = plan.geometry;
             grid = std::max(grid, plan.grid_floats);
             cells = std::max(cells, size_t(plan.grid_h) * size_t(plan.grid_w + 1));
             positions = std::max(positions, size_t(g.positions()));
@@ -70,7 +70,7 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     const LayerPlan& plan = plans_[li];
     const LayerPlan& input_plan = plans_[li - 1];
     const SpikeList& below = in.below;
-    const Projection& g = plan.projection;
+    const WindowGeometry& g = plan.geometry;
     // Activations a = the sum of kernel_at(t) over each unit's integrated spike steps, in
     // the zero-padded grid; per grid cell the number of its units with a nonzero a (a
     // kernel value may underflow to 0: such a term adds nothing to the exact potential
@@ -222,7 +222,7 @@ float ExactPotential::potential(size_t li, int32_t p, int32_t n, const LayerInpu
                                  const int32_t* grid_bin) {
     const Layer& layer = model_.layers[li];
     const LayerPlan& plan = plans_[li];
-    const Projection& g = plan.projection;
+    const WindowGeometry& g = plan.geometry;
     const SpikeList& below = in.below;
     const int32_t* single = in.single;  // else each unit's steps, from the pool's list
     // bins[k] = S of step below.first_step + k; bin_slot sends a spike at a step the layer
@@ -319,7 +319,7 @@ Bracket CertifiedLayer::bracket_of(size_t li) const {
 void CertifiedLayer::fire(size_t li, const LayerInput& in, int32_t* first) {
     const Layer& layer = model_.layers[li];
     const LayerPlan& plan = plans_[li];
-    const Projection& g = plan.projection;
+    const WindowGeometry& g = plan.geometry;
     const int32_t width = plan.bound_stride, padded_c = plan.padded_c, out_c = g.out_c;
     const int32_t positions = g.positions();
     sums_.form(li, in, certify_);
@@ -348,7 +348,7 @@ void CertifiedLayer::fire(size_t li, const LayerInput& in, int32_t* first) {
 int32_t CertifiedLayer::fire_into_pool(size_t li, const LayerInput& in, int32_t* time) {
     const Layer& layer = model_.layers[li];
     const LayerPlan& plan = plans_[li];
-    const Projection& g = plan.projection;
+    const WindowGeometry& g = plan.geometry;
     const int32_t padded_c = plan.padded_c, out_c = g.out_c, positions = g.positions();
     sums_.form(li, in, certify_);
     float* high = interval_high_.data();
@@ -366,7 +366,7 @@ int32_t CertifiedLayer::fire_into_pool(size_t li, const LayerInput& in, int32_t*
         count += reaches(v, plan.lowest_threshold) ? 1 : 0;
     }
     // The pool.
-    const Projection& pg = plans_[li + 1].projection;
+    const WindowGeometry& pg = plans_[li + 1].geometry;
     const int32_t open = pool_verdicts(plan, layer, bracket_of(li), pg, padded_c, high, low,
                                        time, undecided);
     for (int32_t k = 0; k < open; ++k) {
@@ -390,12 +390,12 @@ int32_t CertifiedLayer::fire_into_pool(size_t li, const LayerInput& in, int32_t*
 // bound keeps every potential finite, so the limit is never reached; were one NaN, its
 // child would never count as exact, and the limit turns that into an internal error
 // instead of an endless loop.)
-int32_t CertifiedLayer::settle_unit(size_t li, const LayerInput& in, const Projection& pg, int32_t oh,
+int32_t CertifiedLayer::settle_unit(size_t li, const LayerInput& in, const WindowGeometry& pg, int32_t oh,
                                     int32_t ow, int32_t c, float* high, float* low, int64_t& recomputed) {
     const Layer& layer = model_.layers[li];
     const LayerPlan& plan = plans_[li];
     const Bracket b = bracket_of(li);
-    const int32_t padded_c = plan.padded_c, out_w = plan.projection.out_w;
+    const int32_t padded_c = plan.padded_c, out_w = plan.geometry.out_w;
     const WindowInside inside = window_inside(pg, oh, ow);
     const int64_t rounds = int64_t(std::max(0, inside.kh_end - inside.kh_first)) *
                                std::max(0, inside.kw_end - inside.kw_first) + 1;

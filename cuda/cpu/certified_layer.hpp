@@ -92,7 +92,7 @@ private:
     float exact(size_t li, int32_t p, int32_t n, const LayerInput& in) {
         return exact_.potential(li, p, n, in, sums_.grid_bin());
     }
-    int32_t settle_unit(size_t li, const LayerInput& in, const Projection& pg, int32_t oh,
+    int32_t settle_unit(size_t li, const LayerInput& in, const WindowGeometry& pg, int32_t oh,
                         int32_t ow, int32_t c, float* high, float* low, int64_t& recomputed);
 
     const Model& model_;

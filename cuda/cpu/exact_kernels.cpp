@@ -40,7 +40,7 @@ TTFS_INLINE void add_row(float* __restrict sum, const float* __restrict weight) 
 // flagged and listed in `touched`; returns how many were listed. CHUNKS > 0: padded_c is
 // CHUNKS * kLanes, known at compile time (the common widths get whole-register code).
 template <int CHUNKS, bool WIDE>
-TTFS_INLINE int32_t scatter_spikes_n(const Projection& g, const Fanout& fan, int32_t padded_c,
+TTFS_INLINE int32_t scatter_spikes_n(const WindowGeometry& g, const Fanout& fan, int32_t padded_c,
                                      const float* weights, const int32_t* units, int32_t count,
                                      float* sums, uint8_t* flagged, int32_t* touched) {
     // Locals, so that the stores below cannot make the compiler reload them.
@@ -83,7 +83,7 @@ TTFS_INLINE int32_t scatter_spikes_n(const Projection& g, const Fanout& fan, int
 }
 
 template <bool WIDE>
-TTFS_INLINE int32_t scatter_spikes_any(const Projection& g, const Fanout& fan, int32_t padded_c,
+TTFS_INLINE int32_t scatter_spikes_any(const WindowGeometry& g, const Fanout& fan, int32_t padded_c,
                                        const float* weights, const int32_t* units, int32_t count,
                                        float* sums, uint8_t* flagged, int32_t* touched) {
     switch (padded_c / kLanes) {
@@ -95,7 +95,7 @@ TTFS_INLINE int32_t scatter_spikes_any(const Projection& g, const Fanout& fan, i
 }
 
 TTFS_PORTABLE_CLONES
-int32_t scatter_spikes_portable(const Projection& g, const Fanout& fan, int32_t padded_c,
+int32_t scatter_spikes_portable(const WindowGeometry& g, const Fanout& fan, int32_t padded_c,
                                 const float* weights, const int32_t* units, int32_t count,
                                 float* sums, uint8_t* flagged, int32_t* touched) {
     return scatter_spikes_any<false>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
@@ -103,14 +103,14 @@ int32_t scatter_spikes_portable(const Projection& g, const Fanout& fan, int32_t 
 
 #if TTFS_HAVE_AVX512_VARIANT
 TTFS_AVX512
-int32_t scatter_spikes_avx512(const Projection& g, const Fanout& fan, int32_t padded_c,
+int32_t scatter_spikes_avx512(const WindowGeometry& g, const Fanout& fan, int32_t padded_c,
                               const float* weights, const int32_t* units, int32_t count,
                               float* sums, uint8_t* flagged, int32_t* touched) {
     return scatter_spikes_any<true>(g, fan, padded_c, weights, units, count, sums, flagged, touched);
 }
 #endif
 
-int32_t scatter_spikes(const Projection& g, const Fanout& fan, int32_t padded_c,
+int32_t scatter_spikes(const WindowGeometry& g, const Fanout& fan, int32_t padded_c,
                        const float* weights, const int32_t* units, int32_t count, float* sums,
                        uint8_t* flagged, int32_t* touched) {
 #if TTFS_HAVE_AVX512_VARIANT
@@ -159,7 +159,7 @@ void integrate_touched(const int32_t* touched, int32_t count, int32_t out_c, int
 // minimum over the window's children of their steps, as unsigned numbers so that kNever (-1)
 // is the largest and survives only where no child spiked.
 TTFS_VECTOR_CLONES
-void earliest_of_window(const Projection& g, const int32_t* child, int32_t oh, int32_t ow,
+void earliest_of_window(const WindowGeometry& g, const int32_t* child, int32_t oh, int32_t ow,
                         uint32_t* earliest) {
     const int32_t channels = g.out_c;
     for (int32_t c = 0; c < channels; ++c) earliest[c] = uint32_t(kNever);

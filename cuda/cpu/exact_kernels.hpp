@@ -13,7 +13,7 @@ namespace cpu {
 // Scatters one step's presynaptic spikes (units ascending in HWC order) into the synaptic sums
 // of the neurons they feed (sums[position * padded_c + oc] = S(t), in canonical order, from +0),
 // flags and lists the positions that received something in `touched`; returns how many.
-int32_t scatter_spikes(const Projection& g, const Fanout& fan, int32_t padded_c,
+int32_t scatter_spikes(const WindowGeometry& g, const Fanout& fan, int32_t padded_c,
                        const float* weights, const int32_t* units, int32_t count, float* sums,
                        uint8_t* flagged, int32_t* touched);
 
@@ -28,7 +28,7 @@ void integrate_touched(const int32_t* touched, int32_t count, int32_t out_c, int
 
 // An `earliest` pool unit's step for every channel of output position (oh, ow): the minimum of
 // its children's steps (kNever, as unsigned the largest, where none spiked).
-void earliest_of_window(const Projection& g, const int32_t* child, int32_t oh, int32_t ow,
+void earliest_of_window(const WindowGeometry& g, const int32_t* child, int32_t oh, int32_t ow,
                         uint32_t* earliest);
 
 // The potentials of a dense layer of at most kLanes neurons from its input's spikes listed by

@@ -9,23 +9,7 @@
 namespace ttfs {
 namespace cpu {
 
-Projection projection_of(const Layer& layer) {
-    if (layer.kind == TTFS_LAYER_DENSE)
-        return {1, 1, int32_t(layer.in.size()), 1, 1, layer.out.c, 1, 1, 1, 1, 0, 0};
-    return {layer.in.h,     layer.in.w,     layer.in.c,     layer.out.h,
-            layer.out.w,    layer.out.c,    layer.kernel_h, layer.kernel_w,
-            layer.stride_h, layer.stride_w, layer.pad_top,  layer.pad_left};
-}
-
-OutputRange outputs_fed_by(int32_t i, int32_t pad, int32_t kernel, int32_t stride, int32_t out) {
-    const int32_t padded = i + pad;  // >= 0: padding is never negative
-    const int32_t lowest = padded - kernel + 1;
-    const int32_t first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
-    const int32_t last = std::min(padded / stride, out - 1);
-    return {first, last};
-}
-
-Fanout fanout_of(const Projection& g, Memory& memory) {
+Fanout fanout_of(const WindowGeometry& g, Memory& memory) {
     Fanout fan;
     memory.take(fan.origin, size_t(g.in_h) * size_t(g.in_w) * size_t(g.in_c), UnitOrigin{0, 0, 0});
     memory.take(fan.rows, size_t(g.in_h), OutputRange{0, 0});
@@ -87,7 +71,7 @@ void plan_gate(const Layer& children, LayerPlan& plan, Memory& memory) {
 
 // The bound rows of a certified layer (see LayerPlan).
 void plan_certified(const Layer& layer, const LayerPlan& input, LayerPlan& plan, Memory& memory) {
-    const Projection& g = plan.projection;
+    const WindowGeometry& g = plan.geometry;
     const int32_t out_c = g.out_c, padded_c = plan.padded_c;
     plan.certified = true;
     plan.fan_in = g.kernel_h * g.kernel_w * g.in_c;
@@ -165,12 +149,12 @@ std::vector<LayerPlan> plan_model(const Model& model, ttfs_engine engine, Certif
             if (layer.kind == TTFS_LAYER_FLATTEN) plan.source = below.source;  // HWC == flat order
         }
         if (layer.kind == TTFS_LAYER_MAXPOOL) {
-            plan.projection = projection_of(layer);  // the window geometry, as for conv2d
-            plan.fanout = fanout_of(plan.projection, memory);
+            plan.geometry = window_geometry(layer);  // the window geometry, as for conv2d
+            plan.fanout = fanout_of(plan.geometry, memory);
             if (layer.pool_mode == TTFS_POOL_GATED) plan_gate(model.layers[li - 1], plan, memory);
         } else if (layer.kind == TTFS_LAYER_CONV2D || layer.kind == TTFS_LAYER_DENSE) {
-            const Projection g = projection_of(layer);
-            plan.projection = g;
+            const WindowGeometry g = window_geometry(layer);
+            plan.geometry = g;
             plan.fanout = fanout_of(g, memory);
             plan.padded_c = padded_channels(g.out_c);
             if (plan.padded_c != g.out_c) {
@@ -235,7 +219,7 @@ uint64_t work_per_image(const Model& model, const std::vector<LayerPlan>& plans,
         }
         if (li == 0 || layer.kind == TTFS_LAYER_FLATTEN) continue;
         const SpikeBounds& in = bounds[li - 1];
-        const Projection& g = plan.projection;
+        const WindowGeometry& g = plan.geometry;
         const uint64_t rows = uint64_t(std::min((g.kernel_h + g.stride_h - 1) / g.stride_h, g.out_h));
         const uint64_t cols = uint64_t(std::min((g.kernel_w + g.stride_w - 1) / g.stride_w, g.out_w));
         if (layer.kind == TTFS_LAYER_MAXPOOL) {

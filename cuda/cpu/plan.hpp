@@ -1,6 +1,6 @@
 // Planning: what the CPU engines know about each layer beyond ttfs::Layer, computed once per
 // session and then shared read-only by the worker threads (LayerPlan): the window geometry
-// (Projection), where an input unit's spikes go (Fanout), the crossing index that finds a
+// (WindowGeometry), where an input unit's spikes go (Fanout), the crossing index that finds a
 // potential's fire step in O(1), padded weights, the bound rows of the certified sums, the
 // gates of `gated` pools; and what a session will cost before anything is allocated (Memory,
 // work_per_image). Also the TTFS_CERTIFY mode.
@@ -18,6 +18,7 @@
 #include "cpu/simd.hpp"
 #include "model.hpp"
 #include "ttfs_math.h"
+#include "window_geometry.h"
 
 namespace ttfs {
 namespace cpu {
@@ -49,39 +50,6 @@ private:
     uint64_t bytes_ = 0;
 };
 
-// conv2d and dense share one geometry: dense is a 1x1 VALID conv over its (1, 1, n) input.
-// Its [n, units] weights are then exactly HWIO [1, 1, n, units], and conv2d's canonical order
-// (kernel row, kernel column, input channel) reduces to dense's (input index ascending).
-// maxpool windows are described the same way (a kernel that keeps the channel).
-struct Projection {
-    int32_t in_h, in_w, in_c, out_h, out_w, out_c;
-    int32_t kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
-
-    int32_t positions() const { return out_h * out_w; }
-};
-
-Projection projection_of(const Layer& layer);
-
-// The output rows (or columns) whose window [o*stride - pad, o*stride - pad + kernel) holds
-// input row i: o in [first, last], empty when first > last. Used to scatter a spike forward.
-struct OutputRange {
-    int32_t first, last;
-};
-
-OutputRange outputs_fed_by(int32_t i, int32_t pad, int32_t kernel, int32_t stride, int32_t out);
-
-// The part of output position (oh, ow)'s window that lies inside the input: kernel rows
-// [kh_first, kh_end) and columns [kw_first, kw_end); input row ih0 + kh, column iw0 + kw.
-struct WindowInside {
-    int32_t kh_first, kh_end, kw_first, kw_end, ih0, iw0;
-};
-
-inline WindowInside window_inside(const Projection& g, int32_t oh, int32_t ow) {
-    const int32_t ih0 = oh * g.stride_h - g.pad_top, iw0 = ow * g.stride_w - g.pad_left;
-    return {std::max(0, -ih0), std::min(g.kernel_h, g.in_h - ih0),
-            std::max(0, -iw0), std::min(g.kernel_w, g.in_w - iw0), ih0, iw0};
-}
-
 struct UnitOrigin {
     int32_t h, w, c;
 };
@@ -94,7 +62,7 @@ struct Fanout {
     std::vector<OutputRange> rows, cols;
 };
 
-Fanout fanout_of(const Projection& g, Memory& memory);
+Fanout fanout_of(const WindowGeometry& g, Memory& memory);
 
 // first_crossing() for a non-increasing threshold table with a positive last entry, in O(1):
 // a positive float's bit pattern grows with its value, so the bits above `shift` of a
@@ -121,7 +89,7 @@ CrossingIndex crossing_index_of(const std::vector<float>& table);
 struct LayerPlan {
     size_t source = 0;  // the layer whose spikes are this layer's output (flatten: the one below)
     // conv2d, dense, maxpool
-    Projection projection{};
+    WindowGeometry geometry{};
     Fanout fanout;
     // conv2d, dense
     int32_t padded_c = 0;                // out_c rounded up to whole kLanes chunks

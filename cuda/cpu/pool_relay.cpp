@@ -39,7 +39,7 @@ PoolRelay::PoolRelay(const Model& model, const std::vector<LayerPlan>& plans, Me
 // Each unit spikes at the earliest step of its children (the relay of docs/ENGINES.md, as a
 // minimum per unit).
 void PoolRelay::relay_earliest(size_t li, const int32_t* child, int32_t* time) const {
-    const Projection& g = plans_[li].projection;
+    const WindowGeometry& g = plans_[li].geometry;
     for (int32_t oh = 0; oh < g.out_h; ++oh) {
         for (int32_t ow = 0; ow < g.out_w; ++ow) {
             uint32_t* earliest = reinterpret_cast<uint32_t*>(time + (oh * g.out_w + ow) * g.out_c);
@@ -58,7 +58,7 @@ void PoolRelay::relay_earliest(size_t li, const int32_t* child, int32_t* time) c
 void PoolRelay::relay(size_t li, const SpikeList& below, const int32_t* child_time, SpikeList& list) {
     const Layer& layer = model_.layers[li];
     const LayerPlan& plan = plans_[li];
-    const Projection& g = plan.projection;
+    const WindowGeometry& g = plan.geometry;
     const UnitOrigin* origin = plan.fanout.origin.data();
     const OutputRange* rows_fed = plan.fanout.rows.data();
     const OutputRange* cols_fed = plan.fanout.cols.data();
@@ -123,7 +123,7 @@ void PoolRelay::relay(size_t li, const SpikeList& below, const int32_t* child_ti
 int32_t PoolRelay::gated_pairs(size_t li, const SpikeList& below, const int32_t* child_time,
                                int32_t* unit_begin, int32_t* per_step) {
     const LayerPlan& plan = plans_[li];
-    const Projection& g = plan.projection;
+    const WindowGeometry& g = plan.geometry;
     const UnitOrigin* origin = plan.fanout.origin.data();
     const OutputRange* rows_fed = plan.fanout.rows.data();
     const OutputRange* cols_fed = plan.fanout.cols.data();
@@ -173,7 +173,7 @@ int32_t PoolRelay::gated_pairs(size_t li, const SpikeList& below, const int32_t*
 
 // Whether the first child in window order of pool unit (oh, ow, c) — among the children that
 // have fired by step t when `fired_by_t`, else among all — fires at t.
-bool PoolRelay::first_child_spikes(const Projection& g, const int32_t* child_time, int32_t oh,
+bool PoolRelay::first_child_spikes(const WindowGeometry& g, const int32_t* child_time, int32_t oh,
                                    int32_t ow, int32_t c, int32_t t, bool fired_by_t) {
     const WindowInside win = window_inside(g, oh, ow);
     for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {

@@ -32,7 +32,7 @@ public:
 private:
     int32_t gated_pairs(size_t li, const SpikeList& below, const int32_t* child_time,
                         int32_t* unit_begin, int32_t* per_step);
-    static bool first_child_spikes(const Projection& g, const int32_t* child_time, int32_t oh,
+    static bool first_child_spikes(const WindowGeometry& g, const int32_t* child_time, int32_t oh,
                                    int32_t ow, int32_t c, int32_t t, bool fired_by_t);
 
     const Model& model_;

@@ -162,7 +162,7 @@ private:
     // winner does.
     bool gated_winner_spikes(size_t li, int32_t oh, int32_t ow, int32_t c, int32_t t) const {
         const Layer& children = model_.layers[li - 1];
-        const Projection& g = plans_[li].projection;
+        const WindowGeometry& g = plans_[li].geometry;
         const int32_t* first = first_spike_time_[li - 1].data();
         const float vth = children.fire_threshold[size_t(t - children.fire_start)];
         const WindowInside win = window_inside(g, oh, ow);

@@ -36,8 +36,8 @@ public:
             memory.take(membrane_[li], size_t(layer.out.size()), 0.0f);
             const LayerPlan& plan = plans[li];
             largest_sums = std::max(largest_sums,
-                                    size_t(plan.projection.positions()) * size_t(plan.padded_c));
-            most_positions = std::max(most_positions, plan.projection.positions());
+                                    size_t(plan.geometry.positions()) * size_t(plan.padded_c));
+            most_positions = std::max(most_positions, plan.geometry.positions());
         }
         // One set of synaptic sums serves every layer: each layer leaves them all +0.
         memory.take(synaptic_sum_, largest_sums, 0.0f);
@@ -68,7 +68,7 @@ protected:
     void integrate_step(size_t li, int32_t t, const int32_t* units, int32_t count) {
         const Layer& layer = model_.layers[li];
         const LayerPlan& plan = plans_[li];
-        const Projection& g = plan.projection;
+        const WindowGeometry& g = plan.geometry;
         const int32_t touched = scatter_spikes(g, plan.fanout, plan.padded_c, plan.weights(layer),
                                                units, count, synaptic_sum_.data(),
                                                flagged_.data(), touched_.data());
