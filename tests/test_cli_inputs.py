@@ -551,9 +551,11 @@ def test_a_build_without_image_libraries_says_so(files, tmp_path):
     repo = Path(__file__).resolve().parent.parent
     library_dir = Path(pyttfs.library_path).resolve().parent
     program = tmp_path / "ttfs-infer-plain"
+    sources = [str(repo / "cuda" / "ttfs_infer.cpp")] + sorted(
+        str(path) for path in (repo / "cuda").glob("cli_*.cpp"))  # its units (CMakeLists.txt)
     subprocess.run([compiler, "-std=c++17", "-O1", f"-I{repo / 'include'}", f"-I{repo / 'cuda'}",
-                    str(repo / "cuda" / "ttfs_infer.cpp"), str(repo / "cuda" / "cli_images.cpp"),
-                    f"-L{library_dir}", "-lttfs", f"-Wl,-rpath,{library_dir}", "-o", str(program)],
+                    *sources, f"-L{library_dir}", "-lttfs", f"-Wl,-rpath,{library_dir}", "-o",
+                    str(program)],
                    check=True, timeout=300)
     save_png(tmp_path / "digit.png", files["images"][1])
     Image.fromarray(files["images"][1, :, :, 0], "L").save(tmp_path / "digit.jpg")
