@@ -38,3 +38,38 @@ def test_nothing_points_outside_the_checkout():
         if name == "tests/test_docs.py":
             continue
         assert "../shared" not in text and "/work/" not in text, name
+
+
+ARCHITECTURE = REPO / "docs" / "ARCHITECTURE.md"
+# The directories whose every source file the map must name (not their subdirectories:
+# cuda/cpu/ is listed on its own).
+MAPPED_DIRECTORIES = ("cuda", "cuda/cpu", "export", "pyttfs")
+
+
+def _architecture_paths():
+    """Every repository path docs/ARCHITECTURE.md names in backquotes (`like/this.cpp`)."""
+    text = ARCHITECTURE.read_text()
+    return {token for token in re.findall(r"`([A-Za-z0-9_.][A-Za-z0-9_./-]*)`", text)
+            if "/" in token}
+
+
+def test_architecture_names_only_paths_that_exist():
+    missing = sorted(path for path in _architecture_paths() if not (REPO / path).exists())
+    assert not missing, f"docs/ARCHITECTURE.md names paths that do not exist: {missing}"
+
+
+def test_architecture_names_every_source_file():
+    named = _architecture_paths()
+    tracked = subprocess.run(["git", "ls-files", *MAPPED_DIRECTORIES], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    sources = [name for name in tracked if str(Path(name).parent) in MAPPED_DIRECTORIES]
+    assert len(sources) > 60, sources  # the listing worked: the map covers dozens of files
+    unnamed = sorted(name for name in sources if name not in named)
+    assert not unnamed, (f"source files that docs/ARCHITECTURE.md does not name (add a line "
+                         f"saying what each owns): {unnamed}")
+
+
+def test_readme_links_the_architecture_map():
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    assert "docs/ARCHITECTURE.md" in layout
