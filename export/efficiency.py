@@ -390,7 +390,7 @@ def plot_accuracy_vs_spikes(points: Sequence[Tuple[str, float, float]], path, *,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    markers = "osD^vP<>Xh"
+    markers = "osD^vP<>Xhd"  # 11 markers against 10 colours: no pair repeats before 110 points
     for index, (name, accuracy, spikes) in enumerate(points):
         # a marker and a legend entry per point: labels written next to close points overlap
         ax.scatter(spikes, 100 * accuracy, s=45, zorder=3, marker=markers[index % len(markers)],
