@@ -55,6 +55,8 @@ struct ttfs_session {
     std::vector<float> potentials;
     std::vector<std::vector<int32_t>> spike_counts;  // per layer; empty for maxpool/flatten
     std::vector<std::vector<int32_t>> spike_times;   // per layer; empty unless recorded
+    std::vector<int32_t> trace_steps;  // the output trace's steps; empty unless recorded
+    std::vector<float> output_trace;   // [max_batch * trace steps * classes]
     ttfs::RunOutputs outputs;
     std::vector<float> staging;  // uint8 images converted to float32, allocated on first use
 
@@ -65,6 +67,7 @@ struct ttfs_session {
 
     bool records_spike_times() const { return (flags & TTFS_SESSION_RECORD_SPIKE_TIMES) != 0; }
     bool allows_unscaled() const { return (flags & TTFS_SESSION_ALLOW_UNSCALED) != 0; }
+    bool records_output_trace() const { return (flags & TTFS_SESSION_RECORD_OUTPUT_TRACE) != 0; }
 };
 
 namespace {
@@ -435,7 +438,8 @@ uint64_t physical_memory_bytes() {
 }
 
 // Bytes of the session's result buffers for max_batch images: predictions, potentials, spike
-// counts, spike times when recorded, and the float copy of uint8 images (ttfs_session_run_u8).
+// counts, spike times and the output trace when recorded, and the float copy of uint8 images
+// (ttfs_session_run_u8).
 uint64_t result_bytes(const ttfs_session& session) {
     const ttfs::Model& model = *session.model;
     const uint64_t batch = uint64_t(session.max_batch);
@@ -443,6 +447,7 @@ uint64_t result_bytes(const ttfs_session& session) {
     elements.add_product(batch, 1);                              // predictions
     elements.add_product(batch, uint64_t(model.num_classes()));  // potentials
     elements.add_product(batch, uint64_t(model.input().out.size()));  // uint8 staging
+    elements.add_product(batch, uint64_t(session.trace_steps.size()), uint64_t(model.num_classes()));
     for (const ttfs::Layer& layer : model.layers) {
         if (!layer.has_neurons()) continue;
         elements.add_product(batch, 1);  // spike counts
@@ -464,6 +469,11 @@ ttfs_status allocate_results(ttfs_session& session) {
     session.outputs.potentials = session.potentials.data();
     session.outputs.spike_counts.assign(model.layers.size(), nullptr);
     session.outputs.spike_times.assign(model.layers.size(), nullptr);
+    if (session.records_output_trace()) {
+        session.output_trace.assign(batch * session.trace_steps.size() * size_t(model.num_classes()), 0.0f);
+        session.outputs.output_trace = session.output_trace.data();
+        session.outputs.trace_steps = session.trace_steps;
+    }
     for (size_t i = 0; i < model.layers.size(); ++i) {
         const ttfs::Layer& layer = model.layers[i];
         if (!layer.has_neurons()) continue;
@@ -494,6 +504,7 @@ ttfs_status check_budget(ttfs_session& session, int32_t backend, const ttfs::Req
         std::ostringstream msg;
         msg << "the session needs " << total << " bytes of memory (result buffers for max_batch "
             << session.max_batch << ": " << results << (session.records_spike_times() ? ", spike times recorded" : "")
+            << (session.records_output_trace() ? ", output trace recorded" : "")
             << "; " << (cpu ? "CPU backend tables: " : "CUDA device buffers and host copies: ")
             << need.shared_bytes;
         if (cpu) msg << "; a workspace per worker thread: " << need.per_worker_bytes << ", one thread";
@@ -504,7 +515,8 @@ ttfs_status check_budget(ttfs_session& session, int32_t backend, const ttfs::Req
     if (physical != 0 && smallest > physical) {
         error = std::string(function) + ": " + memory_text(smallest) + ", more than this machine's " +
                 std::to_string(physical) + " bytes of memory; use a smaller max_batch" +
-                (session.records_spike_times() ? " or do not record spike times" : "");
+                (session.records_spike_times() ? " or do not record spike times" : "") +
+                (session.records_output_trace() ? " or record the output trace at fewer steps" : "");
         return TTFS_ERR_OUT_OF_MEMORY;
     }
     const bool default_memory = session.max_memory_bytes == TTFS_DEFAULT_MAX_MEMORY_BYTES;
@@ -542,6 +554,12 @@ ttfs_status check_budget(ttfs_session& session, int32_t backend, const ttfs::Req
 
 // Sizes, checks and makes the backend of one kind (CPU or CUDA).
 ttfs_status make_backend(ttfs_session& session, int32_t backend, const char* function, std::string& error) {
+    if (backend == TTFS_BACKEND_CUDA && session.records_output_trace()) {
+        error = "the output trace (TTFS_SESSION_RECORD_OUTPUT_TRACE) is computed by the CPU backend "
+                "only; create the session with TTFS_BACKEND_CPU (or TTFS_BACKEND_AUTO, which then "
+                "uses the CPU)";
+        return TTFS_ERR_UNSUPPORTED;
+    }
     ttfs::Requirements need;
     ttfs_status status = backend == TTFS_BACKEND_CUDA
                              ? ttfs::cuda_backend_requirements(*session.model, session.engine, session.max_batch, need, error)
@@ -811,10 +829,68 @@ ttfs_status copy_layer_results(const char* function, const ttfs_session* session
     });
 }
 
+// The output trace's steps as the caller gave them (ttfs_session_options), not yet checked;
+// `given` is false for ttfs_session_create, which has no options.
+struct TraceRequest {
+    bool given = false;
+    const int32_t* steps = nullptr;
+    int32_t count = 0;
+};
+
+// Checks the output trace's steps against the flags and the model and copies them: with
+// TTFS_SESSION_RECORD_OUTPUT_TRACE 1 .. time_steps strictly increasing steps in
+// [0, time_steps), without it none.
+ttfs_status read_trace_steps(const char* function, const ttfs::Model& model, uint32_t flags,
+                             const TraceRequest& trace, std::vector<int32_t>& steps) {
+    const int32_t time_steps = model.time_steps;
+    std::ostringstream msg;
+    msg << function << ": ";
+    if ((flags & TTFS_SESSION_RECORD_OUTPUT_TRACE) == 0) {
+        if (trace.count == 0 && trace.steps == nullptr) return TTFS_OK;
+        msg << "options->output_trace_count = " << trace.count
+            << (trace.steps != nullptr ? " and output_trace_steps is set" : "")
+            << ", but flags lack TTFS_SESSION_RECORD_OUTPUT_TRACE; set the flag to record the "
+               "output trace, or leave both fields 0";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    if (!trace.given) {
+        msg << "TTFS_SESSION_RECORD_OUTPUT_TRACE needs the steps to record; create the session "
+               "with ttfs_session_create_ex and set options->output_trace_steps and "
+               "output_trace_count";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    if (trace.count < 1 || trace.count > time_steps) {
+        msg << "options->output_trace_count = " << trace.count << "; expected 1 to " << time_steps
+            << " steps (the model has " << time_steps
+            << " time steps, and each may be recorded once)";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    if (trace.steps == nullptr) {
+        msg << "options->output_trace_steps is NULL with output_trace_count = " << trace.count
+            << "; expected an array of that many steps";
+        return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+    }
+    for (int32_t r = 0; r < trace.count; ++r) {
+        const int32_t t = trace.steps[r];
+        if (t < 0 || t >= time_steps) {
+            msg << "options->output_trace_steps[" << r << "] = " << t << "; expected a step in [0, "
+                << time_steps << ") (the model has " << time_steps << " time steps)";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        if (r > 0 && t <= trace.steps[r - 1]) {
+            msg << "options->output_trace_steps[" << r << "] = " << t << " after output_trace_steps["
+                << r - 1 << "] = " << trace.steps[r - 1] << "; expected strictly increasing steps";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+    }
+    steps.assign(trace.steps, trace.steps + trace.count);
+    return TTFS_OK;
+}
+
 // ttfs_session_create(_ex) after the options are read.
 ttfs_status create_session(const char* function, const ttfs_model* model, int32_t backend,
                            int32_t engine, int32_t max_batch, uint32_t flags, uint64_t max_memory_bytes,
-                           uint64_t max_work_per_image, ttfs_session** out) {
+                           uint64_t max_work_per_image, const TraceRequest& trace, ttfs_session** out) {
     ttfs_status status = TTFS_OK;
     auto data = lookup_model(model, function, status);
     if (!data) return status;
@@ -837,14 +913,18 @@ ttfs_status create_session(const char* function, const ttfs_model* model, int32_
         msg << function << ": max_batch = " << max_batch << "; expected at least 1";
         return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
     }
-    constexpr uint32_t known_flags = TTFS_SESSION_RECORD_SPIKE_TIMES | TTFS_SESSION_ALLOW_UNSCALED;
+    constexpr uint32_t known_flags = TTFS_SESSION_RECORD_SPIKE_TIMES | TTFS_SESSION_ALLOW_UNSCALED |
+                                     TTFS_SESSION_RECORD_OUTPUT_TRACE;
     if ((flags & ~known_flags) != 0) {
         std::ostringstream msg;
         msg << function << ": flags = 0x" << std::hex << flags
-            << "; expected 0 or a bitwise or of TTFS_SESSION_RECORD_SPIKE_TIMES (0x1) and "
-               "TTFS_SESSION_ALLOW_UNSCALED (0x2)";
+            << "; expected 0 or a bitwise or of TTFS_SESSION_RECORD_SPIKE_TIMES (0x1), "
+               "TTFS_SESSION_ALLOW_UNSCALED (0x2) and TTFS_SESSION_RECORD_OUTPUT_TRACE (0x4)";
         return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
     }
+    std::vector<int32_t> trace_steps;
+    status = read_trace_steps(function, *data, flags, trace, trace_steps);
+    if (status != TTFS_OK) return status;
     if (engine == TTFS_ENGINE_ANALYTIC) {
         std::string why;
         if (!ttfs::windows_allow_analytic(*data, why))
@@ -858,6 +938,7 @@ ttfs_status create_session(const char* function, const ttfs_model* model, int32_
     session->flags = flags;
     session->max_memory_bytes = max_memory_bytes;
     session->max_work_per_image = max_work_per_image;
+    session->trace_steps = std::move(trace_steps);
     // The budget is checked before anything is allocated: results after the backend.
     status = create_backend(*session, backend, function);
     if (status != TTFS_OK) return status;
@@ -879,7 +960,7 @@ ttfs_status create_session(const char* function, const ttfs_model* model, int32_
 // The fields of a caller's ttfs_session_options that lie within its struct_size (the rest keep
 // their defaults); bytes past the fields this library knows must be zero.
 ttfs_status read_options(const ttfs_session_options* options, const char* function, uint32_t& flags,
-                         uint64_t& max_memory_bytes, uint64_t& max_work_per_image) {
+                         uint64_t& max_memory_bytes, uint64_t& max_work_per_image, TraceRequest& trace) {
     if (options == nullptr) return TTFS_OK;
     const size_t size = options->struct_size;
     constexpr size_t minimum = offsetof(ttfs_session_options, flags) + sizeof(uint32_t);
@@ -905,6 +986,11 @@ ttfs_status read_options(const ttfs_session_options* options, const char* functi
     if (within(offsetof(ttfs_session_options, max_work_per_image), sizeof(uint64_t)) &&
         options->max_work_per_image != 0)
         max_work_per_image = options->max_work_per_image;
+    trace.given = true;
+    if (within(offsetof(ttfs_session_options, output_trace_steps), sizeof(const int32_t*)))
+        trace.steps = options->output_trace_steps;
+    if (within(offsetof(ttfs_session_options, output_trace_count), sizeof(int32_t)))
+        trace.count = options->output_trace_count;
     return TTFS_OK;
 }
 
@@ -1163,7 +1249,8 @@ TTFS_API ttfs_status ttfs_session_create(const ttfs_model* model, int32_t backen
     const char* const function = __func__;
     return guarded(function, [&]() -> ttfs_status {
         return create_session(function, model, backend, engine, max_batch, flags,
-                              TTFS_DEFAULT_MAX_MEMORY_BYTES, TTFS_DEFAULT_MAX_WORK_PER_IMAGE, out);
+                              TTFS_DEFAULT_MAX_MEMORY_BYTES, TTFS_DEFAULT_MAX_WORK_PER_IMAGE,
+                              TraceRequest{}, out);
     });
 }
 
@@ -1174,10 +1261,11 @@ TTFS_API ttfs_status ttfs_session_create_ex(const ttfs_model* model, int32_t bac
     return guarded(function, [&]() -> ttfs_status {
         uint32_t flags = 0;
         uint64_t max_memory = TTFS_DEFAULT_MAX_MEMORY_BYTES, max_work = TTFS_DEFAULT_MAX_WORK_PER_IMAGE;
-        const ttfs_status status = read_options(options, function, flags, max_memory, max_work);
+        TraceRequest trace;
+        const ttfs_status status = read_options(options, function, flags, max_memory, max_work, trace);
         if (status != TTFS_OK) return status;
         return create_session(function, model, backend, engine, max_batch, flags, max_memory, max_work,
-                              out);
+                              trace, out);
     });
 }
 
@@ -1347,6 +1435,37 @@ TTFS_API ttfs_status ttfs_session_spike_times(const ttfs_session* session, int32
 TTFS_API ttfs_status ttfs_session_spike_counts(const ttfs_session* session, int32_t layer,
                                                int32_t* out, size_t out_len) {
     return copy_layer_results(__func__, session, layer, out, out_len, false);
+}
+
+TTFS_API ttfs_status ttfs_session_output_trace(const ttfs_session* session, float* out, size_t out_len) {
+    const char* const function = __func__;
+    return guarded(function, [&]() -> ttfs_status {
+        SessionUse use;
+        ttfs_status status = acquire_session(session, function, use);
+        if (status != TTFS_OK) return status;
+        const ttfs_session& s = *use.get();
+        if (out == nullptr) return null_argument(function, "out");
+        if (!s.records_output_trace())
+            return fail(TTFS_ERR_NO_RESULTS,
+                        std::string(function) +
+                            ": the session does not record the output trace; create it with the "
+                            "flag TTFS_SESSION_RECORD_OUTPUT_TRACE and options->output_trace_steps");
+        if (s.last_batch == 0)
+            return fail(TTFS_ERR_NO_RESULTS,
+                        std::string(function) + ": the session has no results yet; run a batch "
+                                                "first (ttfs_session_run_f32/ttfs_session_run_u8)");
+        const size_t needed =
+            size_t(s.last_batch) * s.trace_steps.size() * size_t(s.model->num_classes());
+        if (out_len < needed) {
+            std::ostringstream msg;
+            msg << function << ": out_len = " << out_len << "; expected at least " << needed << " ("
+                << s.last_batch << " images x " << s.trace_steps.size() << " steps x "
+                << s.model->num_classes() << " classes)";
+            return fail(TTFS_ERR_INVALID_ARGUMENT, msg.str());
+        }
+        std::copy_n(s.output_trace.data(), needed, out);
+        return TTFS_OK;
+    });
 }
 
 }  // extern "C"

@@ -19,6 +19,12 @@ struct RunOutputs {
     std::vector<int32_t*> spike_counts;  // [n] neurons that fired, per image
     std::vector<int32_t*> spike_times;   // [n * layer size], -1 = never; all nullptr when the
                                          // session does not record spike times
+    // The output trace (TTFS_SESSION_RECORD_OUTPUT_TRACE): the output layer's potentials after
+    // each step of trace_steps (strictly increasing, each in [0, time_steps)), as they stand
+    // once that step is complete; [n * trace_steps.size() * num_classes], image-major, then
+    // step, then class. nullptr (and trace_steps empty) when the session does not record it.
+    float* output_trace = nullptr;
+    std::vector<int32_t> trace_steps;
 };
 
 class Backend {

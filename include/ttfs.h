@@ -122,6 +122,10 @@ typedef enum ttfs_engine {
                                              batch (max_batch x layer size int32 per layer) */
 #define TTFS_SESSION_ALLOW_UNSCALED 2u     /* let ttfs_session_run_f32 take finite values
                                              outside [0, 1] (NaN and infinity stay errors) */
+#define TTFS_SESSION_RECORD_OUTPUT_TRACE 4u /* keep the output layer's potentials after chosen
+                                              steps of the last batch (ttfs_session_output_trace);
+                                              the steps are ttfs_session_options'
+                                              output_trace_steps: ttfs_session_create_ex only */
 
 /* The limits a session must fit in unless its options raise them (docs/C_API.md, "Limits"):
  * the memory it allocates (result buffers for max_batch images, the backend's tables, and a
@@ -209,7 +213,8 @@ TTFS_API ttfs_status ttfs_model_metadata(const ttfs_model* model, const char** j
 
 /* Create a session that runs `model` on `backend` with `engine` for batches of up to
  * max_batch images (>= 1). flags: 0 or a bitwise or of TTFS_SESSION_RECORD_SPIKE_TIMES and
- * TTFS_SESSION_ALLOW_UNSCALED. The session keeps its
+ * TTFS_SESSION_ALLOW_UNSCALED (TTFS_SESSION_RECORD_OUTPUT_TRACE needs the steps of
+ * ttfs_session_create_ex's options: TTFS_ERR_INVALID_ARGUMENT here). The session keeps its
  * own reference to the model's data, so the model may be freed first.
  * Errors: TTFS_ERR_UNSUPPORTED for the analytic engine on a model whose windows overlap (the
  * message names the layers); TTFS_ERR_BACKEND_UNAVAILABLE for TTFS_BACKEND_CUDA without CUDA
@@ -228,6 +233,11 @@ typedef struct ttfs_session_options {
     uint32_t flags;              /* TTFS_SESSION_* flags, as for ttfs_session_create */
     uint64_t max_memory_bytes;   /* 0: TTFS_DEFAULT_MAX_MEMORY_BYTES */
     uint64_t max_work_per_image; /* 0: TTFS_DEFAULT_MAX_WORK_PER_IMAGE */
+    /* With TTFS_SESSION_RECORD_OUTPUT_TRACE (else NULL and 0): the global time steps after
+     * which the output layer's potentials are recorded, strictly increasing, each in
+     * [0, time_steps), 1 .. time_steps of them. Read (copied) by ttfs_session_create_ex. */
+    const int32_t* output_trace_steps;
+    int32_t output_trace_count;
 } ttfs_session_options;
 
 /* ttfs_session_create with options (NULL: all defaults, flags 0). Before it allocates
@@ -307,6 +317,16 @@ TTFS_API ttfs_status ttfs_session_spike_times(const ttfs_session* session, int32
  * Always recorded. */
 TTFS_API ttfs_status ttfs_session_spike_counts(const ttfs_session* session, int32_t layer,
                                                int32_t* out, size_t out_len);
+/* The output trace of the last batch: n x output_trace_count x classes float32, image-major,
+ * then step (in the order of output_trace_steps), then class (the output layer's HWC order).
+ * Entry (i, r, k) is class k's membrane potential once step output_trace_steps[r] is complete
+ * (its integration and fire check done), computed by the engines themselves and the same bits
+ * on both engines; at step time_steps - 1 it equals the potentials ttfs_session_run_* returns.
+ * Under first_spike readout a class neuron that fired at step f reports 0 from f on (its
+ * reset). out_len must be at least n * output_trace_count * classes. Needs the session flag
+ * TTFS_SESSION_RECORD_OUTPUT_TRACE (else TTFS_ERR_NO_RESULTS). */
+TTFS_API ttfs_status ttfs_session_output_trace(const ttfs_session* session, float* out,
+                                               size_t out_len);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -86,6 +86,7 @@ class Engine(enum.IntEnum):
 
 RECORD_SPIKE_TIMES = 1  # TTFS_SESSION_RECORD_SPIKE_TIMES
 ALLOW_UNSCALED = 2  # TTFS_SESSION_ALLOW_UNSCALED
+RECORD_OUTPUT_TRACE = 4  # TTFS_SESSION_RECORD_OUTPUT_TRACE
 
 
 class LayerInfoStruct(ctypes.Structure):
@@ -119,6 +120,8 @@ class SessionOptionsStruct(ctypes.Structure):
         ("flags", c_uint32),
         ("max_memory_bytes", c_uint64),
         ("max_work_per_image", c_uint64),
+        ("output_trace_steps", POINTER(c_int32)),
+        ("output_trace_count", c_int32),
     ]
 
 
@@ -182,6 +185,7 @@ _PROTOTYPES = [
     ("ttfs_session_last_batch_size", _status, [_handle, POINTER(c_int32)]),
     ("ttfs_session_spike_times", _status, [_handle, c_int32, POINTER(c_int32), c_size_t]),
     ("ttfs_session_spike_counts", _status, [_handle, c_int32, POINTER(c_int32), c_size_t]),
+    ("ttfs_session_output_trace", _status, [_handle, POINTER(c_float), c_size_t]),
 ]
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._lib import (
     ALLOW_UNSCALED,
+    RECORD_OUTPUT_TRACE,
     RECORD_SPIKE_TIMES,
     Backend,
     Engine,
@@ -39,6 +40,9 @@ _PYTHON_TERMS = [
     ("ttfs_session_run_u8", "Session.run"),
     ("ttfs_session_spike_times", "Session.spike_times"),
     ("ttfs_session_spike_counts", "Session.spike_counts"),
+    ("ttfs_session_output_trace", "Session.output_trace"),
+    ("options->output_trace_count", "the number of output_trace_steps"),
+    ("options->output_trace_steps", "output_trace_steps"),
     ("ttfs_session_set_threads", "Session.set_threads"),
     ("ttfs_session_last_batch_size", "Session.last_batch_size"),
     ("create the session with TTFS_SESSION_ALLOW_UNSCALED",
@@ -47,6 +51,10 @@ _PYTHON_TERMS = [
      "create it with record_spike_times=True"),
     ("TTFS_SESSION_RECORD_SPIKE_TIMES", "record_spike_times=True"),
     ("TTFS_SESSION_ALLOW_UNSCALED", "allow_unscaled=True"),
+    ("the flag TTFS_SESSION_RECORD_OUTPUT_TRACE and output_trace_steps", "output_trace_steps=[...]"),
+    ("TTFS_BACKEND_CPU (or TTFS_BACKEND_AUTO, which then uses the CPU)",
+     "backend='cpu' (or 'auto', which then uses the CPU)"),
+    ("TTFS_SESSION_RECORD_OUTPUT_TRACE", "output_trace_steps"),
     ("pass uint8 pixels to ttfs_session_run_u8", "pass uint8 pixels"),
     ("(ttfs_session_run_f32/ttfs_session_run_u8)", "(Session.run)"),
 ]
@@ -260,17 +268,21 @@ class Model(_Closing):
     def session(self, backend: str = "auto", engine: str = "analytic", max_batch: int = 64,
                 record_spike_times: bool = False, threads: int = 0,
                 allow_unscaled: bool = False, max_memory_bytes: Optional[int] = None,
-                max_work_per_image: Optional[int] = None) -> "Session":
+                max_work_per_image: Optional[int] = None,
+                output_trace_steps=None) -> "Session":
         """A session running this model. backend: "auto" (CUDA when a device is present, else
         CPU), "cpu" or "cuda"; engine: "analytic" or "stepped" (any window layout);
         allow_unscaled: accept float inputs outside [0, 1] (see Session.run).
         max_memory_bytes, max_work_per_image: the session's limits (None: the library's
         defaults, 8 GiB and 2^34 operations per image; docs/C_API.md "Limits"); a session that
-        would exceed them is refused with TtfsError ERR_LIMIT, whose message has the numbers."""
+        would exceed them is refused with TtfsError ERR_LIMIT, whose message has the numbers.
+        output_trace_steps: steps after which the output layer's potentials are recorded
+        (strictly increasing, in [0, time_steps)); Session.output_trace() returns them."""
         return Session(self, backend=backend, engine=engine, max_batch=max_batch,
                        record_spike_times=record_spike_times, threads=threads,
                        allow_unscaled=allow_unscaled, max_memory_bytes=max_memory_bytes,
-                       max_work_per_image=max_work_per_image)
+                       max_work_per_image=max_work_per_image,
+                       output_trace_steps=output_trace_steps)
 
     def close(self) -> None:
         """Frees the library's model. Sessions made from it keep working."""
@@ -337,6 +349,21 @@ def _bad_value_message(array: np.ndarray, allow_unscaled: bool, divisor: float) 
             "create the session with allow_unscaled=True to run them as they are")
 
 
+def _trace_steps(steps) -> np.ndarray:
+    """output_trace_steps as the contiguous int32 array the library reads; the library checks
+    the values (range, order, count) and names the bad one."""
+    array = np.asarray(steps)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"output_trace_steps has shape {array.shape}; expected a non-empty "
+                         "sequence of steps (strictly increasing, in [0, time_steps))")
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"output_trace_steps has dtype {array.dtype}; expected integer steps")
+    if array.min() < -2**31 or array.max() > INT32_MAX:
+        raise ValueError(f"output_trace_steps holds {array.min()} .. {array.max()}; expected "
+                         "steps in [0, time_steps)")
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
 def _layer_index(layers: list, layer: Union[int, str]) -> int:
     if isinstance(layer, str):
         for index, info in enumerate(layers):
@@ -359,7 +386,7 @@ class Session(_Closing):
     def __init__(self, model: Model, backend: str = "auto", engine: str = "analytic",
                  max_batch: int = 64, record_spike_times: bool = False, threads: int = 0,
                  allow_unscaled: bool = False, max_memory_bytes: Optional[int] = None,
-                 max_work_per_image: Optional[int] = None):
+                 max_work_per_image: Optional[int] = None, output_trace_steps=None):
         self._handle = None
         self._free = lib.ttfs_session_free  # kept so __del__ works while the interpreter exits
         if model.closed:
@@ -376,6 +403,12 @@ class Session(_Closing):
                             ("max_work_per_image", max_work_per_image)):
             if value is not None:
                 setattr(options, name, _int_in_range(value, name, 1, 2 ** 64 - 1, " (None: the default)"))
+        trace_steps = None
+        if output_trace_steps is not None:
+            trace_steps = _trace_steps(output_trace_steps)
+            options.flags |= RECORD_OUTPUT_TRACE
+            options.output_trace_steps = trace_steps.ctypes.data_as(POINTER(c_int32))
+            options.output_trace_count = trace_steps.size
         handle = c_void_p()
         _check_py(lib.ttfs_session_create_ex(model._handle, backend_code, engine_code, max_batch,
                                              byref(options), byref(handle)))
@@ -387,6 +420,8 @@ class Session(_Closing):
         self.max_batch = max_batch
         self.record_spike_times = bool(record_spike_times)
         self.allow_unscaled = bool(allow_unscaled)
+        # The library checked them: strictly increasing steps in [0, time_steps).
+        self.output_trace_steps = trace_steps
         self.input_divisor = model.input_divisor
         backend_names = {int(v): k for k, v in _BACKENDS.items()}
         engine_names = {int(v): k for k, v in _ENGINES.items()}
@@ -487,6 +522,22 @@ class Session(_Closing):
         out = np.empty(n, dtype=np.int32)
         _check_py(lib.ttfs_session_spike_counts(handle, index,
                                                 out.ctypes.data_as(POINTER(c_int32)), out.size))
+        return out
+
+    def output_trace(self) -> np.ndarray:
+        """The output layer's potentials after each of output_trace_steps for the last batch:
+        (n, len(output_trace_steps), classes) float32, computed by the engines (the same bits on
+        both). At step time_steps - 1 they equal run()'s potentials; under first_spike readout a
+        class that fired at step f reads 0 from f on. Needs output_trace_steps=."""
+        handle = self._live_handle()
+        if self.output_trace_steps is None:
+            raise TtfsError(Status.ERR_NO_RESULTS, "TTFS_ERR_NO_RESULTS",
+                            "Session.output_trace: this session does not record the output "
+                            "trace; create it with output_trace_steps=[...]")
+        n = self.last_batch_size()
+        out = np.empty((n, self.output_trace_steps.size, self.num_classes), dtype=np.float32)
+        _check_py(lib.ttfs_session_output_trace(handle, out.ctypes.data_as(POINTER(c_float)),
+                                                out.size))
         return out
 
     def _check_neurons(self, index: int, method: str) -> None:

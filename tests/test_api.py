@@ -340,7 +340,8 @@ def test_null_out_pointers(tiny, session):
     (CPU, -1, 1, 0, "engine = -1"),
     (CPU, STEPPED, 0, 0, "max_batch = 0"),
     (CPU, STEPPED, -5, 0, "max_batch = -5"),
-    (CPU, STEPPED, 1, 4, "flags = 0x4"),
+    (CPU, STEPPED, 1, 8, "flags = 0x8"),
+    (CPU, STEPPED, 1, 4, "TTFS_SESSION_RECORD_OUTPUT_TRACE needs the steps to record"),
     (CPU, STEPPED, 1, 0x80000001, "flags = 0x80000001"),
 ])
 def test_session_create_rejects_bad_arguments(tiny, backend, engine, max_batch, flags, fragment):

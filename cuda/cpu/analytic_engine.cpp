@@ -3,12 +3,14 @@
 // (and any layer under TTFS_CERTIFY=off) with the exact kernels at the steps where spikes
 // arrive; hidden conv2d/dense layers by certified sums (certified_layer.hpp). What a layer
 // leaves for the next: its first-spike times (neuron layers), an `earliest` pool's unit steps,
-// and its spikes listed by step (spike_list.hpp) where the next layer reads them that way.
+// and its spikes listed by step (spike_list.hpp) where the next layer reads them that way. The
+// output trace: the output layer's potentials between its arrival steps, then its resets.
 
 #include "cpu/analytic_engine.hpp"
 
 #include <algorithm>
 #include <cstddef>
+#include <limits>
 
 #include "cpu/certified_layer.hpp"
 #include "cpu/pool_relay.hpp"
@@ -31,6 +33,7 @@ public:
 private:
     void fire(size_t li, const float* potential, float* reset);
     void integrate(size_t li);
+    void traced_output(size_t li);
     const int32_t* single_times(size_t li) const;
     LayerInput input_of(size_t li) const { return {spikes_[plans_[li - 1].source], single_times(li)}; }
     void list_by_step(SpikeList& list, const std::vector<int32_t>& times) {
@@ -97,6 +100,8 @@ void AnalyticWorkspace::run_image(const float* image) {
                 } else if (plan.certified) {
                     certified_.fire(li, input_of(li), first_spike_time_[li].data());
                     if (plan.list_by_step) list_by_step(spikes_[li], first_spike_time_[li]);
+                } else if (tracing() && li + 1 == model_.layers.size()) {
+                    traced_output(li);
                 } else {
                     integrate(li);
                     fire(li, membrane_[li].data(), membrane_[li].data());
@@ -142,6 +147,37 @@ void AnalyticWorkspace::fire(size_t li, const float* potential, float* reset) {
     place_by_step(list, [&](auto place) {
         for (int32_t s = 0; s < fired; ++s) place(candidate[s], first[candidate[s]] - layer.fire_start);
     });
+}
+
+// The output layer (li) when the output trace is recorded: integrate()'s operations by the
+// step-by-step path (never dense_by_step(), which keeps the potentials in registers), with a
+// trace row written whenever a chosen step is passed, then the fire check. A neuron that
+// fired at step f was reset to 0 then and receives nothing afterwards (the windows do not
+// overlap), so its entries at steps f and later are 0, as in the stepped engine. Out of line:
+// the untraced path stays as it is.
+__attribute__((noinline)) void AnalyticWorkspace::traced_output(size_t li) {
+    const Layer& layer = model_.layers[li];
+    const SpikeList& below = spikes_[plans_[li - 1].source];
+    const int32_t zero = -below.first_step;
+    const bool spikes_at_zero = zero >= 0 && zero < below.steps();
+    integrate_step(li, 0, spikes_at_zero ? below.at(zero) : nullptr,
+                   spikes_at_zero ? below.count(zero) : 0);
+    for (int32_t k = 0; k < below.steps(); ++k) {
+        const int32_t t = below.first_step + k;
+        if (t == 0 || below.count(k) == 0 || !layer.integrates_at(t)) continue;
+        trace_before(t);  // every step before t is complete
+        integrate_step(li, t, below.at(k), below.count(k));
+    }
+    trace_before(std::numeric_limits<int32_t>::max());  // the potentials are complete
+    fire(li, membrane_[li].data(), membrane_[li].data());
+    const std::vector<int32_t>& steps = *trace_steps_;
+    const std::vector<int32_t>& first = first_spike_time_[li];
+    const size_t classes = first.size();
+    for (size_t c = 0; c < classes; ++c) {
+        if (first[c] == kNever) continue;
+        for (size_t r = 0; r < steps.size(); ++r)
+            if (steps[r] >= first[c]) trace_rows_[r * classes + c] = 0.0f;
+    }
 }
 
 // The spike step of every unit of the layer whose spikes layer `li` receives, when each of them

@@ -103,10 +103,14 @@ public:
             // alone, so the results are the same for any thread count.
             bool recording = false;
             for (const int32_t* times : out.spike_times) recording = recording || times != nullptr;
+            const size_t trace_size = out.trace_steps.size() * size_t(model_->num_classes());
             auto work = [&](Workspace& ws) noexcept {
                 try {
                     ws.set_recording(recording);
                     for (int32_t i = next_image.fetch_add(1); i < n; i = next_image.fetch_add(1)) {
+                        ws.set_trace(out.trace_steps, out.output_trace == nullptr
+                                                          ? nullptr
+                                                          : out.output_trace + size_t(i) * trace_size);
                         ws.run_image(images + size_t(i) * input_size);
                         const int32_t bad = write_image_outputs(*model_, ws, i, out);
                         if (bad >= 0)

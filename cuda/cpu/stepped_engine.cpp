@@ -1,7 +1,8 @@
 // The stepped engine on the CPU (docs/ENGINES.md, "Stepped engine"): at every step, the input
 // layer's fire check, then per layer in file order the pools' relays (`or`, `earliest`,
-// `gated`) and the conv2d/dense layers' scatter, integration and fire check. The reference
-// inside the library: the operations of docs/ENGINES.md one by one, for any window layout.
+// `gated`) and the conv2d/dense layers' scatter, integration and fire check; the output trace
+// after each chosen step. The reference inside the library: the operations of docs/ENGINES.md
+// one by one, for any window layout.
 
 #include "cpu/stepped_engine.hpp"
 
@@ -91,7 +92,10 @@ public:
                         break;
                 }
             }
+            if (tracing()) trace_before(t + 1);  // step t is complete
         }
+        // Later steps change nothing (see active_steps_).
+        if (tracing()) trace_before(std::numeric_limits<int32_t>::max());
     }
 
 private:

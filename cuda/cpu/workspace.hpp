@@ -1,6 +1,7 @@
 // The state of one image in either engine (Workspace): first-spike times and membranes per
-// layer, the synaptic sums of the current step, and the scatter-and-integrate step both engines
-// share. One per worker thread, allocated when the session is created, reused for every image.
+// layer, the synaptic sums of the current step, the scatter-and-integrate step both engines
+// share, and the writing of the output trace. One per worker thread, allocated when the
+// session is created, reused for every image.
 
 #pragma once
 
@@ -61,8 +62,27 @@ public:
     // potentials and predictions), for the images run from now on.
     void set_recording(bool record) { recording_ = record; }
     const std::vector<float>& output_membrane() const { return membrane_.back(); }
+    // Where the next run_image() writes its output trace (RunOutputs::output_trace): one row of
+    // the output layer's potentials per step of `steps`, into `rows` (caller's memory, one
+    // image's part); rows == nullptr: no trace.
+    void set_trace(const std::vector<int32_t>& steps, float* rows) {
+        trace_steps_ = &steps;
+        trace_rows_ = rows;
+        trace_next_ = 0;
+    }
 
 protected:
+    bool tracing() const { return trace_rows_ != nullptr; }
+    // Writes the trace rows of the chosen steps before `t` that are not written yet: the output
+    // layer's potentials as they stand now (an engine calls it once everything up to step t - 1
+    // is done and nothing of step t or later has happened).
+    __attribute__((noinline)) void trace_before(int32_t t) {
+        const std::vector<int32_t>& steps = *trace_steps_;
+        const std::vector<float>& potential = membrane_.back();
+        for (; trace_next_ < steps.size() && steps[trace_next_] < t; ++trace_next_)
+            std::copy(potential.begin(), potential.end(), trace_rows_ + trace_next_ * potential.size());
+    }
+
     // Scatter and integrate of one step for a conv2d/dense layer (integrates_at(t) holds):
     // `units` are the presynaptic units spiking at t, ascending.
     void integrate_step(size_t li, int32_t t, const int32_t* units, int32_t count) {
@@ -94,6 +114,10 @@ protected:
     std::vector<float> synaptic_sum_;
     std::vector<uint8_t> flagged_;
     std::vector<int32_t> touched_;
+    // The output trace of the image being run (set_trace): its steps, its rows, the next row.
+    const std::vector<int32_t>* trace_steps_ = nullptr;
+    float* trace_rows_ = nullptr;
+    size_t trace_next_ = 0;
 };
 
 }  // namespace cpu
