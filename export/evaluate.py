@@ -2,8 +2,8 @@
 
 This module runs and checks: the engines, the TF reference, the comparisons, the `results`
 dict with every number. export/evaluate_output.py holds the output layer over time (record
-steps, readout at step t, the numpy replay), export/evaluate_report.py turns `results` into
-the files and the summary table.
+steps, readout at step t), export/evaluate_report.py turns `results` into the files and the
+summary table.
 
     evaluate   -> results/report.md, results.json,   accuracy (both engines), spikes, accuracy
                   per_image.npz, *.png               over time, TF-reference agreement, plots
@@ -12,22 +12,21 @@ It reads run_dir/model.ttfs (the export step's model) and train.json (the ANN's 
 
 1. runs libttfs on the CPU over the test images (all 10000 by default) with the stepped AND the
    analytic engine, batch by batch, and fails loudly unless the two agree bit for bit
-   (predictions, output potentials as bit patterns, spike counts and first-spike times of every
-   neuron layer, docs/ENGINES.md); images/s per engine is timed inside session.run only. A
+   (predictions, output potentials and output traces as bit patterns, spike counts and
+   first-spike times of every neuron layer, docs/ENGINES.md); images/s per engine is timed inside session.run only. A
    model with overlapping windows (T_s < T_d), which the analytic engine refuses, runs on the
    stepped engine alone, and the report says so;
 2. counts spikes per image per neuron layer, and the total of the hidden layers only (what the
    TF reference counted: not the input, not the output; docs/ALGORITHM.md section 9: 1226 conv1 +
    1090 conv2 = 2316);
-3. computes accuracy against time (t = 9, 19, ..., T-1) with a numpy post-process of the spike
-   times libttfs recorded (export/evaluate_output.py): the output layer's potential at t is
-   its bias (t = 0) plus, for every arrival step t' <= t at which it integrates, the weights of
-   the relayed spikes of the last hidden neuron layer times k(t'). Its final-step potentials
-   must equal libttfs's to 1e-5 relative (checked on every image);
+3. computes accuracy against time (t = 9, 19, ..., T-1) from the output layer's potentials
+   after those steps, recorded by libttfs's engines themselves (the output trace,
+   docs/C_API.md), and the readout at each step (export/evaluate_output.py); the trace's last
+   step must be the run's output potentials, bit for bit (checked on every image);
 4. compares with the TensorFlow reference simulator (export.tf_reference, exp="tf") on the first
    --reference-images test images: identical predictions, identical spike times per layer
-   (with every mismatch classified as a threshold tie or not), output-potential differences,
-   and accuracy over time (equal except at ties);
+   (with every mismatch classified as a threshold tie or not), output-potential differences
+   at the last step and over time, and accuracy over time (equal except at ties);
 5. says what the readout does when nothing fires: under first_spike, the images without an
    output spike and what the potential-argmax fallback made of them, and the images whose
    first output step has several classes firing (decided by the lowest index, a tie); under
@@ -54,10 +53,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from export import efficiency, evaluate_report, ttfs_format
-from export.evaluate_output import (EXP_SOURCE, RECORD_EVERY, OutputStage,
-                                    output_potentials_over_time, output_stage, predict_at,
-                                    predictions_over_time, record_steps_for,
-                                    relative_difference)
+from export.evaluate_output import (RECORD_EVERY, OutputStage, output_stage,
+                                    predictions_over_time, record_steps_for)
 
 F32 = np.float32
 
@@ -71,9 +68,9 @@ REFERENCE_SPIKES = {"conv1": 1226.0, "conv2": 1090.0}
 REFERENCE_HIDDEN_TOTAL = 2316.0
 REFERENCE_ACCURACY = {169: 0.9834, 189: 0.9912, 399: 0.9922}
 
-# The post-process sums in BLAS order, libttfs in canonical order (docs/ENGINES.md): the two
-# potentials may differ by the rounding of a float32 sum, bounded relative to the sum of the
-# magnitudes of its terms (|bias| + sum |w| * k). 1e-5 is ~100 float32 ulps of that scale.
+# TF sums in its own order with its own exp, libttfs in canonical order (docs/ENGINES.md): two
+# potentials may differ by the rounding of a float32 sum, so two classes whose potentials are
+# within 1e-5 of the largest |V| (at least 1) are a potential tie. 1e-5 is ~100 float32 ulps.
 POTENTIAL_RTOL = 1e-5
 # A first-spike time that differs between libttfs and TensorFlow (another convolution
 # summation order, TF's own float32 exp) is a threshold tie when it is one step apart and the
@@ -116,6 +113,7 @@ class EngineBatch:
     potentials: np.ndarray
     spike_counts: Dict[str, np.ndarray]
     spike_times: Dict[str, np.ndarray]
+    trace: np.ndarray  # (n, record steps, classes): the output trace
     seconds: float
 
 
@@ -126,7 +124,7 @@ def _run_engine(session, images, neuron_layers: Sequence[str]) -> EngineBatch:
     return EngineBatch(predictions=result.predictions, potentials=result.potentials,
                        spike_counts={name: session.spike_counts(name) for name in neuron_layers},
                        spike_times={name: session.spike_times(name) for name in neuron_layers},
-                       seconds=seconds)
+                       trace=session.output_trace(), seconds=seconds)
 
 
 def check_engines_identical(stepped: EngineBatch, analytic: EngineBatch, first_image: int) -> None:
@@ -148,6 +146,12 @@ def check_engines_identical(stepped: EngineBatch, analytic: EngineBatch, first_i
         idx = np.argwhere(bits_s != bits_a)[0]
         fail(f"output potential bits ({stepped.potentials[tuple(idx)]!r} vs "
              f"{analytic.potentials[tuple(idx)]!r})", idx)
+    trace_s = np.ascontiguousarray(stepped.trace, F32).view(np.uint32)
+    trace_a = np.ascontiguousarray(analytic.trace, F32).view(np.uint32)
+    if not np.array_equal(trace_s, trace_a):
+        idx = np.argwhere(trace_s != trace_a)[0]
+        fail(f"output trace bits ({stepped.trace[tuple(idx)]!r} vs "
+             f"{analytic.trace[tuple(idx)]!r})", idx)
     for name, counts in stepped.spike_counts.items():
         if not np.array_equal(counts, analytic.spike_counts[name]):
             i = np.flatnonzero(counts != analytic.spike_counts[name])[0]
@@ -185,7 +189,8 @@ def _spike_time_ties(lib_times: np.ndarray, tf_result, layer: str, window: Tuple
 
 def compare_with_reference(spec, stage: OutputStage, images: np.ndarray, labels: np.ndarray,
                            lib_times: Dict[str, np.ndarray], lib_predictions: np.ndarray,
-                           lib_potentials: np.ndarray, lib_over_time: np.ndarray,
+                           lib_potentials: np.ndarray, lib_trace: np.ndarray,
+                           lib_over_time: np.ndarray,
                            neuron_layers: Sequence[str], windows: Dict[str, Tuple[int, int]],
                            progress: bool) -> dict:
     """libttfs vs export.tf_reference (exp="tf") on the same images: see the module doc."""
@@ -227,23 +232,19 @@ def compare_with_reference(spec, stage: OutputStage, images: np.ndarray, labels:
         "images_identical_spikes": int(clean.sum()),
     }
 
-    # The post-process replayed on TF's own spike times must give TF's potentials over time:
-    # this checks the replay at every record step, independently of libttfs.
-    tf_out_times = tf.first_spike_times[stage.output.name].reshape(n, -1)
-    replay = output_potentials_over_time(stage, tf.first_spike_times[stage.source], tf_out_times,
-                                         record_steps=tf.record_steps)
-    replay_rel = relative_difference(replay.potentials, tf.potentials_over_time,
-                                     replay.magnitudes)
-    replay_final_rel = relative_difference(replay.final, tf.output_potentials, replay.magnitude)
-
-    # Accuracy over time: ours (libttfs spike times + post-process) vs TF's own. A differing
-    # prediction is explained by a spike-time tie in that image, or by a potential near-tie
-    # (the two classes' potentials within rounding of each other).
+    # Accuracy over time: ours (libttfs's output trace) vs TF's own. A differing prediction is
+    # explained by a spike-time tie in that image, or by a potential near-tie (the two classes'
+    # potentials within rounding of each other).
     steps, tf_accuracy = tf.accuracy_over_time(labels)
     tf_preds = tf.predictions_over_time()
     common = np.intersect1d(steps, record_steps_for(stage.time_steps))
     ours_rows = [int(np.flatnonzero(record_steps_for(stage.time_steps) == t)[0]) for t in common]
     tf_rows = [int(np.flatnonzero(steps == t)[0]) for t in common]
+    # The potentials over time themselves, where the spike times are identical.
+    over_time_diff = np.abs(np.asarray(lib_trace, np.float64)[:, ours_rows][clean]
+                            - np.swapaxes(tf.potentials_over_time[tf_rows], 0, 1)[clean])
+    potentials["max_abs_difference_over_time_identical_spikes"] = \
+        float(over_time_diff.max()) if over_time_diff.size else 0.0
     ours = lib_over_time[ours_rows]
     theirs = tf_preds[tf_rows]
     differ = ours != theirs
@@ -263,14 +264,10 @@ def compare_with_reference(spec, stage: OutputStage, images: np.ndarray, labels:
         "libttfs_accuracy": float((lib_predictions == labels).mean()),
         "spike_times": layers,
         "output_potentials": potentials,
-        "replay_on_tf_spikes": {"max_relative_difference_over_time":
-                                float(replay_rel.max()) if replay_rel.size else 0.0,
-                                "max_relative_difference_final":
-                                float(replay_final_rel.max()) if replay_final_rel.size else 0.0},
         "accuracy_over_time": {
             "steps": [int(t) for t in common],
             "tf_reference": [float(a) for a in tf_accuracy[tf_rows]],
-            "libttfs_postprocess": [float(a) for a in ours_accuracy],
+            "libttfs": [float(a) for a in ours_accuracy],
             "differing_predictions": int(differ.sum()),
             "explained_by_spike_time_ties": int(spike_tie.sum()),
             "explained_by_potential_ties": potential_tie,
@@ -362,12 +359,13 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
         readout = model.readout
         size = min(batch, n)
         sessions = {"stepped": model.session(backend="cpu", engine="stepped", max_batch=size,
-                                             record_spike_times=True, threads=threads)}
+                                             record_spike_times=True, threads=threads,
+                                             output_trace_steps=records)}
         analytic_refused = None
         try:
             sessions["analytic"] = model.session(backend="cpu", engine="analytic",
                                                  max_batch=size, record_spike_times=True,
-                                                 threads=threads)
+                                                 threads=threads, output_trace_steps=records)
         except pyttfs.TtfsError as error:
             if error.code != pyttfs.Status.ERR_UNSUPPORTED:
                 raise
@@ -385,10 +383,9 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
         output_fired = np.zeros(n, bool)
         first_shared = np.zeros(n, np.int32)  # classes that fire at an image's first output step
         seconds = {engine: 0.0 for engine in engines}
-        worst_relative = 0.0
-        final_mismatch = final_mismatch_ties = 0
-        bit_identical = 0  # final potentials equal to libttfs's bit for bit
+        trace_last_identical = 0  # potentials whose trace at the last step is the run's, bit for bit
         kept_times = {name: [] for name in neuron_layers}  # the reference subset
+        kept_trace = []
         for lo in tqdm(range(0, n, size), disable=not progress, unit="batch",
                        desc="libttfs " + " + ".join(engines)):
             chunk = images[lo:lo + size]
@@ -421,34 +418,21 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
             output_fired[lo:hi] = (out_times >= 0).any(axis=1)
             earliest = np.where(out_times >= 0, out_times, np.iinfo(np.int32).max).min(axis=1)
             first_shared[lo:hi] = ((out_times == earliest[:, None]) & (out_times >= 0)).sum(axis=1)
-            trace = output_potentials_over_time(stage, primary.spike_times[stage.source],
-                                                out_times, records)
-            over_time[:, lo:hi] = predictions_over_time(stage, trace, out_times)
-            rel = relative_difference(trace.final, primary.potentials, trace.magnitude)
-            worst_relative = max(worst_relative, float(rel.max()) if rel.size else 0.0)
-            bit_identical += int((trace.final.view(np.uint32)
-                                  == primary.potentials.view(np.uint32)).sum())
-            final = predict_at(readout, trace.final, out_times, stage.time_steps - 1)
-            differ = final != primary.predictions
-            final_mismatch += int(differ.sum())
-            if differ.any():  # only a near-tie of two potentials may flip the argmax
-                rows = np.flatnonzero(differ)
-                pot = primary.potentials[rows]
-                gap = np.abs(pot[np.arange(len(rows)), final[rows]]
-                             - pot[np.arange(len(rows)), primary.predictions[rows]])
-                final_mismatch_ties += int((gap <= POTENTIAL_RTOL * np.maximum(
-                    trace.magnitude[rows].max(axis=1), 1e-30)).sum())
+            over_time[:, lo:hi] = predictions_over_time(readout, records, primary.trace, out_times)
+            trace_last_identical += int((primary.trace[:, -1].view(np.uint32)
+                                         == primary.potentials.view(np.uint32)).sum())
+            if lo < reference_images:
+                kept_trace.append(primary.trace[:reference_images - lo])
     finally:
         for session in sessions.values():
             session.close()
 
     failures = []
-    if worst_relative > POTENTIAL_RTOL:
-        failures.append(f"post-process: final output potentials differ from libttfs's by "
-                        f"{worst_relative:.3g} relative (> {POTENTIAL_RTOL})")
-    if final_mismatch != final_mismatch_ties:
-        failures.append(f"post-process: {final_mismatch - final_mismatch_ties} final "
-                        f"predictions differ from libttfs's without a potential tie")
+    if trace_last_identical != n * stage.classes:
+        failures.append(f"output trace: at the last step {n * stage.classes - trace_last_identical}"
+                        f" potentials differ from the run's (a libttfs bug)")
+    if not np.array_equal(over_time[-1], predictions):
+        failures.append("accuracy over time: the last step's predictions differ from the run's")
 
     accuracy = float((predictions == labels).mean())
     accuracy_over_time = (over_time == labels[None, :]).mean(axis=1)
@@ -499,12 +483,8 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
             spec, stage, images[:reference_images], labels[:reference_images],
             {name: np.concatenate(kept_times[name]) for name in neuron_layers},
             predictions[:reference_images], potentials[:reference_images],
-            over_time[:, :reference_images], neuron_layers, windows, progress)
-        replay = reference["replay_on_tf_spikes"]
-        if max(replay.values()) > POTENTIAL_RTOL:
-            failures.append(f"post-process replayed on TF's spike times differs from TF's "
-                            f"potentials by {max(replay.values()):.3g} relative "
-                            f"(> {POTENTIAL_RTOL})")
+            np.concatenate(kept_trace), over_time[:, :reference_images], neuron_layers, windows,
+            progress)
         if reference["accuracy_over_time"]["unexplained"]:
             failures.append(f"accuracy over time: {reference['accuracy_over_time']['unexplained']}"
                             f" predictions differ from the TF reference's without a tie")
@@ -553,13 +533,8 @@ def step_evaluate(options, *, test_images: Optional[int] = None,
                           "source": "docs/ALGORITHM.md section 9 (TF reference, its trained model)"},
         "accuracy_over_time": {"steps": [int(t) for t in records],
                                "accuracy": [float(a) for a in accuracy_over_time]},
-        "postprocess_check": {"max_relative_difference_final": worst_relative,
-                              "tolerance": POTENTIAL_RTOL,
-                              "bit_identical_potentials": bit_identical,
-                              "potentials": int(n * stage.classes),
-                              "kernel_exp": EXP_SOURCE,
-                              "final_prediction_mismatches": final_mismatch,
-                              "final_prediction_mismatches_at_ties": final_mismatch_ties},
+        "trace_check": {"last_step_bit_identical_potentials": trace_last_identical,
+                        "potentials": int(n * stage.classes)},
         "no_output_spike": no_spike,
         "first_spike_histograms": {name: {"window": list(windows[name]),
                                           "counts": histograms[name].tolist(),

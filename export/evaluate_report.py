@@ -210,15 +210,12 @@ def _report_markdown(results: dict, summary, picked: Sequence[int]) -> str:
                               enumerate(results["per_class_accuracy"].items())]), ""]
 
     over = results["accuracy_over_time"]
-    check = results["postprocess_check"]
+    check = results["trace_check"]
     lines += ["## Accuracy against time", "",
-              "From libttfs's recorded spike times, replayed into the output layer with numpy "
-              f"(kernel tables: {check['kernel_exp']}). Check: final potentials equal libttfs's "
-              f"to {check['max_relative_difference_final']:.2g} relative (tolerance "
-              f"{check['tolerance']}), {check['bit_identical_potentials']} of "
-              f"{check['potentials']} bit for bit; final predictions differing: "
-              f"{check['final_prediction_mismatches']} (at potential ties: "
-              f"{check['final_prediction_mismatches_at_ties']}).", "",
+              "From the output layer's potentials after each step shown, recorded by libttfs's "
+              "engines (the output trace, docs/C_API.md), and the readout at that step. Check: "
+              f"at the last step {check['last_step_bit_identical_potentials']} of "
+              f"{check['potentials']} potentials equal the run's bit for bit.", "",
               f"![accuracy vs time]({PLOT_ACCURACY})", "",
               *_md_table(["t", "accuracy"],
                          [(t, _pct(a)) for t, a in zip(over["steps"], over["accuracy"])
@@ -236,9 +233,9 @@ def _report_markdown(results: dict, summary, picked: Sequence[int]) -> str:
                   f"{ref['output_potentials']['max_abs_difference']:.3g} (images with identical "
                   f"spike times, {ref['output_potentials']['images_identical_spikes']}: "
                   f"{ref['output_potentials']['max_abs_difference_identical_spikes']:.3g})",
-                  f"- post-process on TF's own spike times vs TF's potentials over time: "
-                  f"{ref['replay_on_tf_spikes']['max_relative_difference_over_time']:.2g} "
-                  f"relative",
+                  f"- max |output potential difference| over time, images with identical spike "
+                  f"times: "
+                  f"{ref['output_potentials']['max_abs_difference_over_time_identical_spikes']:.3g}",
                   f"- accuracy over time: {acc['differing_predictions']} (image, step) "
                   f"predictions differ; {acc['explained_by_spike_time_ties']} follow a spike-time"
                   f" tie, {acc['explained_by_potential_ties']} a potential tie, "
@@ -249,9 +246,9 @@ def _report_markdown(results: dict, summary, picked: Sequence[int]) -> str:
                                v["direct_ties"], v["after_an_earlier_tie"], v["unexplained"],
                                f"{v['largest_tie_margin']:.2g}")
                               for k, v in ref["spike_times"].items()]), "",
-                  *_md_table(["t", "TF reference", "libttfs + post-process"],
+                  *_md_table(["t", "TF reference", "libttfs"],
                              [(t, _pct(a), _pct(b)) for t, a, b in
-                              zip(acc["steps"], acc["tf_reference"], acc["libttfs_postprocess"])
+                              zip(acc["steps"], acc["tf_reference"], acc["libttfs"])
                               if t % 40 == 39 or t in picked or a != b]), ""]
 
     no_spike = results["no_output_spike"]
