@@ -27,10 +27,10 @@ __global__ void pool_spike_steps_kernel(DeviceLayer pool, SpikeSteps below, int6
 
 __global__ void neuron_layer_analytic_kernel(DeviceLayer layer, SpikeSteps below, int64_t total,
                                              int32_t* __restrict__ first_spike,
-                                             float* __restrict__ potential) {
+                                             float* __restrict__ potential, TraceRows trace) {
     for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
          idx += int64_t(gridDim.x) * blockDim.x)
-        analytic_neuron_unit(layer, below, idx, first_spike, potential);
+        analytic_neuron_unit(layer, below, idx, first_spike, potential, trace);
 }
 
 // The same with the layer's `weight_count` weights copied into dynamic shared memory first;
@@ -38,7 +38,7 @@ __global__ void neuron_layer_analytic_kernel(DeviceLayer layer, SpikeSteps below
 __global__ void neuron_layer_analytic_staged_kernel(DeviceLayer layer, SpikeSteps below,
                                                     int64_t total, int64_t weight_count,
                                                     int32_t* __restrict__ first_spike,
-                                                    float* __restrict__ potential) {
+                                                    float* __restrict__ potential, TraceRows trace) {
     extern __shared__ float staged_weights[];
     for (int64_t i = threadIdx.x; i < weight_count; i += blockDim.x) staged_weights[i] = layer.weights[i];
     __syncthreads();
@@ -46,7 +46,7 @@ __global__ void neuron_layer_analytic_staged_kernel(DeviceLayer layer, SpikeStep
     local.weights = staged_weights;
     for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
          idx += int64_t(gridDim.x) * blockDim.x)
-        analytic_neuron_unit(local, below, idx, first_spike, potential);
+        analytic_neuron_unit(local, below, idx, first_spike, potential, trace);
 }
 
 // Without opting in, a block may use this much dynamic shared memory.
@@ -74,8 +74,8 @@ cudaError_t launch_pool_spike_steps(const DeviceLayer& pool, SpikeSteps below,
 
 cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps below,
                                          int32_t images_count, int32_t* first_spike,
-                                         float* potential, const WeightStaging& staging,
-                                         cudaStream_t stream) {
+                                         float* potential, const TraceRows& trace,
+                                         const WeightStaging& staging, cudaStream_t stream) {
     const int64_t total = int64_t(images_count) * layer.out_size();
     const int64_t weight_count = int64_t(layer.kernel_h) * layer.kernel_w * layer.in_c * layer.out_c;
     const size_t bytes = size_t(weight_count) * sizeof(float);
@@ -92,11 +92,11 @@ cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps be
         const int64_t blocks = std::min<int64_t>(int64_t(grid_for(total)),
                                                  per_multiprocessor * staging.multiprocessors);
         neuron_layer_analytic_staged_kernel<<<unsigned(blocks), kThreadsPerBlock, bytes, stream>>>(
-            layer, below, total, weight_count, first_spike, potential);
+            layer, below, total, weight_count, first_spike, potential, trace);
         return cudaGetLastError();
     }
     neuron_layer_analytic_kernel<<<grid_for(total), kThreadsPerBlock, 0, stream>>>(
-        layer, below, total, first_spike, potential);
+        layer, below, total, first_spike, potential, trace);
     return cudaGetLastError();
 }
 

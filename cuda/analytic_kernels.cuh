@@ -32,13 +32,13 @@ struct WeightStaging {
 
 // conv2d / dense: the closed-form potential of every neuron and its first-spike time (-1 =
 // none). potential may be nullptr (only the output layer's is needed); a neuron that fired
-// reports 0. When the layer's weights fit in `staging`, each block first copies them into
+// reports 0. trace: the output trace's rows (the output layer), or none (count 0). When the layer's weights fit in `staging`, each block first copies them into
 // shared memory and then works through many neurons (a grid of about as many blocks as fit on
 // the device at once); otherwise the threads read them from global memory.
 cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps below,
                                          int32_t images_count, int32_t* first_spike,
-                                         float* potential, const WeightStaging& staging,
-                                         cudaStream_t stream);
+                                         float* potential, const TraceRows& trace,
+                                         const WeightStaging& staging, cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace ttfs

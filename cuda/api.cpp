@@ -554,21 +554,17 @@ ttfs_status check_budget(ttfs_session& session, int32_t backend, const ttfs::Req
 
 // Sizes, checks and makes the backend of one kind (CPU or CUDA).
 ttfs_status make_backend(ttfs_session& session, int32_t backend, const char* function, std::string& error) {
-    if (backend == TTFS_BACKEND_CUDA && session.records_output_trace()) {
-        error = "the output trace (TTFS_SESSION_RECORD_OUTPUT_TRACE) is computed by the CPU backend "
-                "only; create the session with TTFS_BACKEND_CPU (or TTFS_BACKEND_AUTO, which then "
-                "uses the CPU)";
-        return TTFS_ERR_UNSUPPORTED;
-    }
     ttfs::Requirements need;
     ttfs_status status = backend == TTFS_BACKEND_CUDA
-                             ? ttfs::cuda_backend_requirements(*session.model, session.engine, session.max_batch, need, error)
+                             ? ttfs::cuda_backend_requirements(*session.model, session.engine, session.max_batch,
+                                                               session.trace_steps, need, error)
                              : ttfs::cpu_backend_requirements(*session.model, session.engine, session.max_batch, need, error);
     if (status == TTFS_OK) status = check_budget(session, backend, need, function, error);
     if (status != TTFS_OK) return status;
     session.backend_kind = static_cast<ttfs_backend>(backend);
     if (backend == TTFS_BACKEND_CUDA)
-        return ttfs::make_cuda_backend(session.model, session.engine, session.max_batch, session.backend, error);
+        return ttfs::make_cuda_backend(session.model, session.engine, session.max_batch, session.trace_steps,
+                                       session.backend, error);
     return ttfs::make_cpu_backend(session.model, session.engine, session.max_batch, session.max_workers,
                                   session.backend, error);
 }

@@ -58,11 +58,15 @@ ttfs_status make_cpu_backend(std::shared_ptr<const Model> model, ttfs_engine eng
                              std::string& error);
 
 // CUDA backend (cuda_backend.cu, or cuda_stub.cpp when CUDA is not compiled in, which returns
-// TTFS_ERR_BACKEND_UNAVAILABLE). Never throws; CUDA errors become TTFS_ERR_CUDA.
+// TTFS_ERR_BACKEND_UNAVAILABLE). Never throws; CUDA errors become TTFS_ERR_CUDA. trace_steps:
+// the output trace's steps (RunOutputs::trace_steps; empty: none), for which it keeps device
+// buffers.
 ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,
-                                      Requirements& out, std::string& error);
+                                      const std::vector<int32_t>& trace_steps, Requirements& out,
+                                      std::string& error);
 ttfs_status make_cuda_backend(std::shared_ptr<const Model> model, ttfs_engine engine,
-                              int32_t max_batch, std::unique_ptr<Backend>& out, std::string& error);
+                              int32_t max_batch, const std::vector<int32_t>& trace_steps,
+                              std::unique_ptr<Backend>& out, std::string& error);
 
 // Usable CUDA devices: 0 without CUDA, driver or device. Never fails.
 int32_t cuda_device_count();

@@ -1,5 +1,6 @@
 // The CUDA backend: device memory for max_batch images allocated at creation, the model's
-// weights and tables uploaded once, then per run: images in, one engine's kernels, results out.
+// weights and tables uploaded once, then per run: images in, one engine's kernels, results out
+// (with the output trace when the session records it).
 // The kernels live in analytic_kernels.cu, stepped_kernels.cu and readout_kernels.cu; this file
 // owns memory, launch order and error reporting. Every CUDA call is checked, and failures
 // become TTFS_ERR_CUDA with CUDA's own words and the call's name. Nothing throws out of here.
@@ -113,8 +114,10 @@ struct LayerState {
 
 class CudaBackend final : public Backend {
 public:
-    CudaBackend(std::shared_ptr<const Model> model, ttfs_engine engine, int32_t max_batch)
-        : model_(std::move(model)), engine_(engine), max_batch_(max_batch) {}
+    CudaBackend(std::shared_ptr<const Model> model, ttfs_engine engine, int32_t max_batch,
+                std::vector<int32_t> trace_steps)
+        : model_(std::move(model)), engine_(engine), max_batch_(max_batch),
+          trace_steps_(std::move(trace_steps)) {}
 
     ~CudaBackend() override {
         // The member buffers are freed after this body, on the device they were made on (the
@@ -145,6 +148,11 @@ private:
     // Host copies of the output layer's results, needed for the predictions.
     std::vector<float> host_potentials_;
     std::vector<int32_t> host_output_times_;
+    // The output trace (RunOutputs::trace_steps; empty: none): the steps, on the device too,
+    // and the rows [step][image][class] on the device and their host copy.
+    std::vector<int32_t> trace_steps_;
+    DeviceBuffer trace_steps_device_, trace_;
+    std::vector<float> host_trace_;
 };
 
 // Per layer: how many spike steps the analytic engine keeps per unit (the capacity of
@@ -228,6 +236,13 @@ ttfs_status CudaBackend::init(std::string& error) {
     }
     host_potentials_.assign(size_t(max_batch_) * classes, 0.0f);
     host_output_times_.assign(size_t(max_batch_) * classes, -1);
+    if (!trace_steps_.empty()) {
+        const size_t rows = trace_steps_.size() * size_t(max_batch_) * classes;
+        if ((status = upload(trace_steps_, trace_steps_device_, "the output trace's steps", error)) != TTFS_OK ||
+            (status = trace_.allocate(rows, sizeof(float), "the output trace", error)) != TTFS_OK)
+            return status;
+        host_trace_.assign(rows, 0.0f);
+    }
 
     layers_.resize(model.layers.size());
     capacities_ = step_capacities(model);
@@ -342,11 +357,16 @@ ttfs_status CudaBackend::enqueue_analytic(int32_t n, std::string& error) {
         case TTFS_LAYER_FLATTEN:
             continue;
         case TTFS_LAYER_CONV2D:
-        case TTFS_LAYER_DENSE:
+        case TTFS_LAYER_DENSE: {
+            gpu::TraceRows trace;  // the output layer's, when recorded
+            if (i == last && !trace_steps_.empty())
+                trace = {trace_steps_device_.as<int32_t>(), int32_t(trace_steps_.size()), trace_.as<float>(),
+                         int64_t(n) * layer.out.size()};
             launched = gpu::launch_neuron_layer_analytic(
                 state.desc, layers_[i - 1].steps_view, n, state.first_spike.as<int32_t>(),
-                i == last ? potentials_.as<float>() : nullptr, staging_, stream_);
+                i == last ? potentials_.as<float>() : nullptr, trace, staging_, stream_);
             break;
+        }
         }
         if (launched != cudaSuccess) {
             cuda_ok(launched, "kernel launch", "running layer '" + layer.name + "' (analytic)", error);
@@ -390,6 +410,8 @@ ttfs_status CudaBackend::enqueue_stepped(int32_t n, std::string& error) {
     // below ran (and rewrote all of it) or at t == 0, when it still holds the zeros written
     // above, so stale maps of idle layers never need clearing.
     std::vector<uint8_t> may_spike(count, 0);
+    size_t traced = 0;  // the output trace's rows copied
+    const size_t trace_row = size_t(n) * size_t(model.num_classes());
     for (int32_t t = 0; t < model.time_steps; ++t) {
         for (size_t i = 0; i < count; ++i) {
             const Layer& layer = model.layers[i];
@@ -435,6 +457,15 @@ ttfs_status CudaBackend::enqueue_stepped(int32_t n, std::string& error) {
                 return TTFS_ERR_CUDA;
             }
         }
+        // Step t is complete: the output trace's row, if t is one of its steps.
+        if (traced < trace_steps_.size() && trace_steps_[traced] == t) {
+            if (!cuda_ok(cudaMemcpyAsync(trace_.as<float>() + traced * trace_row,
+                                         layers_[count - 1].membrane.as<float>(), trace_row * sizeof(float),
+                                         cudaMemcpyDeviceToDevice, stream_),
+                         "cudaMemcpyAsync", "recording the output trace at step " + std::to_string(t), error))
+                return TTFS_ERR_CUDA;
+            ++traced;
+        }
     }
     return TTFS_OK;
 }
@@ -471,6 +502,12 @@ ttfs_status CudaBackend::collect(int32_t n, const RunOutputs& out, std::string& 
     }
     const float* device_potentials = engine_ == TTFS_ENGINE_ANALYTIC ? potentials_.as<float>()
                                                                       : layers_[last].membrane.as<float>();
+    const size_t trace_values = trace_steps_.size() * size_t(n) * classes;
+    if (trace_values > 0 &&
+        !cuda_ok(cudaMemcpyAsync(host_trace_.data(), trace_.as<float>(), trace_values * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync", "copying the output trace", error))
+        return TTFS_ERR_CUDA;
     if (!cuda_ok(cudaMemcpyAsync(host_potentials_.data(), device_potentials, size_t(n) * classes * sizeof(float),
                                  cudaMemcpyDeviceToHost, stream_),
                  "cudaMemcpyAsync", "copying the output potentials", error) ||
@@ -492,6 +529,14 @@ ttfs_status CudaBackend::collect(int32_t n, const RunOutputs& out, std::string& 
         std::memcpy(output_times, host_output_times_.data(), size_t(n) * classes * sizeof(int32_t));
     if (out.potentials != nullptr)
         std::memcpy(out.potentials, host_potentials_.data(), size_t(n) * classes * sizeof(float));
+    // The output trace: [step][image][class] on the device, [image][step][class] for the caller.
+    const size_t steps = trace_steps_.size();
+    if (out.output_trace != nullptr && out.trace_steps.size() == steps)
+        for (size_t r = 0; r < steps; ++r)
+            for (int32_t image = 0; image < n; ++image)
+                std::memcpy(out.output_trace + (size_t(image) * steps + r) * classes,
+                            host_trace_.data() + (r * size_t(n) + size_t(image)) * classes,
+                            classes * sizeof(float));
 
     // docs/ENGINES.md, Outputs: vmem readout = argmax of V (ties: lowest index); first_spike
     // readout = the earliest class (ties: lowest index), else the argmax of V.
@@ -554,7 +599,8 @@ ttfs_status CudaBackend::run(const float* images, int32_t n, const RunOutputs& o
 // once per step it relays; the stepped engine runs every layer over all its units at every
 // step it may act.
 ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,
-                                      Requirements& out, std::string& error) {
+                                      const std::vector<int32_t>& trace_steps, Requirements& out,
+                                      std::string& error) {
     try {
         const bool stepped = engine == TTFS_ENGINE_STEPPED;
         const uint64_t batch = uint64_t(max_batch), classes = uint64_t(model.num_classes());
@@ -564,6 +610,8 @@ ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, in
         bytes.add_product(batch, classes, 8);                                   // host copies
         bytes.add_product(batch, uint64_t(model.input().out.size()), 4);        // images
         if (!stepped) bytes.add_product(batch, classes, 4);                     // potentials
+        bytes.add_product(uint64_t(trace_steps.size()), 4);                      // output trace:
+        bytes.add_product(uint64_t(trace_steps.size()), batch, classes, 8);     // device + host
         for (size_t i = 0; i < model.layers.size(); ++i) {
             const Layer& layer = model.layers[i];
             const uint64_t units = uint64_t(layer.out.size());
@@ -620,14 +668,15 @@ ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, in
 }
 
 ttfs_status make_cuda_backend(std::shared_ptr<const Model> model, ttfs_engine engine, int32_t max_batch,
-                              std::unique_ptr<Backend>& out, std::string& error) {
+                              const std::vector<int32_t>& trace_steps, std::unique_ptr<Backend>& out,
+                              std::string& error) {
     try {
         if (model == nullptr || max_batch < 1 ||
             (engine != TTFS_ENGINE_STEPPED && engine != TTFS_ENGINE_ANALYTIC)) {
             error = "make_cuda_backend: needs a model, max_batch >= 1 and a known engine";
             return TTFS_ERR_INVALID_ARGUMENT;
         }
-        std::unique_ptr<CudaBackend> backend(new CudaBackend(std::move(model), engine, max_batch));
+        std::unique_ptr<CudaBackend> backend(new CudaBackend(std::move(model), engine, max_batch, trace_steps));
         const ttfs_status status = backend->init(error);
         if (status != TTFS_OK) return status;
         out = std::move(backend);

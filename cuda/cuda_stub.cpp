@@ -4,14 +4,15 @@
 namespace ttfs {
 
 ttfs_status make_cuda_backend(std::shared_ptr<const Model>, ttfs_engine, int32_t,
-                              std::unique_ptr<Backend>&, std::string& error) {
+                              const std::vector<int32_t>&, std::unique_ptr<Backend>&,
+                              std::string& error) {
     error = "the CUDA backend is not compiled into this libttfs (rebuild with nvcc present, or "
             "configure with -DTTFS_CUDA=ON); use backend 'cpu' or 'auto'";
     return TTFS_ERR_BACKEND_UNAVAILABLE;
 }
 
-ttfs_status cuda_backend_requirements(const Model&, ttfs_engine, int32_t, Requirements&,
-                                      std::string& error) {
+ttfs_status cuda_backend_requirements(const Model&, ttfs_engine, int32_t, const std::vector<int32_t>&,
+                                      Requirements&, std::string& error) {
     error = "the CUDA backend is not compiled into this libttfs; use backend 'cpu' or 'auto'";
     return TTFS_ERR_BACKEND_UNAVAILABLE;
 }

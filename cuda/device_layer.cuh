@@ -43,6 +43,16 @@ struct SpikeSteps {
     int32_t capacity = 1;
 };
 
+// Where the output layer's analytic kernel writes the output trace (RunOutputs::trace_steps):
+// rows[r * row_stride + idx] = neuron idx's potential once step steps[r] is complete, for the
+// `count` steps (ascending); count 0: no trace (every other layer).
+struct TraceRows {
+    const int32_t* steps = nullptr;
+    int32_t count = 0;
+    float* rows = nullptr;
+    int64_t row_stride = 0;  // images x classes of the batch
+};
+
 // Layer::integrates_at and Layer::kernel_at, reading the uploaded table.
 TTFS_HD bool integrates_at(const DeviceLayer& layer, int32_t t) {
     return t == 0 || (t >= layer.integ_start && t < layer.integ_end);

@@ -117,15 +117,18 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
 // row, kernel column, input channel) and each spiking unit's weight is added to the bin of its
 // step, so every bin is S(t) formed exactly as the stepped engine forms it (from +0.0f, in
 // canonical order). Bins are applied in ascending t; t == 0 carries the bias with weight 1.
-// potential may be nullptr; a neuron that fired reports 0.
+// potential may be nullptr; a neuron that fired reports 0. With an output trace (trace.count >
+// 0), the potential as it stands is written for every chosen step before each bin is applied,
+// the complete one for the steps left, and 0 from the fire step on (the reset).
 TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, int64_t idx,
-                                  int32_t* first_spike, float* potential) {
+                                  int32_t* first_spike, float* potential, const TraceRows& trace) {
     const NeuronIndex at = split_neuron_index(layer, idx);
     const int32_t capacity = below.capacity;
     const int32_t* image_steps = below.steps + at.image * layer.in_size() * capacity;
     const WindowInside win = window_inside(layer, at.oh, at.ow);
 
     float membrane = 0.0f;
+    int32_t traced = 0;  // the output trace's rows written
     int32_t chunk_start = 0;  // the first chunk always starts at 0: the bias enters there
     for (;;) {
         const int32_t chunk_end = chunk_start + kStepChunk;
@@ -165,6 +168,8 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
         while (arrived != 0) {  // the remaining bins, ascending
             const int32_t bin = lowest_set_bit(arrived);
             arrived &= arrived - 1;
+            for (; traced < trace.count && trace.steps[traced] < chunk_start + bin; ++traced)
+                trace.rows[traced * trace.row_stride + idx] = membrane;
             membrane = integrate(membrane, bins[bin], kernel_at(layer, chunk_start + bin));
         }
         if (next_start == INT_MAX) break;
@@ -174,11 +179,12 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
     int32_t fired_at = -1;
     if (layer.fires) {
         const int32_t j = first_crossing(membrane, layer.fire_threshold, layer.fire_len);
-        if (j >= 0) {
-            fired_at = layer.fire_start + j;
-            membrane = 0.0f;  // reset, as the stepped engine does when it fires
-        }
+        if (j >= 0) fired_at = layer.fire_start + j;
     }
+    for (; traced < trace.count; ++traced)  // complete; 0 once fired (nothing arrives after)
+        trace.rows[traced * trace.row_stride + idx] =
+            fired_at >= 0 && trace.steps[traced] >= fired_at ? 0.0f : membrane;
+    if (fired_at >= 0) membrane = 0.0f;  // reset, as the stepped engine does when it fires
     first_spike[idx] = fired_at;
     if (potential != nullptr) potential[idx] = membrane;
 }

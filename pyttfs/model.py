@@ -52,8 +52,6 @@ _PYTHON_TERMS = [
     ("TTFS_SESSION_RECORD_SPIKE_TIMES", "record_spike_times=True"),
     ("TTFS_SESSION_ALLOW_UNSCALED", "allow_unscaled=True"),
     ("the flag TTFS_SESSION_RECORD_OUTPUT_TRACE and output_trace_steps", "output_trace_steps=[...]"),
-    ("TTFS_BACKEND_CPU (or TTFS_BACKEND_AUTO, which then uses the CPU)",
-     "backend='cpu' (or 'auto', which then uses the CPU)"),
     ("TTFS_SESSION_RECORD_OUTPUT_TRACE", "output_trace_steps"),
     ("pass uint8 pixels to ttfs_session_run_u8", "pass uint8 pixels"),
     ("(ttfs_session_run_f32/ttfs_session_run_u8)", "(Session.run)"),

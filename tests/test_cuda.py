@@ -9,7 +9,8 @@ What must hold (include/ttfs.h, docs/ENGINES.md):
   (tests/gpu/mnist_like.py), on both engines, the CUDA backend's first-spike times of every
   neuron layer, spike counts, predictions and output potentials (as bit patterns) equal the CPU
   backend's; CUDA analytic == CUDA stepped; the analytic engine refuses overlapping windows on
-  CUDA as on the CPU; batches are independent of each other and of the batch size.
+  CUDA as on the CPU; batches are independent of each other and of the batch size; the output
+  trace equals the CPU's on both engines.
   A difference is reported with the layer, image, neuron and both steps or values.
 
 Where the device tests run:
@@ -257,6 +258,47 @@ def test_parity_gated_long_windows(device):
         "gated and earliest pools give the same results: the test exercises nothing gated"
 
 
+def traces(model, images, steps):
+    """The output trace of every (backend, engine), with the run's potentials."""
+    out = {}
+    for backend in ("cpu", "cuda"):
+        for engine in ("stepped", "analytic"):
+            with model.session(backend=backend, engine=engine, max_batch=len(images),
+                               output_trace_steps=steps) as session:
+                result = session.run(images)
+                out[backend, engine] = (session.output_trace(), result.potentials.copy())
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_output_trace_parity(device, seed):
+    """The output trace (docs/C_API.md) on CUDA, both engines, equals the CPU's bit for bit at
+    every step; random nets of both readouts (first_spike: the resets)."""
+    model, images, label = random_net(seed)
+    steps = np.arange(model.time_steps)
+    out = traces(model, images, steps)
+    expected, potentials = out["cpu", "stepped"]
+    np.testing.assert_array_equal(expected[:, -1].view(np.uint32), potentials.view(np.uint32))
+    for key, (trace, _) in out.items():
+        np.testing.assert_array_equal(trace.view(np.uint32), expected.view(np.uint32),
+                                      err_msg=f"{label}: {key}")
+
+
+def test_output_trace_parity_long_windows(device):
+    """Arrivals over more than one 32-step chunk of the analytic kernel (the output layer
+    integrates over [160, 240)), trace steps inside the chunks and at their edges, and a batch
+    of 12 (the trace's [step][image] rows on the device)."""
+    model, images, label = long_window_net()
+    steps = [0, 31, 100, 159, 160, 161, 175, 191, 192, 200, 223, 224, 239, 240, 319]
+    out = traces(model, images, steps)
+    expected, _ = out["cpu", "stepped"]
+    for early, late in ((3, 6), (6, 9), (9, 12)):  # 159 / 175 / 200 / 239
+        assert np.any(expected[:, early] != expected[:, late]), "the trace does not move"
+    for key, (trace, _) in out.items():
+        np.testing.assert_array_equal(trace.view(np.uint32), expected.view(np.uint32),
+                                      err_msg=f"{label}: {key}")
+
+
 def check_parity(model, images, label):
     results = {}
     for engine in ENGINES:
@@ -481,5 +523,6 @@ def test_emulated_cuda_backend(tmp_path):
                  "test_device_allocation_failure_is_a_cuda_error",
                  "test_cuda_or_pool_buffers_are_sized_by_what_can_arrive",
                  "test_cuda_sessions_respect_the_limits", "test_cuda_refuses_the_runaway_model",
-                 "test_fuzzed_models_agree_between_cpu_and_cuda"):
+                 "test_fuzzed_models_agree_between_cpu_and_cuda", "test_output_trace_parity",
+                 "test_output_trace_parity_long_windows"):
         assert name in ran, f"{name} did not pass in the emulator run:\n{output}"

@@ -273,7 +273,7 @@ cudaError_t launch_pool_spike_steps(const DeviceLayer& pool, SpikeSteps below, i
 }
 
 cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps below, int32_t images_count,
-                                         int32_t* first_spike, float* potential,
+                                         int32_t* first_spike, float* potential, const TraceRows& trace,
                                          const WeightStaging& /*staging: shared memory is not emulated*/,
                                          cudaStream_t stream) {
     const int64_t total = int64_t(images_count) * layer.out_size();
@@ -282,9 +282,14 @@ cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps be
         !launch_ranges_ok("neuron_layer_analytic",
                           {{below.steps, images_count * layer.in_size() * below.capacity * sizeof(int32_t)},
                            {first_spike, total * sizeof(int32_t)}}) ||
-        (potential != nullptr && !launch_ranges_ok("neuron_layer_analytic", {{potential, total * sizeof(float)}})))
+        (potential != nullptr && !launch_ranges_ok("neuron_layer_analytic", {{potential, total * sizeof(float)}})) ||
+        (trace.count > 0 &&
+         (trace.row_stride != total ||
+          !launch_ranges_ok("neuron_layer_analytic", {{trace.steps, size_t(trace.count) * sizeof(int32_t)},
+                                                      {trace.rows, size_t(trace.count) * total * sizeof(float)}}))))
         return cudaErrorInvalidValue;
-    for (int64_t idx = total - 1; idx >= 0; --idx) analytic_neuron_unit(layer, below, idx, first_spike, potential);
+    for (int64_t idx = total - 1; idx >= 0; --idx)
+        analytic_neuron_unit(layer, below, idx, first_spike, potential, trace);
     return cudaSuccess;
 }
 
