@@ -15,6 +15,17 @@ images once with spike times recorded and hashes predictions, output potentials 
 patterns), spike counts and first-spike times of every layer: the two builds must agree, engine
 by engine, or the script stops with exit code 1.
 
+Two things on a shared 2-core machine move the ratio by about 10 % without any change of code
+(docs/STATUS.md, "Speed"), so by default the script holds them fixed for both workers: with
+--threads 1 both run on the same CPU (--cpu, -1: anywhere; a worker left to float may spend a
+whole run on the busier CPU), and every allocation of 4 KiB or more is page-aligned
+(--heap page: GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096; the analytic engine's speed
+depends on where its buffers land relative to each other, and the default allocator's choice
+changes with unrelated allocations elsewhere in the library). Even so, some pairs of builds sit
+in a 10 % slower or faster layout for a whole run; a ratio near 0.9 or 1.1 wants a second run
+(another --images, or the old build through this checkout's pyttfs where it can: --old-root
+changes the old worker's heap too).
+
 Not part of the test run (nothing under tests/bench/ is collected).
 """
 from __future__ import annotations
@@ -36,9 +47,11 @@ ENGINES = ("analytic", "stepped")
 
 # ---- the worker (one per build) ---------------------------------------------------------------
 
-def worker(model_path: str, images_count: int, stepped_images: int, threads: int) -> None:
-    """Answers one line of JSON per command read from stdin: `digest ENGINE`, `time ENGINE`."""
-    sys.path.insert(0, str(ROOT))
+def worker(model_path: str, images_count: int, stepped_images: int, threads: int,
+           root: str) -> None:
+    """Answers one line of JSON per command read from stdin: `digest ENGINE`, `time ENGINE`.
+    root: the checkout whose pyttfs (and export.datasets) it imports."""
+    sys.path.insert(0, root)
     import numpy as np
 
     import pyttfs
@@ -74,13 +87,22 @@ def worker(model_path: str, images_count: int, stepped_images: int, threads: int
 # ---- the driver -------------------------------------------------------------------------------
 
 class Build:
-    def __init__(self, library: Path, options) -> None:
+    def __init__(self, library: Path, options, root: Path) -> None:
         self.library = library
         env = dict(os.environ, TTFS_LIBRARY=str(library))
+        if options.heap == "page":
+            env["GLIBC_TUNABLES"] = ":".join(
+                filter(None, [env.get("GLIBC_TUNABLES"), "glibc.malloc.mmap_threshold=4096"]))
+        cpu = options.cpu
+
+        def pin() -> None:
+            if cpu >= 0:
+                os.sched_setaffinity(0, {cpu})
+
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", str(options.model), str(options.images),
-             str(options.stepped_images), str(options.threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+             str(options.stepped_images), str(options.threads), str(root)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=pin)
 
     def ask(self, command: str, engine: str) -> dict:
         self.process.stdin.write(f"{command} {engine}\n")
@@ -110,13 +132,25 @@ def main() -> int:
                         help="images per second of the process's CPU time instead of wall time: "
                              "steadier on a loaded machine (other jobs' time is not counted), "
                              "best with --threads 1")
+    parser.add_argument("--old-root", type=Path, default=ROOT, metavar="DIR",
+                        help="the checkout whose pyttfs the old build's worker imports (default: "
+                             "this one); give the old build's own checkout when it predates a "
+                             "function this pyttfs declares")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="the CPU both workers run on; -1: anywhere (default: the last CPU "
+                             "with --threads 1, else anywhere)")
+    parser.add_argument("--heap", choices=("page", "default"), default="page",
+                        help="page: every allocation of 4 KiB or more page-aligned in both "
+                             "workers (default); default: the allocator's own choice")
     options = parser.parse_args()
+    if options.cpu is None:
+        options.cpu = (os.cpu_count() or 1) - 1 if options.threads == 1 else -1
     for library in (options.old, options.new):
         if not library.is_file():
             parser.error(f"{library} is not a file")
 
-    builds = {"old": Build(options.old.resolve(), options),
-              "new": Build(options.new.resolve(), options)}
+    builds = {"old": Build(options.old.resolve(), options, options.old_root.resolve()),
+              "new": Build(options.new.resolve(), options, ROOT)}
     try:
         same = True
         for engine in ENGINES:
@@ -134,7 +168,8 @@ def main() -> int:
                     rates[name, engine].append(answer["cpu" if options.cpu_time else "wall"])
         clock = "CPU" if options.cpu_time else "wall"
         print(f"\nimages per {clock} second, {options.rounds} rounds taking turns ({options.images} images analytic, "
-              f"{options.stepped_images} stepped; {options.model.name})")
+              f"{options.stepped_images} stepped; {options.model.name}; "
+              f"{'CPU ' + str(options.cpu) if options.cpu >= 0 else 'any CPU'}, heap {options.heap})")
         print(f"{'engine':10} {'old':>10} {'new':>10} {'new/old':>8}  per-round ratio range")
         for engine in ENGINES:
             old, new = rates["old", engine], rates["new", engine]
@@ -149,6 +184,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     else:
         sys.exit(main())
