@@ -80,8 +80,8 @@ def keras_twin(spec):
             dense.append(int(layer.out_shape[2]))
     shape = tuple(int(v) for v in spec.layers[0].out_shape)
     model = vgg_cnn(shape, dense[-1], layout=",".join(layout), dense=dense[:-1], seed=0)
-    keras_params = sum(int(np.prod(w.shape)) for layer in model.layers
-                       if type(layer).__name__ in ("Conv2D", "Dense") for w in layer.weights)
+    keras_params = sum(int(np.prod(layer.kernel.shape)) for layer in model.layers
+                       if type(layer).__name__ in ("Conv2D", "Dense"))  # kernels: no biases
     file_params = sum(int(np.prod(layer.weights.shape)) for layer in spec.layers
                       if layer.weights is not None)
     assert keras_params == file_params, (keras_params, file_params, kinds)
