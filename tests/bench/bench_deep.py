@@ -175,7 +175,7 @@ def render(args, spec, layout, dense, times, ratios, loads, identical, spikes) -
         "",
         f"`{MODEL.relative_to(ROOT) if MODEL.is_relative_to(ROOT) else MODEL}`: conv layout "
         f"{layout}, dense {dense}; {depth} neuron layers after the input, {spec.time_steps} "
-        f"time steps. {os.cpu_count()} logical CPUs, load average "
+        f"time steps. {_cpu()}, {os.cpu_count()} logical CPUs, load average "
         f"{', '.join(f'{load[0]:.1f}' for load in loads)} at the start of each round; "
         f"tensorflow {metadata.version('tensorflow-cpu') if _has('tensorflow-cpu') else '?'}, "
         f"Python {platform.python_version()}.",
@@ -202,6 +202,19 @@ def render(args, spec, layout, dense, times, ratios, loads, identical, spikes) -
     return "\n".join(lines) + "\n"
 
 
+def _cpu() -> str:
+    """The CPU model and whether it has AVX-512 (the analytic engine's kernels use it)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                  if line.startswith("flags")), [])
+    return f"{model} ({'AVX-512' if 'avx512f' in flags else 'no AVX-512'})"
+
+
 def _has(package: str) -> bool:
     from importlib import metadata
 
@@ -219,7 +232,7 @@ Written by `tests/bench/bench_deep.py` (the latest run replaces the previous one
 
     {COMMAND}
 
-The committed `models/fashion-mnist.ttfs` (docs/RESULTS.md, "Fashion-MNIST") on the 10 000
+The committed `models/fashion-mnist.ttfs` (docs/RESULTS.md, "Fashion-MNIST results") on the 10 000
 Fashion-MNIST test images, uint8. Contenders in turn, once per round; ratios formed within a
 round. Keras predict runs the same network as an ANN (its batch norms unfused, as a user has it).
 """
