@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -32,6 +33,21 @@ struct Checks {
 };
 
 bool is_float(Element e) { return e == Element::F32 || e == Element::F64; }
+
+// The element type of a .npy dtype's type code (the descr without its byte-order character:
+// "u1", "f4", ...); false for a type no reader here accepts.
+bool npy_element(const std::string& type, Element& out) {
+    static const std::pair<const char*, Element> kTypes[] = {
+        {"u1", Element::U8},  {"i1", Element::I8},  {"i2", Element::I16}, {"u2", Element::U16},
+        {"i4", Element::I32}, {"u4", Element::U32}, {"i8", Element::I64}, {"u8", Element::U64},
+        {"f4", Element::F32}, {"f8", Element::F64}};
+    for (const auto& [code, element] : kTypes)
+        if (type == code) {
+            out = element;
+            return true;
+        }
+    return false;
+}
 const char* element_name(Element e) {
     switch (e) {
         case Element::U8: return "uint8";
@@ -363,17 +379,7 @@ private:
         const std::string type = ok ? descr.substr(1) : "";
         big_endian_ = order == '>';
         ok = ok && (order == '<' || order == '>' || order == '|' || order == '=');
-        if (type == "u1") element_ = Element::U8;
-        else if (type == "i1") element_ = Element::I8;
-        else if (type == "i2") element_ = Element::I16;
-        else if (type == "u2") element_ = Element::U16;
-        else if (type == "i4") element_ = Element::I32;
-        else if (type == "u4") element_ = Element::U32;
-        else if (type == "i8") element_ = Element::I64;
-        else if (type == "u8") element_ = Element::U64;
-        else if (type == "f4") element_ = Element::F32;
-        else if (type == "f8") element_ = Element::F64;
-        else ok = false;
+        if (!npy_element(type, element_)) ok = false;
         if (!ok)
             fail("images file " + stream_->name() + " has .npy dtype " + quoted(descr) +
                  "; expected uint8 pixels, another integer type holding 0..255, or float32/float64 "
@@ -628,15 +634,8 @@ void LabelSource::open_npy() {
     const std::string descr = field("descr"), shape = field("shape");
     const std::string type = descr.size() >= 3 ? descr.substr(1) : "";
     big_endian_ = !descr.empty() && descr[0] == '>';
-    if (type == "u1") element_ = Element::U8;
-    else if (type == "i1") element_ = Element::I8;
-    else if (type == "i2") element_ = Element::I16;
-    else if (type == "u2") element_ = Element::U16;
-    else if (type == "i4") element_ = Element::I32;
-    else if (type == "u4") element_ = Element::U32;
-    else if (type == "i8") element_ = Element::I64;
-    else if (type == "u8") element_ = Element::U64;
-    else fail("labels file " + stream_->name() + " has .npy dtype " + quoted(descr) + "; expected integers");
+    if (!npy_element(type, element_) || is_float(element_))
+        fail("labels file " + stream_->name() + " has .npy dtype " + quoted(descr) + "; expected integers");
     // "(n,)" : exactly one dimension.
     unsigned long long n = 0;
     int dims = 0;

@@ -400,6 +400,7 @@ def bad(files):
     npy("wrong_shape.npy", np.zeros((4, 7, 8), np.uint8))
     npy("bool.npy", np.zeros((4, 8, 8), bool))
     npy("float16.npy", np.zeros((4, 8, 8), np.float16))
+    npy("float_labels.npy", files["labels"].astype(np.float32))
     np.save(base / "fortran.npy", np.asfortranarray(np.zeros((2, 8, 8, 1), np.float32)))
     p["fortran.npy"] = base / "fortran.npy"
     gz = gzip.compress(files["idx"].read_bytes())
@@ -431,6 +432,8 @@ BAD = [
     ("npy bool", ["{vmem}", "{bool.npy}"], 1, ["|b1", "uint8"]),
     ("npy float16", ["{vmem}", "{float16.npy}"], 1, ["<f2", "float32"]),
     ("npy fortran order", ["{vmem}", "{fortran.npy}"], 1, ["Fortran"]),
+    ("npy float labels", ["{vmem}", "{idx}", "--labels", "{float_labels.npy}"], 1,
+     ["float_labels.npy", "<f4", "expected integers"]),
     ("truncated gzip", ["{vmem}", "{truncated.idx.gz}"], 1, ["truncated.idx.gz", "truncated"]),
     ("broken png", ["{vmem}", "{broken.png}"], 1, ["broken.png", "PNG"]),
     ("unknown format", ["{vmem}", "{mystery.dat}"], 1, ["47494638", "PNG or JPEG", ".npy", "IDX"]),
