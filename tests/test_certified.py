@@ -104,11 +104,12 @@ TUNED_SEEDS = (0, 1, 2, 3, 5, 7)  # random nets whose hidden biases are tuned on
 TUNED_RELAY_SEEDS = (4, 11)
 DYADIC_SEEDS = (1, 2)
 ROUNDING_SEEDS = (1, 2)
-MODES = ("on", "off", "recompute")
+MODES = ("on", "off", "recompute", "check")
 UNSET = "unset"  # TTFS_CERTIFY not in the environment: must behave as "on"
 MOST_RECOMPUTED = 0.05  # fraction of a layer's neurons the committed model may recompute
 STATS_LINE = re.compile(
-    r"^ttfs certified sums: layer (.+): (\d+) neurons, (\d+) recomputed exactly$")
+    r"^ttfs certified sums: layer (.+): (\d+) neurons, (\d+) recomputed exactly"
+    r"(?:, bound checked on (\d+), violated by (\d+))?$")
 MARK = "@@ttfs-certified-test"
 
 
@@ -478,9 +479,14 @@ class ModeRuns:
     outputs: dict = field(default_factory=dict)  # (portable, case name, mode, record) -> Outputs
     # (portable, case name, mode, record) -> {layer name: (neurons, recomputed)}
     stats: dict = field(default_factory=dict)
+    # (portable, case name, "check", record, layer name) -> (neurons checked, violations)
+    bounds: dict = field(default_factory=dict)
 
 
-def parse_stats(stderr):
+def parse_stats(stderr, bounds):
+    """The TTFS_CERTIFY_STATS lines per (case, mode, record): {layer: (neurons, recomputed)};
+    TTFS_CERTIFY=check's bound counts into bounds[(case, mode, record, layer)]:
+    (neurons checked, neurons whose exact potential lay outside their interval)."""
     stats, current = {}, None
     for line in stderr.splitlines():
         if line.startswith(MARK + " "):
@@ -492,6 +498,8 @@ def parse_stats(stderr):
         if match:
             assert current is not None, f"a stats line before any session was freed: {line}"
             stats[current][match.group(1)] = (int(match.group(2)), int(match.group(3)))
+            if match.group(4) is not None:
+                bounds[current + (match.group(1),)] = (int(match.group(4)), int(match.group(5)))
     return stats
 
 
@@ -532,8 +540,11 @@ def mode_runs(tmp_path_factory, random_cases, mnist_case, tie_cases):
     for portable, (out, err) in finished.items():
         assert processes[portable].returncode == 0, \
             f"worker (portable={portable}) failed:\n{out}\n{err[-4000:]}"
-        for (name, mode, record), layers in parse_stats(err).items():
+        bounds = {}
+        for (name, mode, record), layers in parse_stats(err, bounds).items():
             runs.stats[(portable, name, mode, record)] = layers
+        for (name, mode, record, layer), counts in bounds.items():
+            runs.bounds[(portable, name, mode, record, layer)] = counts
         for k, case in enumerate(cases):
             with np.load(folder / f"{k}-{int(portable)}.npz") as arrays:
                 arrays = dict(arrays)
@@ -613,12 +624,38 @@ def test_certify_knobs_reach_the_library(mode_runs, mnist_case):
                 assert recomputed == neurons, f"TTFS_CERTIFY=recompute: {name} {recomputed}"
                 assert stats[("on", record)][name][0] == neurons
         assert stats[(UNSET, False)] == stats[("on", False)]
+        for record in (False, True):  # "check" only adds the checking
+            assert stats[("check", record)] == stats[("on", record)]
     if has_avx512f():
         # One rounding per term (AVX-512 fused multiply-adds) against two (portable): the
         # bound differs, so the recomputed neurons do too (measured 309/2281 vs 335/2670).
         assert (mode_runs.stats[(False, "mnist", "on", False)]
                 != mode_runs.stats[(True, "mnist", "on", False)]), \
             "TTFS_CPU_PORTABLE=1 changed nothing on an AVX-512 machine: not reaching the library?"
+
+
+def test_every_certified_interval_holds_the_exact_potential(mode_runs):
+    """TTFS_CERTIFY=check forms every neuron's exact potential V (the stepped engine's
+    operations) and counts those outside their certified interval [v - eps, v + eps]: the
+    bound of docs/ENGINES.md must hold for every neuron of every case, on both kernel variants,
+    whatever the decisions made of it."""
+    problems, checked, neurons = [], 0, 0
+    for case in mode_runs.cases:
+        for portable in (False, True):
+            for record in (False, True):
+                layers = mode_runs.stats[(portable, case.name, "check", record)]
+                for layer, (count, _) in layers.items():
+                    key = (portable, case.name, "check", record, layer)
+                    assert key in mode_runs.bounds, f"no bound counts for {key}"
+                    tested, violated = mode_runs.bounds[key]
+                    assert tested <= count
+                    checked, neurons = checked + tested, neurons + count
+                    if violated:
+                        problems.append(f"{case.label} {layer} portable={portable} "
+                                        f"record={record}: {violated} of {tested} outside")
+    assert not problems, "certified bound violated:\n" + "\n".join(problems)
+    # Only positions that cannot be bounded at all are left out (none in these cases).
+    assert neurons > 0 and checked == neurons, (checked, neurons)
 
 
 def test_recomputation_is_rare(mode_runs, random_cases):

@@ -6,8 +6,10 @@ are installed, the model scores on the 10 000 test images what the results page 
 hidden spikes per image, spikes on a blank image)."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,22 +59,60 @@ def test_the_model_is_the_deep_vgg_network_with_its_classes():
 
 
 def test_engines_are_bit_identical_on_the_committed_images(committed):
+    """With spike times recorded (every layer's times compared) and without (the analytic
+    engine's fused pools: spike counts compared)."""
     images, labels = committed
-    runs = {}
     with pyttfs.Model(MODEL) as model:
         names = [layer.name for layer in model.layers if layer.has_neurons]
-        for engine in ("stepped", "analytic"):
-            with model.session(backend="cpu", engine=engine, max_batch=len(images),
-                               record_spike_times=True) as session:
-                result = session.run(images)
-                runs[engine] = (result.predictions.copy(), result.potentials.copy(),
-                                {name: session.spike_times(name).copy() for name in names})
-    stepped, analytic = runs["stepped"], runs["analytic"]
-    np.testing.assert_array_equal(stepped[0], analytic[0])
-    assert stepped[1].tobytes() == analytic[1].tobytes()
-    for name in names:
-        np.testing.assert_array_equal(stepped[2][name], analytic[2][name], err_msg=name)
-    assert (analytic[0] == labels).mean() >= 0.9
+        for record in (True, False):
+            runs = {}
+            for engine in ("stepped", "analytic"):
+                with model.session(backend="cpu", engine=engine, max_batch=len(images),
+                                   record_spike_times=record) as session:
+                    result = session.run(images)
+                    per_layer = {name: (session.spike_times(name) if record
+                                        else session.spike_counts(name)).copy()
+                                 for name in names}
+                    runs[engine] = (result.predictions.copy(), result.potentials.copy(),
+                                    per_layer)
+            stepped, analytic = runs["stepped"], runs["analytic"]
+            np.testing.assert_array_equal(stepped[0], analytic[0])
+            assert stepped[1].tobytes() == analytic[1].tobytes()
+            for name in names:
+                np.testing.assert_array_equal(stepped[2][name], analytic[2][name],
+                                              err_msg=f"{name} record={record}")
+            assert (analytic[0] == labels).mean() >= 0.9
+
+
+CHECK_IMAGES = 32  # TTFS_CERTIFY=check forms every neuron's potential exactly: slow
+
+
+def test_certified_bound_holds_on_every_neuron_of_the_deep_network(committed, tmp_path):
+    """The analytic engine's certified intervals (docs/ENGINES.md, "Certified sums") on this
+    network's 240-step windows and thousands of spikes per layer: TTFS_CERTIFY=check forms
+    every hidden neuron's exact potential and counts those outside their interval."""
+    images, _ = committed
+    np.save(tmp_path / "images.npy", images[:CHECK_IMAGES])
+    script = ("import sys, numpy as np, pyttfs\n"
+              "x = np.load(sys.argv[2])\n"
+              "with pyttfs.Model(sys.argv[1]) as model:\n"
+              "    for record in (False, True):\n"
+              "        with model.session(backend='cpu', engine='analytic', max_batch=len(x),\n"
+              "                           record_spike_times=record) as session:\n"
+              "            session.run(x)\n"
+              "        print('@@session', file=sys.stderr, flush=True)\n")
+    env = dict(os.environ, TTFS_CERTIFY="check", TTFS_CERTIFY_STATS="1")
+    out = subprocess.run([sys.executable, "-c", script, str(MODEL), str(tmp_path / "images.npy")],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = re.compile(r"^ttfs certified sums: layer (\S+): (\d+) neurons, \d+ recomputed "
+                      r"exactly, bound checked on (\d+), violated by (\d+)$")
+    found = [m.groups() for m in map(line.match, out.stderr.splitlines()) if m]
+    hidden = ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1"]
+    assert [name for name, *_ in found] == hidden * 2, out.stderr[-3000:]
+    for name, neurons, checked, violated in found:
+        assert int(checked) == int(neurons) > 0, (name, neurons, checked)
+        assert int(violated) == 0, f"{name}: {violated} of {checked} exact potentials outside"
 
 
 def test_tf_reference_agrees_up_to_threshold_ties(committed):

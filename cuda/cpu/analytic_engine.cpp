@@ -227,5 +227,13 @@ const std::vector<int64_t>& certified_recomputed(const Workspace& analytic) {
     return static_cast<const AnalyticWorkspace&>(analytic).certified().recomputed();
 }
 
+const std::vector<int64_t>& certified_bound_checked(const Workspace& analytic) {
+    return static_cast<const AnalyticWorkspace&>(analytic).certified().bound_checked();
+}
+
+const std::vector<int64_t>& certified_bound_violated(const Workspace& analytic) {
+    return static_cast<const AnalyticWorkspace&>(analytic).certified().bound_violated();
+}
+
 }  // namespace cpu
 }  // namespace ttfs

@@ -21,6 +21,8 @@ std::unique_ptr<Workspace> make_analytic_workspace(const Model& model, const std
 // sums so far, and those it recomputed exactly.
 const std::vector<int64_t>& certified_checked(const Workspace& analytic);
 const std::vector<int64_t>& certified_recomputed(const Workspace& analytic);
+const std::vector<int64_t>& certified_bound_checked(const Workspace& analytic);
+const std::vector<int64_t>& certified_bound_violated(const Workspace& analytic);
 
 }  // namespace cpu
 }  // namespace ttfs

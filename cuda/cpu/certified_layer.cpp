@@ -54,7 +54,7 @@ CertifiedSums::CertifiedSums(const Model& model, const std::vector<LayerPlan>& p
     memory.take(area_, size.cells, 0);
     memory.take(layer_sums_, size.sums, 0.0f);
     memory.take(scale_, size.positions, 0.0f);
-    memory.take(most_, size.positions, 0);
+    memory.take(most_, 2 * size.positions, 0);
     memory.take(row_, size.stride, 0.0f);
     memory.take(step_count_, (size.longest + 1) * kSpareBins, 0);
 }
@@ -170,7 +170,8 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     const bool recompute_all = certify == Certify::kRecompute;
     // ops < 0.01 / u = 167 772 (else -1: not boundable); ops and 1.1 * u are exact enough
     // in float (an integer below 2^24; 1.1f > 1.1).
-    const int32_t fixed_ops = int32_t(std::min(double(1 << 30), g.kernel_h + 1 + engine_ops + activation_ops));
+    const auto capped = [](double ops) { return int32_t(std::min(double(1 << 30), ops)); };
+    const int32_t fixed_ops = capped(g.kernel_h + 1 + engine_ops + activation_ops);
     const int32_t most_ops = recompute_all ? -1 : 167772;
     const int32_t row_len = g.kernel_w * g.in_c;
     if (row_len <= kLanes) {
@@ -178,6 +179,13 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
         std::fill(scale, scale + g.positions(), ops <= most_ops ? float(ops) * (1.1f * 0x1p-24f) : -1.0f);
         return;
     }
+    // Where each unit spikes at most once, the window's own count of nonzero activations nz
+    // bounds V's roundings as well (docs/ENGINES.md, "Certified sums"): a term's bin shares
+    // the nz units with V's other bins that have terms, so its bin sum and the chain of V
+    // take at most nz + 1 roundings, the multiply and the bias 2 more (nz + 4 is kept).
+    const bool window_count = input_plan.single_spike;
+    const int32_t window_fixed_ops = capped(g.kernel_h + 1 + activation_ops);
+    const int32_t engine_cap = capped(engine_ops);
     int32_t* prefix = area_.data();
     const int32_t prefix_w = plan.grid_w + 1;
     for (int32_t h = 0; h < plan.grid_h; ++h) {
@@ -185,19 +193,25 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
         line[0] = 0;
         for (int32_t w = 0; w < plan.grid_w; ++w) line[w + 1] = line[w] + cell_nonzero[h * plan.grid_w + w];
     }
-    int32_t* most = most_.data();
+    int32_t* most = most_.data();           // per output column: the most in one kernel row
+    int32_t* total = most + g.positions();  // and in the whole window
     for (int32_t oh = 0; oh < g.out_h; ++oh) {
         std::fill(most, most + g.out_w, 0);
+        std::fill(total, total + g.out_w, 0);
         for (int32_t kh = 0; kh < g.kernel_h; ++kh) {
             const int32_t* line = prefix + (oh * g.stride_h + kh) * prefix_w;
             for (int32_t ow = 0; ow < g.out_w; ++ow) {
                 const int32_t left = ow * g.stride_w;
-                most[ow] = std::max(most[ow], line[left + g.kernel_w] - line[left]);
+                const int32_t in_row = line[left + g.kernel_w] - line[left];
+                most[ow] = std::max(most[ow], in_row);
+                total[ow] += in_row;
             }
         }
         float* row_scale = scale + oh * g.out_w;
         for (int32_t ow = 0; ow < g.out_w; ++ow) {
-            const int32_t ops = per_term * most[ow] + fixed_ops;
+            const int32_t ops = per_term * most[ow] +
+                                (window_count ? window_fixed_ops + std::min(engine_cap, total[ow] + 4)
+                                              : fixed_ops);
             row_scale[ow] = ops <= most_ops ? float(ops) * (1.1f * 0x1p-24f) : -1.0f;
         }
     }
@@ -298,6 +312,8 @@ CertifiedLayer::CertifiedLayer(const Model& model, const std::vector<LayerPlan>&
     memory.take(candidate_, std::max(size.neurons, size.neurons_padded), 0);
     memory.take(checked_, model.layers.size(), 0);
     memory.take(recomputed_, model.layers.size(), 0);
+    memory.take(bound_checked_, model.layers.size(), 0);
+    memory.take(bound_violated_, model.layers.size(), 0);
 }
 
 // Bracket's view of layer li's thresholds and crossing index.
@@ -314,6 +330,29 @@ Bracket CertifiedLayer::bracket_of(size_t li) const {
                    layer.td_fire, layer.tau_fire, std::log(layer.vth0)};
 }
 
+// TTFS_CERTIFY=check: every neuron's exact potential against the interval that bracket() and
+// intervals() form around its certified sum (docs/ENGINES.md, "Certified sums"). Counts
+// only; the decisions are those of "on".
+void CertifiedLayer::check_bounds(size_t li, const LayerInput& in) {
+    const LayerPlan& plan = plans_[li];
+    const WindowGeometry& g = plan.geometry;
+    const float* sums = sums_.sums();
+    const float* scale = sums_.scale();
+    for (int32_t p = 0; p < g.positions(); ++p) {
+        if (!(scale[p] >= 0.0f)) continue;  // not boundable: always recomputed
+        const float* v = sums + ptrdiff_t(p) * plan.bound_stride;
+        const float* bound = v + plan.bound_base;
+        for (int32_t n = 0; n < g.out_c; ++n) {
+            const float eps = interval_eps(scale[p], bound[plan.bound_lane[size_t(n % kLanes)]], v[n]);
+            const float high = v[n] + eps, low = v[n] - eps;
+            if (!finite_ends(high, low)) continue;  // undecided: always recomputed
+            const float exact_v = exact(li, p, n, in);
+            ++bound_checked_[li];
+            bound_violated_[li] += low <= exact_v && exact_v <= high ? 0 : 1;
+        }
+    }
+}
+
 // The fire step of every neuron of layer li: by the intervals, or for the undecided by the
 // exact potential.
 void CertifiedLayer::fire(size_t li, const LayerInput& in, int32_t* first) {
@@ -323,6 +362,7 @@ void CertifiedLayer::fire(size_t li, const LayerInput& in, int32_t* first) {
     const int32_t width = plan.bound_stride, padded_c = plan.padded_c, out_c = g.out_c;
     const int32_t positions = g.positions();
     sums_.form(li, in, certify_);
+    if (certify_ == Certify::kCheck) check_bounds(li, in);
     // The verdicts; the undecided neurons' exact potentials.
     const Bracket decision = bracket_of(li);
     std::fill(first, first + layer.out.size(), kNever);
@@ -351,6 +391,7 @@ int32_t CertifiedLayer::fire_into_pool(size_t li, const LayerInput& in, int32_t*
     const WindowGeometry& g = plan.geometry;
     const int32_t padded_c = plan.padded_c, out_c = g.out_c, positions = g.positions();
     sums_.form(li, in, certify_);
+    if (certify_ == Certify::kCheck) check_bounds(li, in);
     float* high = interval_high_.data();
     float* low = interval_low_.data();
     int32_t* undecided = candidate_.data();

@@ -86,9 +86,14 @@ public:
     // Per layer: neurons decided by certified sums so far, and those recomputed exactly.
     const std::vector<int64_t>& checked() const { return checked_; }
     const std::vector<int64_t>& recomputed() const { return recomputed_; }
+    // Per layer, with TTFS_CERTIFY=check: neurons whose exact potential was compared with
+    // their interval, and those outside it (a bound that does not hold: a bug).
+    const std::vector<int64_t>& bound_checked() const { return bound_checked_; }
+    const std::vector<int64_t>& bound_violated() const { return bound_violated_; }
 
 private:
     Bracket bracket_of(size_t li) const;
+    void check_bounds(size_t li, const LayerInput& in);
     float exact(size_t li, int32_t p, int32_t n, const LayerInput& in) {
         return exact_.potential(li, p, n, in, sums_.grid_bin());
     }
@@ -103,7 +108,7 @@ private:
     std::vector<float> high_, low_;                    // bracket(): one position's ends
     std::vector<float> interval_high_, interval_low_;  // fire_into_pool(): per neuron, padded
     std::vector<int32_t> candidate_;                   // the undecided neurons or pool units
-    std::vector<int64_t> checked_, recomputed_;
+    std::vector<int64_t> checked_, recomputed_, bound_checked_, bound_violated_;
 };
 
 }  // namespace cpu

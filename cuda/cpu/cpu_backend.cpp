@@ -57,14 +57,20 @@ public:
         if (!report_ || engine_ != TTFS_ENGINE_ANALYTIC) return;
         for (size_t li = 0; li < model_->layers.size(); ++li) {
             if (!plans_[li].certified) continue;
-            int64_t checked = 0, recomputed = 0;
+            int64_t checked = 0, recomputed = 0, bound_checked = 0, bound_violated = 0;
             for (const auto& ws : workspaces_) {
                 checked += certified_checked(*ws)[li];
                 recomputed += certified_recomputed(*ws)[li];
+                bound_checked += certified_bound_checked(*ws)[li];
+                bound_violated += certified_bound_violated(*ws)[li];
             }
-            std::fprintf(stderr, "ttfs certified sums: layer %s: %lld neurons, %lld recomputed exactly\n",
+            std::fprintf(stderr, "ttfs certified sums: layer %s: %lld neurons, %lld recomputed exactly",
                          model_->layers[li].name.c_str(), static_cast<long long>(checked),
                          static_cast<long long>(recomputed));
+            if (certify_ == Certify::kCheck)
+                std::fprintf(stderr, ", bound checked on %lld, violated by %lld",
+                             static_cast<long long>(bound_checked), static_cast<long long>(bound_violated));
+            std::fputc('\n', stderr);
         }
     }
 

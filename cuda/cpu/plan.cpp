@@ -267,9 +267,10 @@ ttfs_status certify_mode(Certify& certify, std::string& error) {
     if (mode == "on") certify = Certify::kOn;
     else if (mode == "off") certify = Certify::kOff;
     else if (mode == "recompute") certify = Certify::kRecompute;
+    else if (mode == "check") certify = Certify::kCheck;
     else {
         error = "CPU backend: environment variable TTFS_CERTIFY is '" + mode +
-                "'; expected 'on' (the default), 'off' or 'recompute'";
+                "'; expected 'on' (the default), 'off', 'recompute' or 'check'";
         return TTFS_ERR_INVALID_ARGUMENT;
     }
     return TTFS_OK;

@@ -167,8 +167,10 @@ enum Gate : uint8_t {
 // How the analytic engine forms hidden layers' potentials (environment TTFS_CERTIFY, read when
 // a session is created; docs/ENGINES.md): kOn = certified sums with exact recomputation where
 // they cannot decide; kOff = exact sums for every neuron (the event-driven scatter);
-// kRecompute = certified path, but every neuron recomputed exactly (tests the recomputation).
-enum class Certify { kOn, kOff, kRecompute };
+// kRecompute = certified path, but every neuron recomputed exactly (tests the recomputation);
+// kCheck = as kOn, and every neuron's exact potential checked against its interval (tests the
+// bound).
+enum class Certify { kOn, kOff, kRecompute, kCheck };
 
 // first_crossing(v, layer.fire_threshold) for a v at or above the table's lowest entry (the
 // caller has checked), through the crossing index where the table has one.
