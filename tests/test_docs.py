@@ -33,11 +33,31 @@ def test_every_cited_doc_exists():
     assert not missing, f"cited but not in the repository: {missing}"
 
 
+# A relative path that climbs with ../ (what a page of a neighbouring checkout would be cited by).
+CLIMBING_PATH = re.compile(r"(?:\.\./)+[A-Za-z0-9_][\w.-]*(?:/[\w.-]+)*")
+
+
+def _inside(target: Path, root: Path) -> bool:
+    return root in target.parents and target.parent.is_dir()
+
+
 def test_nothing_points_outside_the_checkout():
+    """No file cites a path outside the repository: a relative path that climbs out of it, or
+    into a folder it does not have, from the file's own folder and from every folder above it
+    (where a command that uses the path may run), or this machine's work directory. A user has
+    only the checkout."""
+    root = REPO.resolve()
     for name, text in tracked_text_files():
         if name == "tests/test_docs.py":
             continue
-        assert "../shared" not in text and "/work/" not in text, name
+        assert "/work/" not in text, name
+        bases = [(REPO / name).parent.resolve()]
+        while bases[-1] != root:
+            bases.append(bases[-1].parent)
+        for match in CLIMBING_PATH.finditer(text):
+            line = text[:match.start()].count("\n") + 1
+            assert any(_inside((base / match.group(0)).resolve(), root) for base in bases), \
+                f"{name}:{line} cites {match.group(0)}, outside the checkout"
 
 
 ARCHITECTURE = REPO / "docs" / "ARCHITECTURE.md"
