@@ -221,6 +221,19 @@ std::string too_many_handles_text(const char* what) {
            " models and sessions are alive; free some first";
 }
 
+// A new live object of `kind` ("model" or "session" in the message): a slot taken under the
+// registry lock, `fill` puts the object in it, its handle in `handle`. TTFS_ERR_OUT_OF_MEMORY,
+// with nothing taken, when every slot is in use.
+template <class Fill>
+ttfs_status register_handle(HandleKind kind, const char* what, Fill&& fill, uintptr_t& handle) {
+    Registry& reg = registry();
+    std::lock_guard<std::mutex> lock(reg.mutex);
+    Slot* slot = nullptr;
+    if (!take_slot(reg, kind, slot, handle)) return fail(TTFS_ERR_OUT_OF_MEMORY, too_many_handles_text(what));
+    fill(*slot);
+    return TTFS_OK;
+}
+
 std::string handle_text(const void* handle) {
     std::ostringstream text;
     if (handle == nullptr)
@@ -332,15 +345,11 @@ ttfs_status load_model(const uint8_t* data, size_t size, const std::string& sour
         if (error.empty()) error = "the model was rejected without a message";
         return fail(status, source.empty() ? error : source + ": " + error);
     }
-    Registry& reg = registry();
-    std::lock_guard<std::mutex> lock(reg.mutex);
-    Slot* slot = nullptr;
     uintptr_t handle = 0;
-    if (!take_slot(reg, HandleKind::kModel, slot, handle))
-        return fail(TTFS_ERR_OUT_OF_MEMORY, too_many_handles_text("model"));
-    slot->model = std::move(model);
-    *out = reinterpret_cast<ttfs_model*>(handle);
-    return TTFS_OK;
+    status = register_handle(HandleKind::kModel, "model", [&](Slot& slot) { slot.model = std::move(model); },
+                             handle);
+    if (status == TTFS_OK) *out = reinterpret_cast<ttfs_model*>(handle);
+    return status;
 }
 
 std::string errno_text(int error) { return std::generic_category().message(error); }
@@ -940,17 +949,11 @@ ttfs_status create_session(const char* function, const ttfs_model* model, int32_
     if (status != TTFS_OK) return status;
     status = allocate_results(*session);
     if (status != TTFS_OK) return status;
-    {
-        Registry& reg = registry();
-        std::lock_guard<std::mutex> lock(reg.mutex);
-        Slot* slot = nullptr;
-        uintptr_t handle = 0;
-        if (!take_slot(reg, HandleKind::kSession, slot, handle))
-            return fail(TTFS_ERR_OUT_OF_MEMORY, too_many_handles_text("session"));
-        slot->session = session.release();
-        *out = reinterpret_cast<ttfs_session*>(handle);
-    }
-    return TTFS_OK;
+    uintptr_t handle = 0;
+    status = register_handle(HandleKind::kSession, "session",
+                             [&](Slot& slot) { slot.session = session.release(); }, handle);
+    if (status == TTFS_OK) *out = reinterpret_cast<ttfs_session*>(handle);
+    return status;
 }
 
 // The fields of a caller's ttfs_session_options that lie within its struct_size (the rest keep
