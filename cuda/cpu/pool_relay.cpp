@@ -10,6 +10,31 @@
 namespace ttfs {
 namespace cpu {
 
+namespace {
+
+// fed(k, t, oh, ow, c, u) for every child spike of `below` (step t = first_step + k, in step
+// order) and every unit u = (oh, ow, c) of pool layer `plan` whose window holds that child.
+template <class Fed>
+TTFS_INLINE void for_each_fed_unit(const LayerPlan& plan, const SpikeList& below, Fed&& fed) {
+    const WindowGeometry& g = plan.geometry;
+    const UnitOrigin* origin = plan.fanout.origin.data();
+    const OutputRange* rows_fed = plan.fanout.rows.data();
+    const OutputRange* cols_fed = plan.fanout.cols.data();
+    for (int32_t k = 0; k < below.steps(); ++k) {
+        const int32_t t = below.first_step + k;
+        const int32_t* children = below.at(k);
+        for (int32_t s = 0, count = below.count(k); s < count; ++s) {
+            const UnitOrigin o = origin[children[s]];
+            const OutputRange rows = rows_fed[o.h], cols = cols_fed[o.w];
+            for (int32_t oh = rows.first; oh <= rows.last; ++oh)
+                for (int32_t ow = cols.first; ow <= cols.last; ++ow)
+                    fed(k, t, oh, ow, o.c, (oh * g.out_w + ow) * g.out_c + o.c);
+        }
+    }
+}
+
+}  // namespace
+
 PoolRelay::PoolRelay(const Model& model, const std::vector<LayerPlan>& plans, Memory& memory)
     : model_(model), plans_(plans) {
     const size_t count = model.layers.size();
@@ -58,10 +83,6 @@ void PoolRelay::relay_earliest(size_t li, const int32_t* child, int32_t* time) c
 void PoolRelay::relay(size_t li, const SpikeList& below, const int32_t* child_time, SpikeList& list) {
     const Layer& layer = model_.layers[li];
     const LayerPlan& plan = plans_[li];
-    const WindowGeometry& g = plan.geometry;
-    const UnitOrigin* origin = plan.fanout.origin.data();
-    const OutputRange* rows_fed = plan.fanout.rows.data();
-    const OutputRange* cols_fed = plan.fanout.cols.data();
     const int32_t units = int32_t(layer.out.size());
     const bool is_or = layer.pool_mode == TTFS_POOL_OR;
     int32_t* last = last_relayed_[li].data();       // per unit: its last step, or kNever
@@ -73,27 +94,19 @@ void PoolRelay::relay(size_t li, const SpikeList& below, const int32_t* child_ti
     std::fill(list.begin.begin(), list.begin.end(), 0);
     int32_t pairs = 0, dropped = 0;
     const bool gated = layer.pool_mode == TTFS_POOL_GATED;
-    if (gated) pairs = gated_pairs(li, below, child_time, unit_begin, per_step);
-    for (int32_t k = 0; !gated && k < below.steps(); ++k) {
-        const int32_t t = below.first_step + k;
-        const int32_t* children = below.at(k);
-        for (int32_t s = 0, count = below.count(k); s < count; ++s) {
-            const UnitOrigin o = origin[children[s]];
-            const OutputRange rows = rows_fed[o.h], cols = cols_fed[o.w];
-            for (int32_t oh = rows.first; oh <= rows.last; ++oh) {
-                for (int32_t ow = cols.first; ow <= cols.last; ++ow) {
-                    const int32_t u = (oh * g.out_w + ow) * g.out_c + o.c;
-                    // `or`: new unless already relayed at t; `earliest`: unless ever.
-                    const bool fresh = is_or ? last[u] != t : last[u] == kNever;
-                    pair_unit[pairs] = u;
-                    pair_step[pairs] = t;
-                    pairs += fresh ? 1 : 0;
-                    last[u] = fresh ? t : last[u];
-                    ++unit_begin[fresh ? u + 1 : 0];  // unit_begin[0] counts the rest
-                    ++(fresh ? per_step[k] : dropped);
-                }
-            }
-        }
+    if (gated) {
+        pairs = gated_pairs(li, below, child_time, unit_begin, per_step);
+    } else {
+        for_each_fed_unit(plan, below, [&](int32_t k, int32_t t, int32_t, int32_t, int32_t, int32_t u) {
+            // `or`: new unless already relayed at t; `earliest`: unless ever.
+            const bool fresh = is_or ? last[u] != t : last[u] == kNever;
+            pair_unit[pairs] = u;
+            pair_step[pairs] = t;
+            pairs += fresh ? 1 : 0;
+            last[u] = fresh ? t : last[u];
+            ++unit_begin[fresh ? u + 1 : 0];  // unit_begin[0] counts the rest
+            ++(fresh ? per_step[k] : dropped);
+        });
     }
     // By unit (stable: each unit's steps stay ascending): the CSR list.
     unit_begin[0] = 0;
@@ -124,9 +137,6 @@ int32_t PoolRelay::gated_pairs(size_t li, const SpikeList& below, const int32_t*
                                int32_t* unit_begin, int32_t* per_step) {
     const LayerPlan& plan = plans_[li];
     const WindowGeometry& g = plan.geometry;
-    const UnitOrigin* origin = plan.fanout.origin.data();
-    const OutputRange* rows_fed = plan.fanout.rows.data();
-    const OutputRange* cols_fed = plan.fanout.cols.data();
     const uint8_t* gate = plan.gate.data();
     int32_t* last = last_relayed_[li].data();  // per unit: its last step, or kNever
     int32_t* first_child = gate_first_.data();  // per unit: its first child's step, or kNever
@@ -134,39 +144,28 @@ int32_t PoolRelay::gated_pairs(size_t li, const SpikeList& below, const int32_t*
     int32_t* pair_unit = pair_unit_.data();
     int32_t* pair_step = pair_step_.data();
     int32_t pairs = 0, touched_count = 0;
-    for (int32_t k = 0; k < below.steps(); ++k) {
-        const int32_t t = below.first_step + k;
+    for_each_fed_unit(plan, below, [&](int32_t k, int32_t t, int32_t oh, int32_t ow, int32_t c, int32_t u) {
         const Gate code = Gate(gate[k]);
-        const int32_t* children = below.at(k);
-        for (int32_t s = 0, count = below.count(k); s < count; ++s) {
-            const UnitOrigin o = origin[children[s]];
-            const OutputRange rows = rows_fed[o.h], cols = cols_fed[o.w];
-            for (int32_t oh = rows.first; oh <= rows.last; ++oh) {
-                for (int32_t ow = cols.first; ow <= cols.last; ++ow) {
-                    const int32_t u = (oh * g.out_w + ow) * g.out_c + o.c;
-                    const int32_t before = first_child[u];
-                    touched[touched_count] = u;
-                    touched_count += before == kNever ? 1 : 0;
-                    first_child[u] = before == kNever ? t : before;
-                    const bool earlier = before != kNever && before != t;  // E not empty
-                    bool open = true;
-                    if (code == kGateFirst)
-                        open = !earlier;
-                    else if (code == kGateTieOne)
-                        open = !earlier || first_child_spikes(g, child_time, oh, ow, o.c, t, true);
-                    else if (code == kGateTieZero)
-                        open = !earlier && first_child_spikes(g, child_time, oh, ow, o.c, t, false);
-                    const bool fresh = open && last[u] != t;
-                    pair_unit[pairs] = u;
-                    pair_step[pairs] = t;
-                    pairs += fresh ? 1 : 0;
-                    last[u] = fresh ? t : last[u];
-                    ++unit_begin[fresh ? u + 1 : 0];  // unit_begin[0] counts the rest
-                    per_step[k] += fresh ? 1 : 0;
-                }
-            }
-        }
-    }
+        const int32_t before = first_child[u];
+        touched[touched_count] = u;
+        touched_count += before == kNever ? 1 : 0;
+        first_child[u] = before == kNever ? t : before;
+        const bool earlier = before != kNever && before != t;  // E not empty
+        bool open = true;
+        if (code == kGateFirst)
+            open = !earlier;
+        else if (code == kGateTieOne)
+            open = !earlier || first_child_spikes(g, child_time, oh, ow, c, t, true);
+        else if (code == kGateTieZero)
+            open = !earlier && first_child_spikes(g, child_time, oh, ow, c, t, false);
+        const bool fresh = open && last[u] != t;
+        pair_unit[pairs] = u;
+        pair_step[pairs] = t;
+        pairs += fresh ? 1 : 0;
+        last[u] = fresh ? t : last[u];
+        ++unit_begin[fresh ? u + 1 : 0];  // unit_begin[0] counts the rest
+        per_step[k] += fresh ? 1 : 0;
+    });
     for (int32_t i = 0; i < touched_count; ++i) first_child[touched[i]] = kNever;  // next image
     return pairs;
 }
