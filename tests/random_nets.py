@@ -78,13 +78,17 @@ def _append_pool(rng, layers, activation, name, gate_rng):
     return patches.reshape(n, oh, ow, size_p[0] * size_p[1], shape[2]).max(axis=3)
 
 
-def random_network(seed, overlapping=False, touching=False, relays=False):
+def random_network(seed, overlapping=False, touching=False, relays=False, wide=False):
     """overlapping: T_s <= T_d - 2, so that a layer integrates spikes after its first fire step
     (only the stepped engine accepts it). touching: T_s = T_d - 1, the last integrated spike
     arrives exactly at the first fire step, before the fire check: still non-overlapping.
     relays: also a maxpool straight after the input and pools of pools (a relayed unit then
-    carries the spikes of several pool windows)."""
+    carries the spikes of several pool windows). wide: convolutions of 97-150 channels (the
+    analytic engine's certified sums take rows that wide two registers at a time, over blocks
+    of positions that may span output rows and end short)."""
     key = [seed, 7919 if overlapping else 0, 104729 if touching else 0, 15485863 if relays else 0]
+    if wide:
+        key.append(32452843)
     rng = np.random.default_rng(key)
     gate_rng = np.random.default_rng(key + [2])  # which pools are `gated`
     size = int(rng.integers(4, 13))
@@ -113,7 +117,7 @@ def random_network(seed, overlapping=False, touching=False, relays=False):
         k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
         stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         padding = "same" if (rng.random() < 0.5 or min(shape[:2]) < max(k)) else "valid"
-        filters = int(rng.integers(1, 7))
+        filters = int(rng.integers(97, 151)) if wide else int(rng.integers(1, 7))
         layer_neuron = _neuron(rng)
         weights, bias, activation = _scaled_weights(
             rng, activation, (k[0], k[1], shape[2], filters), layer_neuron, t_d,

@@ -98,6 +98,7 @@ NEURON_KINDS = ("input", "conv2d", "dense")
 N_PLAIN = 110  # random_nets seeds 0.. (plain)
 N_RELAYS = 40  # random_nets seeds 0.. with relays=True
 N_TOUCHING = 20  # random_nets seeds 0.. with touching=True (T_s = T_d - 1)
+N_WIDE = 12  # random_nets seeds 0.. with wide=True (convolutions of 97-150 channels)
 N_SUBPROCESS = 40  # random nets also run under every TTFS_CERTIFY mode and the portable kernels
 MNIST_IMAGES = 300
 TUNED_SEEDS = (0, 1, 2, 3, 5, 7)  # random nets whose hidden biases are tuned onto thresholds
@@ -254,7 +255,8 @@ def all_earliest(spec):
 @pytest.fixture(scope="module")
 def random_cases():
     cases = []
-    for kind, count in (("", N_PLAIN), ("relays", N_RELAYS), ("touching", N_TOUCHING)):
+    for kind, count in (("", N_PLAIN), ("relays", N_RELAYS), ("touching", N_TOUCHING),
+                        ("wide", N_WIDE)):
         for seed in range(count):
             spec, images = random_nets.random_network(seed, **({kind: True} if kind else {}))
             name = f"seed {seed} {kind}".rstrip()
@@ -566,7 +568,7 @@ def has_avx512f():
 
 def test_random_nets_exercise_the_fused_path(random_cases):
     fused = [c for c in random_cases if fused_layers(c.spec)]
-    assert len(random_cases) >= N_PLAIN + N_RELAYS + N_TOUCHING
+    assert len(random_cases) >= N_PLAIN + N_RELAYS + N_TOUCHING + N_WIDE
     assert len(fused) >= 0.4 * len(random_cases), \
         f"only {len(fused)} of {len(random_cases)} nets feed an `earliest` pool from a conv"
     # ... and the other paths: a certified layer feeding an `or` pool, a hidden dense layer,
