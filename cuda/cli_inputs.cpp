@@ -22,6 +22,7 @@
 #include "cli_common.hpp"
 #include "cli_images.hpp"
 #include "cli_inputs.hpp"
+#include "cli_npy.hpp"
 #include "cli_stream.hpp"
 
 namespace ttfs_cli {
@@ -31,37 +32,6 @@ namespace {
 struct Checks {
     bool allow_unscaled = false;
 };
-
-bool is_float(Element e) { return e == Element::F32 || e == Element::F64; }
-
-// The element type of a .npy dtype's type code (the descr without its byte-order character:
-// "u1", "f4", ...); false for a type no reader here accepts.
-bool npy_element(const std::string& type, Element& out) {
-    static const std::pair<const char*, Element> kTypes[] = {
-        {"u1", Element::U8},  {"i1", Element::I8},  {"i2", Element::I16}, {"u2", Element::U16},
-        {"i4", Element::I32}, {"u4", Element::U32}, {"i8", Element::I64}, {"u8", Element::U64},
-        {"f4", Element::F32}, {"f8", Element::F64}};
-    for (const auto& [code, element] : kTypes)
-        if (type == code) {
-            out = element;
-            return true;
-        }
-    return false;
-}
-const char* element_name(Element e) {
-    switch (e) {
-        case Element::U8: return "uint8";
-        case Element::I8: return "int8";
-        case Element::I16: return "int16";
-        case Element::U16: return "uint16";
-        case Element::I32: return "int32";
-        case Element::U32: return "uint32";
-        case Element::I64: return "int64";
-        case Element::U64: return "uint64";
-        case Element::F32: return "float32";
-        default: return "float64";
-    }
-}
 
 // An IDX, .npy or raw .bin file: a header, then n images of h x w x c elements.
 class ArraySource : public ImageSource {
@@ -272,52 +242,17 @@ private:
     }
 
     void open_npy(const std::string& model_path) {
-        uint8_t version[2];
-        stream_->read_exact(version, 2, "the .npy header");
-        uint32_t header_length = 0;
-        uint64_t prefix = 0;
-        if (version[0] == 1) {
-            uint8_t b[2];
-            stream_->read_exact(b, 2, "the .npy header");
-            header_length = uint32_t(b[0]) | (uint32_t(b[1]) << 8);
-            prefix = 10;
-        } else if (version[0] == 2 || version[0] == 3) {
-            uint8_t b[4];
-            stream_->read_exact(b, 4, "the .npy header");
-            header_length = little_endian_u32(b);
-            prefix = 12;
-        } else {
-            fail("images file " + stream_->name() + format(" is .npy format version %u; expected 1, 2 or 3", version[0]));
-        }
-        if (header_length > (1u << 20)) fail("images file " + stream_->name() + " has an oversized .npy header");
-        std::string header(header_length, '\0');
-        stream_->read_exact(&header[0], header_length, "the .npy header");
-        const std::string descr = npy_field(header, "descr");
-        const std::string order = npy_field(header, "fortran_order");
-        const std::string shape = npy_field(header, "shape");
-        if (order != "False")
+        const NpyHeader npy = read_npy_header(*stream_, "images file " + stream_->name());
+        if (npy.fortran_order)
             fail("images file " + stream_->name() + " is a Fortran-ordered .npy array; save a C-ordered one "
                  "(numpy.ascontiguousarray)");
-        parse_descr(descr);
-        // shape: "(a, b, c)" with a trailing comma for one dimension.
-        std::vector<uint64_t> dims;
-        for (size_t i = 0; i < shape.size();) {
-            if (std::isdigit(static_cast<unsigned char>(shape[i]))) {
-                char* end = nullptr;
-                errno = 0;
-                unsigned long long value = std::strtoull(shape.c_str() + i, &end, 10);
-                if (errno == ERANGE) fail("images file " + stream_->name() + ": a .npy dimension is too large");
-                dims.push_back(value);
-                i = size_t(end - shape.c_str());
-            } else {
-                ++i;
-            }
-        }
-        const std::string given = "(" + [&] {
-            std::string text;
-            for (size_t d = 0; d < dims.size(); ++d) text += (d ? ", " : "") + std::to_string(dims[d]);
-            return text;
-        }() + ")";
+        if (!npy.known_type)
+            fail("images file " + stream_->name() + " has .npy dtype " + quoted(npy.descr) +
+                 "; expected uint8 pixels, another integer type holding 0..255, or float32/float64 "
+                 "values in [0, 1]");
+        element_ = npy.element;
+        big_endian_ = npy.big_endian;
+        const std::vector<uint64_t>& dims = npy.dims;
         const int64_t h = shape_[0], w = shape_[1], c = shape_[2];
         auto is = [&](std::initializer_list<int64_t> want, size_t from) {
             if (dims.size() - from != want.size()) return false;
@@ -340,50 +275,14 @@ private:
             const std::string one_channel = c == 1 ? format(", (n, %" PRId64 ", %" PRId64 ") or (%" PRId64 ", %" PRId64 ")",
                                                             h, w, h, w)
                                                    : std::string();
-            fail("images in " + stream_->name() + " have shape " + given + " but model " + quoted(model_path) +
+            fail("images in " + stream_->name() + " have shape " + npy.shape_text() + " but model " +
+                 quoted(model_path) +
                  format(" expects (n, %" PRId64 ", %" PRId64 ", %" PRId64 ") or (%" PRId64 ", %" PRId64 ", %" PRId64 ")",
                         h, w, c, h, w, c) + one_channel);
         }
-        if (count_ == 0) fail("images file " + stream_->name() + " holds no images (shape " + given + ")");
-        check_size(prefix + header_length, format("%" PRIu64 " images of ", count_) + shape_text(h, w, c) + " " +
-                                               element_name(element_));
-    }
-
-    // The text of one value of the .npy header's Python dict literal.
-    std::string npy_field(const std::string& header, const std::string& key) const {
-        const std::string quoted_key = "'" + key + "'";
-        size_t at = header.find(quoted_key);
-        if (at == std::string::npos) fail("images file " + stream_->name() + ": the .npy header has no " + quoted_key);
-        at = header.find(':', at);
-        if (at == std::string::npos) fail("images file " + stream_->name() + ": malformed .npy header");
-        ++at;
-        while (at < header.size() && header[at] == ' ') ++at;
-        size_t end = at;
-        if (at < header.size() && header[at] == '\'') {
-            end = header.find('\'', at + 1);
-            if (end == std::string::npos) fail("images file " + stream_->name() + ": malformed .npy header");
-            return header.substr(at + 1, end - at - 1);
-        }
-        if (at < header.size() && header[at] == '(') {
-            end = header.find(')', at);
-            if (end == std::string::npos) fail("images file " + stream_->name() + ": malformed .npy header");
-            return header.substr(at, end - at + 1);
-        }
-        while (end < header.size() && header[end] != ',' && header[end] != '}') ++end;
-        return header.substr(at, end - at);
-    }
-
-    void parse_descr(const std::string& descr) {
-        bool ok = descr.size() >= 3;
-        char order = ok ? descr[0] : '?';
-        const std::string type = ok ? descr.substr(1) : "";
-        big_endian_ = order == '>';
-        ok = ok && (order == '<' || order == '>' || order == '|' || order == '=');
-        if (!npy_element(type, element_)) ok = false;
-        if (!ok)
-            fail("images file " + stream_->name() + " has .npy dtype " + quoted(descr) +
-                 "; expected uint8 pixels, another integer type holding 0..255, or float32/float64 "
-                 "values in [0, 1]");
+        if (count_ == 0) fail("images file " + stream_->name() + " holds no images (shape " + npy.shape_text() + ")");
+        check_size(npy.data_offset, format("%" PRIu64 " images of ", count_) + shape_text(h, w, c) + " " +
+                                        element_name(element_));
     }
 
     std::unique_ptr<Stream> stream_;
@@ -548,7 +447,7 @@ LabelSource::LabelSource(const std::string& path, uint64_t image_count, const st
     uint8_t header[8];
     size_t got = stream_->read_some(header, 8);
     if (got >= 6 && std::memcmp(header, "\x93NUMPY", 6) == 0) {
-        stream_->unread(header, got);
+        stream_->unread(header + 6, got - 6);  // open_npy() reads on from the magic
         open_npy();
     } else {
         if (got < 8)
@@ -605,48 +504,14 @@ void LabelSource::read(int32_t n, int32_t classes, std::vector<int32_t>& out) {
 }
 
 void LabelSource::open_npy() {
-    // Reuse the header parsing of the image reader by hand: a 1-D integer array.
-    uint8_t prefix[10];
-    stream_->read_exact(prefix, 8, "the .npy header");
-    uint32_t header_length;
-    if (prefix[6] == 1) {
-        stream_->read_exact(prefix + 8, 2, "the .npy header");
-        header_length = uint32_t(prefix[8]) | (uint32_t(prefix[9]) << 8);
-    } else {
-        uint8_t b[4];
-        stream_->read_exact(b, 4, "the .npy header");
-        header_length = little_endian_u32(b);
-    }
-    if (header_length > (1u << 20)) fail("labels file " + stream_->name() + " has an oversized .npy header");
-    std::string header(header_length, '\0');
-    stream_->read_exact(&header[0], header_length, "the .npy header");
-    auto field = [&](const char* key) {
-        size_t at = header.find(std::string("'") + key + "'");
-        if (at == std::string::npos) fail("labels file " + stream_->name() + ": malformed .npy header");
-        at = header.find(':', at) + 1;
-        while (at < header.size() && header[at] == ' ') ++at;
-        size_t end = at;
-        if (header[at] == '\'') return header.substr(at + 1, header.find('\'', at + 1) - at - 1);
-        if (header[at] == '(') return header.substr(at, header.find(')', at) - at + 1);
-        while (end < header.size() && header[end] != ',' && header[end] != '}') ++end;
-        return header.substr(at, end - at);
-    };
-    const std::string descr = field("descr"), shape = field("shape");
-    const std::string type = descr.size() >= 3 ? descr.substr(1) : "";
-    big_endian_ = !descr.empty() && descr[0] == '>';
-    if (!npy_element(type, element_) || is_float(element_))
-        fail("labels file " + stream_->name() + " has .npy dtype " + quoted(descr) + "; expected integers");
-    // "(n,)" : exactly one dimension.
-    unsigned long long n = 0;
-    int dims = 0;
-    for (size_t i = 0; i < shape.size(); ++i)
-        if (std::isdigit(static_cast<unsigned char>(shape[i]))) {
-            n = std::strtoull(shape.c_str() + i, nullptr, 10);
-            ++dims;
-            while (i + 1 < shape.size() && std::isdigit(static_cast<unsigned char>(shape[i + 1]))) ++i;
-        }
-    if (dims != 1 || field("fortran_order") != "False")
-        fail("labels file " + stream_->name() + " has .npy shape " + shape + "; expected one dimension (n,)");
-    count_ = n;
+    const std::string file = "labels file " + stream_->name();
+    const NpyHeader npy = read_npy_header(*stream_, file);
+    if (!npy.known_type || is_float(npy.element))
+        fail(file + " has .npy dtype " + quoted(npy.descr) + "; expected integers");
+    if (npy.dims.size() != 1 || npy.fortran_order)
+        fail(file + " has .npy shape " + npy.shape_text() + "; expected one dimension (n,)");
+    element_ = npy.element;
+    big_endian_ = npy.big_endian;
+    count_ = npy.dims[0];
 }
 }  // namespace ttfs_cli

@@ -48,6 +48,23 @@ protected:
 // Element types of array files.
 enum class Element { U8, I8, I16, U16, I32, U32, I64, U64, F32, F64 };
 
+inline bool is_float(Element e) { return e == Element::F32 || e == Element::F64; }
+
+inline const char* element_name(Element e) {
+    switch (e) {
+        case Element::U8: return "uint8";
+        case Element::I8: return "int8";
+        case Element::I16: return "int16";
+        case Element::U16: return "uint16";
+        case Element::I32: return "int32";
+        case Element::U32: return "uint32";
+        case Element::I64: return "int64";
+        case Element::U64: return "uint64";
+        case Element::F32: return "float32";
+        default: return "float64";
+    }
+}
+
 inline size_t element_size(Element e) {
     switch (e) {
         case Element::U8: case Element::I8: return 1;

@@ -15,9 +15,9 @@
 // --output writes one row per image as it goes.
 //
 // The units: cli_options (command line, --help), cli_inputs (images and labels, through
-// cli_stream; PNG/JPEG in cli_images), cli_session (the model and its session), cli_output
-// (JSON, tables, --output rows; efficiency figures from infer_efficiency.h), cli_info (--info),
-// cli_common (exit codes, CliError, string helpers). This file: the two modes (one image, a
+// cli_stream; .npy headers in cli_npy, PNG/JPEG in cli_images), cli_session (the model and its
+// session), cli_output (JSON, tables, --output rows; efficiency figures from
+// infer_efficiency.h), cli_info (--info), cli_common (exit codes, CliError, string helpers). This file: the two modes (one image, a
 // set) and main(), where every failure becomes one "ttfs-infer: error: ..." line.
 
 #include <algorithm>

@@ -403,6 +403,18 @@ def bad(files):
     npy("float_labels.npy", files["labels"].astype(np.float32))
     np.save(base / "fortran.npy", np.asfortranarray(np.zeros((2, 8, 8, 1), np.float32)))
     p["fortran.npy"] = base / "fortran.npy"
+    npy("labels_2d.npy", files["labels"].astype(np.int64).reshape(-1, 1))
+    # Hand-made .npy headers: a format version numpy never wrote, and a dimension past 64 bits.
+    def raw_npy(name, version, header):
+        text = header.encode("latin1")
+        (base / name).write_bytes(b"\x93NUMPY" + bytes([version, 0]) + len(text).to_bytes(2, "little")
+                                  + text)
+        p[name] = base / name
+    raw_npy("version9.npy", 9, "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 8, 8), }")
+    raw_npy("version9_labels.npy", 9, "{'descr': '|u1', 'fortran_order': False, 'shape': (8,), }")
+    raw_npy("huge_dim.npy", 1,
+            "{'descr': '|u1', 'fortran_order': False, 'shape': (99999999999999999999999, 8, 8), }")
+    raw_npy("no_shape.npy", 1, "{'descr': '|u1', 'fortran_order': False, }")
     gz = gzip.compress(files["idx"].read_bytes())
     (base / "truncated.idx.gz").write_bytes(gz[: len(gz) // 2])
     p["truncated.idx.gz"] = base / "truncated.idx.gz"
@@ -434,6 +446,13 @@ BAD = [
     ("npy fortran order", ["{vmem}", "{fortran.npy}"], 1, ["Fortran"]),
     ("npy float labels", ["{vmem}", "{idx}", "--labels", "{float_labels.npy}"], 1,
      ["float_labels.npy", "<f4", "expected integers"]),
+    ("npy 2-D labels", ["{vmem}", "{idx}", "--labels", "{labels_2d.npy}"], 1,
+     ["labels_2d.npy", "(12, 1)", "one dimension (n,)"]),
+    ("npy version", ["{vmem}", "{version9.npy}"], 1, ["version9.npy", "version 9", "1, 2 or 3"]),
+    ("npy labels version", ["{vmem}", "{idx}", "--labels", "{version9_labels.npy}"], 1,
+     ["labels file", "version9_labels.npy", "version 9"]),
+    ("npy dimension too large", ["{vmem}", "{huge_dim.npy}"], 1, ["huge_dim.npy", "too large"]),
+    ("npy header without shape", ["{vmem}", "{no_shape.npy}"], 1, ["no_shape.npy", "'shape'"]),
     ("truncated gzip", ["{vmem}", "{truncated.idx.gz}"], 1, ["truncated.idx.gz", "truncated"]),
     ("broken png", ["{vmem}", "{broken.png}"], 1, ["broken.png", "PNG"]),
     ("unknown format", ["{vmem}", "{mystery.dat}"], 1, ["47494638", "PNG or JPEG", ".npy", "IDX"]),
