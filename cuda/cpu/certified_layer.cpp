@@ -330,6 +330,35 @@ Bracket CertifiedLayer::bracket_of(size_t li) const {
                    layer.td_fire, layer.tau_fire, std::log(layer.vth0)};
 }
 
+// The second bound of an undecided neuron (docs/ENGINES.md, "Certified sums"): the same
+// interval, with E formed from the neuron's own |w| instead of the largest |w| of its channel
+// group, in 16 partial sums (at most 2 * fan_in + 34 roundings, within the bound's budget while
+// that is below 0.01 / u). False where it does not apply: a position that cannot be bounded.
+bool CertifiedLayer::refined_interval(size_t li, int32_t p, int32_t n, float& high, float& low) const {
+    const LayerPlan& plan = plans_[li];
+    const WindowGeometry& g = plan.geometry;
+    const float scale = sums_.scale()[p];
+    if (!(scale >= 0.0f) || 2 * int64_t(plan.fan_in) + 34 > 167772) return false;
+    const int32_t oh = p / g.out_w, ow = p % g.out_w;
+    const int32_t row_len = g.kernel_w * g.in_c;
+    const float* w = plan.weights_by_neuron.data() + size_t(n) * size_t(plan.fan_in);
+    float lanes[kLanes] = {};
+    for (int32_t kh = 0; kh < g.kernel_h; ++kh, w += row_len) {
+        const float* a = sums_.grid() + (ptrdiff_t(oh * g.stride_h + kh) * plan.grid_w + ow * g.stride_w) * g.in_c;
+        int32_t r = 0;
+        for (; r + kLanes <= row_len; r += kLanes)
+            for (int32_t l = 0; l < kLanes; ++l) lanes[l] += a[r + l] * std::fabs(w[r + l]);
+        for (; r < row_len; ++r) lanes[r % kLanes] += a[r] * std::fabs(w[r]);
+    }
+    float magnitude = std::fabs(model_.layers[li].bias[size_t(n)]);
+    for (int32_t l = 0; l < kLanes; ++l) magnitude += lanes[l];
+    const float v = sums_.sums()[ptrdiff_t(p) * plan.bound_stride + n];
+    const float eps = interval_eps(scale, magnitude, v);
+    high = v + eps;
+    low = v - eps;
+    return true;
+}
+
 // TTFS_CERTIFY=check: every neuron's exact potential against the interval that bracket() and
 // intervals() form around its certified sum (docs/ENGINES.md, "Certified sums"). Counts
 // only; the decisions are those of "on".
@@ -348,7 +377,11 @@ void CertifiedLayer::check_bounds(size_t li, const LayerInput& in) {
             if (!finite_ends(high, low)) continue;  // undecided: always recomputed
             const float exact_v = exact(li, p, n, in);
             ++bound_checked_[li];
-            bound_violated_[li] += low <= exact_v && exact_v <= high ? 0 : 1;
+            bool holds = low <= exact_v && exact_v <= high;
+            float refined_high, refined_low;  // the second bound must hold too
+            if (refined_interval(li, p, n, refined_high, refined_low) && finite_ends(refined_high, refined_low))
+                holds = holds && refined_low <= exact_v && exact_v <= refined_high;
+            bound_violated_[li] += holds ? 0 : 1;
         }
     }
 }
@@ -369,14 +402,25 @@ void CertifiedLayer::fire(size_t li, const LayerInput& in, int32_t* first) {
     int32_t* undecided = candidate_.data();
     const int32_t count = bracket(plan, layer, decision, sums_.sums(), width, positions, padded_c,
                                   out_c, sums_.scale(), high_.data(), low_.data(), first, undecided);
+    int64_t recomputed = 0;
     for (int32_t c = 0; c < count; ++c) {
         const int32_t i = undecided[c];
-        const float v = exact(li, i / out_c, i % out_c, in);
+        const int32_t p = i / out_c, n = i % out_c;
+        float high, low;
+        if (refined_interval(li, p, n, high, low)) {  // the second bound first, then exact
+            const int32_t j = high < decision.lowest ? -1 : decide(plan, layer, decision, high, low);
+            if (j != kUndecided) {
+                if (j >= 0) first[i] = layer.fire_start + j;
+                continue;
+            }
+        }
+        const float v = exact(li, p, n, in);
+        ++recomputed;
         const int32_t j = reaches(v, plan.lowest_threshold) ? crossing_from_lowest(plan, layer, v) : -1;
         if (j >= 0) first[i] = layer.fire_start + j;
     }
     checked_[li] += int64_t(positions) * out_c;
-    recomputed_[li] += count;
+    recomputed_[li] += recomputed;
 }
 
 // docs/ENGINES.md, "Certified sums": first_crossing() does not increase with the potential, so

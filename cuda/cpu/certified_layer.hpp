@@ -43,6 +43,7 @@ public:
     const float* scale() const { return scale_.data(); }
     // Per unit of the grid, its bin in ExactPotential (single-spike inputs).
     const int32_t* grid_bin() const { return grid_bin_.data(); }
+    const float* grid() const { return grid_.data(); }
 
 private:
     const Model& model_;
@@ -94,6 +95,7 @@ public:
 private:
     Bracket bracket_of(size_t li) const;
     void check_bounds(size_t li, const LayerInput& in);
+    bool refined_interval(size_t li, int32_t p, int32_t n, float& high, float& low) const;
     float exact(size_t li, int32_t p, int32_t n, const LayerInput& in) {
         return exact_.potential(li, p, n, in, sums_.grid_bin());
     }
