@@ -485,11 +485,11 @@ class ModeRuns:
     bounds: dict = field(default_factory=dict)
 
 
-def parse_stats(stderr, bounds):
-    """The TTFS_CERTIFY_STATS lines per (case, mode, record): {layer: (neurons, recomputed)};
-    TTFS_CERTIFY=check's bound counts into bounds[(case, mode, record, layer)]:
-    (neurons checked, neurons whose exact potential lay outside their interval)."""
-    stats, current = {}, None
+def parse_stats(stderr):
+    """The TTFS_CERTIFY_STATS lines: per (case, mode, record) {layer: (neurons, recomputed)},
+    and TTFS_CERTIFY=check's bound counts per (case, mode, record, layer): (neurons checked,
+    neurons whose exact potential lay outside their interval)."""
+    stats, bounds, current = {}, {}, None
     for line in stderr.splitlines():
         if line.startswith(MARK + " "):
             name, mode, record = line[len(MARK) + 1:].split("|")
@@ -502,7 +502,7 @@ def parse_stats(stderr, bounds):
             stats[current][match.group(1)] = (int(match.group(2)), int(match.group(3)))
             if match.group(4) is not None:
                 bounds[current + (match.group(1),)] = (int(match.group(4)), int(match.group(5)))
-    return stats
+    return stats, bounds
 
 
 @pytest.fixture(scope="module")
@@ -542,11 +542,11 @@ def mode_runs(tmp_path_factory, random_cases, mnist_case, tie_cases):
     for portable, (out, err) in finished.items():
         assert processes[portable].returncode == 0, \
             f"worker (portable={portable}) failed:\n{out}\n{err[-4000:]}"
-        bounds = {}
-        for (name, mode, record), layers in parse_stats(err, bounds).items():
-            runs.stats[(portable, name, mode, record)] = layers
-        for (name, mode, record, layer), counts in bounds.items():
-            runs.bounds[(portable, name, mode, record, layer)] = counts
+        stats, bounds = parse_stats(err)
+        for key, layers in stats.items():
+            runs.stats[(portable,) + key] = layers
+        for key, counts in bounds.items():
+            runs.bounds[(portable,) + key] = counts
         for k, case in enumerate(cases):
             with np.load(folder / f"{k}-{int(portable)}.npz") as arrays:
                 arrays = dict(arrays)

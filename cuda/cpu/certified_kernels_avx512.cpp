@@ -87,6 +87,14 @@ TTFS_AVX512 void window_columns(const WindowSums& d, int32_t q0) {
     for (int32_t p0 = 0; p0 < positions; p0 += NB) window_block<CH, NB>(d, p0, q0);
 }
 
+// window_columns<CH, nb>() for the block sizes window_sums_avx512() picks for wide rows.
+template <int CH>
+TTFS_AVX512 void window_columns(const WindowSums& d, int32_t q0, int32_t nb) {
+    if (nb == 8) window_columns<CH, 8>(d, q0);
+    else if (nb == 7) window_columns<CH, 7>(d, q0);
+    else window_columns<CH, 6>(d, q0);
+}
+
 TTFS_AVX512
 bool window_sums_avx512(const WindowSums& d) {
     const int32_t registers = d.width / kLanes;
@@ -101,16 +109,8 @@ bool window_sums_avx512(const WindowSums& d) {
         const int32_t nb = positions % 8 == 0 ? 8 : positions % 7 == 0 ? 7
                          : (positions + 7) / 8 * 8 <= (positions + 5) / 6 * 6 ? 8 : 6;
         int32_t q0 = 0;
-        for (; q0 + 2 <= registers; q0 += 2) {
-            if (nb == 8) window_columns<2, 8>(d, q0);
-            else if (nb == 7) window_columns<2, 7>(d, q0);
-            else window_columns<2, 6>(d, q0);
-        }
-        if (q0 < registers) {
-            if (nb == 8) window_columns<1, 8>(d, q0);
-            else if (nb == 7) window_columns<1, 7>(d, q0);
-            else window_columns<1, 6>(d, q0);
-        }
+        for (; q0 + 2 <= registers; q0 += 2) window_columns<2>(d, q0, nb);
+        if (q0 < registers) window_columns<1>(d, q0, nb);
         return true;
     }
     // Narrower rows: all their registers at once, in blocks of 2-8 positions.

@@ -14,6 +14,10 @@ namespace cpu {
 
 namespace {
 
+// The most roundings a bound may count: ops * u must stay below 0.01 (docs/ENGINES.md), so
+// ops < 0.01 / u = 167 772.
+constexpr int32_t kMostOps = 167772;
+
 // The largest scratch any certified layer of the model needs.
 struct CertifiedSizes {
     size_t grid = 0, cells = 0, sums = 0, positions = 0, neurons = 0, neurons_padded = 0;
@@ -168,15 +172,15 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     // row's length serves (a little looser, much cheaper).
     float* scale = scale_.data();
     const bool recompute_all = certify == Certify::kRecompute;
-    // ops < 0.01 / u = 167 772 (else -1: not boundable); ops and 1.1 * u are exact enough
-    // in float (an integer below 2^24; 1.1f > 1.1).
+    // ops up to kMostOps (else -1: not boundable); ops and 1.1 * u are exact enough in float
+    // (an integer below 2^24; 1.1f > 1.1).
     const auto capped = [](double ops) { return int32_t(std::min(double(1 << 30), ops)); };
+    const int32_t most_ops = recompute_all ? -1 : kMostOps;
+    const auto factor = [most_ops](int32_t ops) { return ops <= most_ops ? float(ops) * (1.1f * 0x1p-24f) : -1.0f; };
     const int32_t fixed_ops = capped(g.kernel_h + 1 + engine_ops + activation_ops);
-    const int32_t most_ops = recompute_all ? -1 : 167772;
     const int32_t row_len = g.kernel_w * g.in_c;
     if (row_len <= kLanes) {
-        const int32_t ops = per_term * row_len + fixed_ops;
-        std::fill(scale, scale + g.positions(), ops <= most_ops ? float(ops) * (1.1f * 0x1p-24f) : -1.0f);
+        std::fill(scale, scale + g.positions(), factor(per_term * row_len + fixed_ops));
         return;
     }
     // Where each unit spikes at most once, the window's own count of nonzero activations nz
@@ -212,7 +216,7 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
             const int32_t ops = per_term * most[ow] +
                                 (window_count ? window_fixed_ops + std::min(engine_cap, total[ow] + 4)
                                               : fixed_ops);
-            row_scale[ow] = ops <= most_ops ? float(ops) * (1.1f * 0x1p-24f) : -1.0f;
+            row_scale[ow] = factor(ops);
         }
     }
 }
@@ -338,7 +342,7 @@ bool CertifiedLayer::refined_interval(size_t li, int32_t p, int32_t n, float& hi
     const LayerPlan& plan = plans_[li];
     const WindowGeometry& g = plan.geometry;
     const float scale = sums_.scale()[p];
-    if (!(scale >= 0.0f) || 2 * int64_t(plan.fan_in) + 34 > 167772) return false;
+    if (!(scale >= 0.0f) || 2 * int64_t(plan.fan_in) + 34 > kMostOps) return false;
     const int32_t oh = p / g.out_w, ow = p % g.out_w;
     const int32_t row_len = g.kernel_w * g.in_c;
     const float* w = plan.weights_by_neuron.data() + size_t(n) * size_t(plan.fan_in);

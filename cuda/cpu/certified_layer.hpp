@@ -53,7 +53,9 @@ private:
     std::vector<int32_t> grid_bin_;   // per grid unit its bin in exact_potential()
     std::vector<int32_t> cell_nonzero_, area_, step_count_;
     std::vector<uint64_t> row_bits_;  // grid_rows_avx512() scratch
-    std::vector<int32_t> most_;       // per output column, its bound's count
+    // Per output column of one output row: the most nonzero activations in one kernel row of
+    // its window, then (from index positions on) those in the whole window.
+    std::vector<int32_t> most_;
 };
 
 class ExactPotential {
