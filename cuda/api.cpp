@@ -6,14 +6,12 @@
 // std::bad_alloc becomes TTFS_ERR_OUT_OF_MEMORY, anything else TTFS_ERR_INTERNAL, and the
 // message of the last failure on a thread is kept for ttfs_last_error().
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <sstream>
 #include <string>
