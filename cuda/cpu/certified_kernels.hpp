@@ -27,6 +27,24 @@ namespace cpu {
 // one kernel row of its window) + kernel_h + 1 roundings, per_term being what window_sums()
 // returns. Order and fused multiply-adds are free here: the caller relies only on that
 // rounding count (docs/ENGINES.md).
+// The AVX-512 window sums over nonzero activations only: each grid cell's nonzero activations
+// listed (value, and the offset of its weight row within a kernel row: c * width, with kLanes
+// entries of slack), cell_stride entries per cell; then one position's kernel row at a time.
+struct SparseScratch {
+    int32_t* cell_offset;
+    float* cell_value;
+    int32_t* cell_count;
+    int32_t* list_offset;
+    float* list_value;
+    int32_t cell_stride;
+};
+
+// The entries SparseScratch needs for a layer: per cell, and for one position's list.
+inline int32_t sparse_cell_stride(int32_t in_c) { return (in_c + 15) / 16 * 16 + 16; }
+inline int32_t sparse_list_entries(int32_t in_c, int32_t kernel_w) {
+    return kernel_w * ((in_c + 15) / 16 * 16) + 16;
+}
+
 struct WindowSums {
     const float* grid;
     int32_t grid_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
@@ -35,6 +53,9 @@ struct WindowSums {
     int32_t width;
     float* out;            // out_h * out_w rows of width floats
     float* row;            // scratch, width floats (the portable variant)
+    // Scratch for the AVX-512 variant's sums over nonzero activations only (null: dense sums
+    // only); see SparseScratch.
+    const SparseScratch* sparse;
 };
 
 // guess16()'s table size: fire windows up to this long get the vectorised first guess.

@@ -21,7 +21,7 @@ constexpr int32_t kMostOps = 167772;
 // The largest scratch any certified layer of the model needs.
 struct CertifiedSizes {
     size_t grid = 0, cells = 0, sums = 0, positions = 0, neurons = 0, neurons_padded = 0;
-    size_t widest = 0, longest = 0, row_units = 0, stride = 0;
+    size_t widest = 0, longest = 0, row_units = 0, stride = 0, cell_entries = 0, listed_cells = 0, list_entries = 0;
 
     CertifiedSizes(const std::vector<LayerPlan>& plans) {
         for (size_t li = 0; li < plans.size(); ++li) {
@@ -38,6 +38,10 @@ struct CertifiedSizes {
             stride = std::max(stride, size_t(plan.bound_stride));
             longest = std::max(longest, size_t(plans[plans[li - 1].source].window_len));
             row_units = std::max(row_units, size_t(g.in_w) * size_t(g.in_c));
+            const size_t grid_cells = plan.grid_floats / size_t(g.in_c);
+            listed_cells = std::max(listed_cells, grid_cells);
+            cell_entries = std::max(cell_entries, grid_cells * size_t(sparse_cell_stride(g.in_c)));
+            list_entries = std::max(list_entries, size_t(sparse_list_entries(g.in_c, g.kernel_w)));
         }
     }
 };
@@ -54,6 +58,11 @@ CertifiedSums::CertifiedSums(const Model& model, const std::vector<LayerPlan>& p
     memory.take(grid_, size.grid, 0.0f);
     memory.take(grid_bin_, size.grid, 0);
     memory.take(row_bits_, size.row_units / 64 + 2, 0);
+    memory.take(cell_offset_, size.cell_entries, 0);
+    memory.take(cell_value_, size.cell_entries, 0.0f);
+    memory.take(cell_count_, size.listed_cells, 0);
+    memory.take(list_offset_, size.list_entries, 0);
+    memory.take(list_value_, size.list_entries, 0.0f);
     memory.take(cell_nonzero_, size.cells, 0);
     memory.take(area_, size.cells, 0);
     memory.take(layer_sums_, size.sums, 0.0f);
@@ -161,9 +170,11 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     // The certified sums of every position.
     const int32_t width = plan.bound_stride;
     float* sums = layer_sums_.data();
+    const SparseScratch sparse{cell_offset_.data(), cell_value_.data(), cell_count_.data(),
+                               list_offset_.data(), list_value_.data(), sparse_cell_stride(g.in_c)};
     const WindowSums job{grid, plan.grid_w, g.in_c, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
                          g.stride_h, g.stride_w, plan.bound_weights.data(),
-                         plan.bound_bias.data(), width, sums, row_.data()};
+                         plan.bound_bias.data(), width, sums, row_.data(), &sparse};
     const int32_t per_term = window_sums(job);
     // Per position its bound's factor: gamma(ops) = ops * u / (1 - ops * u) <= 1.0102 *
     // ops * u while ops * u <= 0.01; 1.1 covers that, the activations' own error and the

@@ -48,11 +48,14 @@ public:
 private:
     const Model& model_;
     const std::vector<LayerPlan>& plans_;
-    std::vector<float> grid_, layer_sums_, scale_;
+    LineVector<float> grid_, layer_sums_, scale_;
     std::vector<float> row_;          // window_sums()' scratch
     std::vector<int32_t> grid_bin_;   // per grid unit its bin in exact_potential()
     std::vector<int32_t> cell_nonzero_, area_, step_count_;
     std::vector<uint64_t> row_bits_;  // grid_rows_avx512() scratch
+    // window_sums()' lists of nonzero activations (SparseScratch).
+    LineVector<int32_t> cell_offset_, cell_count_, list_offset_;
+    LineVector<float> cell_value_, list_value_;
     // Per output column of one output row: the most nonzero activations in one kernel row of
     // its window, then (from index positions on) those in the whole window.
     std::vector<int32_t> most_;
@@ -109,8 +112,8 @@ private:
     Certify certify_ = Certify::kOn;
     CertifiedSums sums_;
     ExactPotential exact_;
-    std::vector<float> high_, low_;                    // bracket(): one position's ends
-    std::vector<float> interval_high_, interval_low_;  // fire_into_pool(): per neuron, padded
+    LineVector<float> high_, low_;                     // bracket(): one position's ends
+    LineVector<float> interval_high_, interval_low_;   // fire_into_pool(): per neuron, padded
     std::vector<int32_t> candidate_;                   // the undecided neurons or pool units
     std::vector<int64_t> checked_, recomputed_, bound_checked_, bound_violated_;
 };
