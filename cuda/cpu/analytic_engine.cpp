@@ -219,20 +219,8 @@ std::unique_ptr<Workspace> make_analytic_workspace(const Model& model, const std
     return workspace;
 }
 
-const std::vector<int64_t>& certified_checked(const Workspace& analytic) {
-    return static_cast<const AnalyticWorkspace&>(analytic).certified().checked();
-}
-
-const std::vector<int64_t>& certified_recomputed(const Workspace& analytic) {
-    return static_cast<const AnalyticWorkspace&>(analytic).certified().recomputed();
-}
-
-const std::vector<int64_t>& certified_bound_checked(const Workspace& analytic) {
-    return static_cast<const AnalyticWorkspace&>(analytic).certified().bound_checked();
-}
-
-const std::vector<int64_t>& certified_bound_violated(const Workspace& analytic) {
-    return static_cast<const AnalyticWorkspace&>(analytic).certified().bound_violated();
+const CertifiedCounts& certified_counts(const Workspace& analytic) {
+    return static_cast<const AnalyticWorkspace&>(analytic).certified().counts();
 }
 
 }  // namespace cpu

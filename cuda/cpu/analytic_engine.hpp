@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "cpu/certified_layer.hpp"
 #include "cpu/workspace.hpp"
 
 namespace ttfs {
@@ -17,12 +18,8 @@ namespace cpu {
 std::unique_ptr<Workspace> make_analytic_workspace(const Model& model, const std::vector<LayerPlan>& plans,
                                                    Memory& memory, Certify certify);
 
-// TTFS_CERTIFY_STATS: per layer, the neurons an analytic workspace has decided by certified
-// sums so far, and those it recomputed exactly.
-const std::vector<int64_t>& certified_checked(const Workspace& analytic);
-const std::vector<int64_t>& certified_recomputed(const Workspace& analytic);
-const std::vector<int64_t>& certified_bound_checked(const Workspace& analytic);
-const std::vector<int64_t>& certified_bound_violated(const Workspace& analytic);
+// TTFS_CERTIFY_STATS: what an analytic workspace's certified sums did so far, per layer.
+const CertifiedCounts& certified_counts(const Workspace& analytic);
 
 }  // namespace cpu
 }  // namespace ttfs

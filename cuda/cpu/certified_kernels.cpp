@@ -53,12 +53,15 @@ bool use_avx512() {
 
 // Roundings per nonzero term of window_sums() on this machine: 1 (fused multiply-add) where a
 // width has an AVX-512 variant, else 2.
-int32_t window_sums(const WindowSums& d) {
+SumsMade window_sums(const WindowSums& d) {
 #if TTFS_HAVE_AVX512_VARIANT
-    if (use_avx512() && window_sums_avx512(d)) return 1;
+    if (use_avx512()) {
+        const AvxSums made = window_sums_avx512(d);
+        if (made != AvxSums::kNotMade) return SumsMade{1, made == AvxSums::kNonzeroOnly};
+    }
 #endif
     window_sums_portable(d);
-    return 2;
+    return SumsMade{2, false};
 }
 
 // For every position p: the interval ends of its neurons (eps from scale[p]; a position with

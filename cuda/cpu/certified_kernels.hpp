@@ -40,7 +40,7 @@ struct SparseScratch {
 };
 
 // The entries SparseScratch needs for a layer: per cell, and for one position's list.
-inline int32_t sparse_cell_stride(int32_t in_c) { return (in_c + 15) / 16 * 16 + 16; }
+inline int32_t sparse_cell_stride(int32_t in_c) { return (in_c + 15) / 16 * 16; }
 inline int32_t sparse_list_entries(int32_t in_c, int32_t kernel_w) {
     return kernel_w * ((in_c + 15) / 16 * 16) + 16;
 }
@@ -154,9 +154,16 @@ struct GridJob {
 
 // The kernels (certified_kernels.cpp has each one's contract next to its portable variant).
 
-// The certified sums of every position (see WindowSums); returns the roundings per nonzero
-// term: 1 for the AVX-512 variant (fused multiply-adds), 2 for the portable one.
-int32_t window_sums(const WindowSums& d);
+// How window_sums() formed the sums: the roundings per nonzero term (1 for the AVX-512
+// variants, fused multiply-adds; 2 for the portable one), and whether over the nonzero
+// activations only (AVX-512; the dense sums otherwise).
+struct SumsMade {
+    int32_t per_term;
+    bool nonzero_only;
+};
+
+// The certified sums of every position (see WindowSums).
+SumsMade window_sums(const WindowSums& d);
 
 // The intervals of a certified layer's neurons and the fire steps they decide; the undecided
 // neurons listed, ascending. Returns how many.
@@ -178,8 +185,9 @@ int32_t pool_verdicts(const LayerPlan& plan, const Layer& layer, const Bracket& 
 
 #if TTFS_HAVE_AVX512_VARIANT
 // The AVX-512 variants (certified_kernels_avx512.cpp), called by the functions above when
-// use_avx512(); window_sums_avx512 returns false for a width it has no variant for.
-bool window_sums_avx512(const WindowSums& d);
+// use_avx512(); window_sums_avx512 returns kNotMade for a width it has no variant for.
+enum class AvxSums { kNotMade, kDense, kNonzeroOnly };
+AvxSums window_sums_avx512(const WindowSums& d);
 int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
                        const float* sums, int32_t width, int32_t positions, int32_t padded_c,
                        int32_t out_c, const float* scale, float* high, float* low,

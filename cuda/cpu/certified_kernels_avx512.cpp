@@ -197,18 +197,18 @@ TTFS_AVX512 void sparse_sums(const WindowSums& d) {
         for (int32_t p = 0; p < positions; ++p) sparse_position<CH>(d, p, kh);
 }
 
-// The sums over nonzero activations where they pay (false, nothing done, elsewhere): where at
-// most a share of the activations is nonzero that grows with the row's registers, from 0.15
-// for 2 to 0.4 for 4 or more (measured against the dense sums on this file's layouts; with
-// one register the dense sums always win).
+// The sums over nonzero activations where they pay (false, nothing done, elsewhere). Measured
+// against the dense sums on layers of 8-128 channels: they win where a kernel row holds at
+// least 40 activations (fewer: the lists cost more than the zeros they skip) and at most a
+// share of 0.4 of the activations is nonzero for rows of 4 registers or more, 0.2 for 3; with
+// fewer registers the dense sums win.
 TTFS_AVX512 bool sparse_window_sums(const WindowSums& d) {
     const int32_t registers = d.width / kLanes;
-    if (d.sparse == nullptr || registers < 2 || registers > 12) return false;
+    if (d.sparse == nullptr || registers < 3 || registers > 12 || d.kernel_w * d.in_c < 40) return false;
     const int32_t cells = ((d.out_h - 1) * d.stride_h + d.kernel_h) * d.grid_w;
-    const double share = std::min(0.4, 0.15 * (registers - 1));
+    const double share = registers == 3 ? 0.2 : 0.4;
     if (double(list_cells(d, cells)) > share * double(cells) * d.in_c) return false;
     switch (registers) {
-        case 2: sparse_sums<2>(d); return true;
         case 3: sparse_sums<3>(d); return true;
         case 4: sparse_sums<4>(d); return true;
         case 5: sparse_sums<5>(d); return true;
@@ -223,8 +223,8 @@ TTFS_AVX512 bool sparse_window_sums(const WindowSums& d) {
 }
 
 TTFS_AVX512
-bool window_sums_avx512(const WindowSums& d) {
-    if (sparse_window_sums(d)) return true;
+AvxSums window_sums_avx512(const WindowSums& d) {
+    if (sparse_window_sums(d)) return AvxSums::kNonzeroOnly;
     const int32_t registers = d.width / kLanes;
     const int32_t positions = d.out_h * d.out_w;
     if (registers > 6 && positions >= 6) {
@@ -239,18 +239,18 @@ bool window_sums_avx512(const WindowSums& d) {
         int32_t q0 = 0;
         for (; q0 + 2 <= registers; q0 += 2) window_columns<2>(d, q0, nb);
         if (q0 < registers) window_columns<1>(d, q0, nb);
-        return true;
+        return AvxSums::kDense;
     }
     // Narrower rows: all their registers at once, in blocks of 2-8 positions.
     switch (registers) {
-        case 1: window_columns<1, 8>(d, 0); return true;
-        case 2: window_columns<2, 8>(d, 0); return true;
-        case 3: window_columns<3, 6>(d, 0); return true;
-        case 4: window_columns<4, 5>(d, 0); return true;
-        case 5: window_columns<5, 4>(d, 0); return true;
-        case 6: window_columns<6, 3>(d, 0); return true;
-        case 9: window_columns<9, 2>(d, 0); return true;
-        default: return false;
+        case 1: window_columns<1, 8>(d, 0); return AvxSums::kDense;
+        case 2: window_columns<2, 8>(d, 0); return AvxSums::kDense;
+        case 3: window_columns<3, 6>(d, 0); return AvxSums::kDense;
+        case 4: window_columns<4, 5>(d, 0); return AvxSums::kDense;
+        case 5: window_columns<5, 4>(d, 0); return AvxSums::kDense;
+        case 6: window_columns<6, 3>(d, 0); return AvxSums::kDense;
+        case 9: window_columns<9, 2>(d, 0); return AvxSums::kDense;
+        default: return AvxSums::kNotMade;
     }
 }
 

@@ -78,7 +78,7 @@ CertifiedSums::CertifiedSums(const Model& model, const std::vector<LayerPlan>& p
 // of both ends of the interval agree, that is the neuron's fire step; elsewhere (a few
 // neurons per image) ExactPotential forms the exact potential with the operations of the
 // stepped engine. The result is the same bits either way.
-void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
+bool CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     const Layer& layer = model_.layers[li];
     const LayerPlan& plan = plans_[li];
     const LayerPlan& input_plan = plans_[li - 1];
@@ -175,7 +175,8 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     const WindowSums job{grid, plan.grid_w, g.in_c, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
                          g.stride_h, g.stride_w, plan.bound_weights.data(),
                          plan.bound_bias.data(), width, sums, row_.data(), &sparse};
-    const int32_t per_term = window_sums(job);
+    const SumsMade made = window_sums(job);
+    const int32_t per_term = made.per_term;
     // Per position its bound's factor: gamma(ops) = ops * u / (1 - ops * u) <= 1.0102 *
     // ops * u while ops * u <= 0.01; 1.1 covers that, the activations' own error and the
     // rounding of the bound's sum. The nonzero terms of each kernel row of a window come
@@ -192,7 +193,7 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     const int32_t row_len = g.kernel_w * g.in_c;
     if (row_len <= kLanes) {
         std::fill(scale, scale + g.positions(), factor(per_term * row_len + fixed_ops));
-        return;
+        return made.nonzero_only;
     }
     // Where each unit spikes at most once, the window's own count of nonzero activations nz
     // bounds V's roundings as well (docs/ENGINES.md, "Certified sums"): a term's bin shares
@@ -230,6 +231,7 @@ void CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
             row_scale[ow] = factor(ops);
         }
     }
+    return made.nonzero_only;
 }
 
 // ---- ExactPotential -----------------------------------------------------------------------
@@ -325,10 +327,9 @@ CertifiedLayer::CertifiedLayer(const Model& model, const std::vector<LayerPlan>&
     memory.take(high_, size.widest + kLanes, 0.0f);
     memory.take(low_, size.widest + kLanes, 0.0f);
     memory.take(candidate_, std::max(size.neurons, size.neurons_padded), 0);
-    memory.take(checked_, model.layers.size(), 0);
-    memory.take(recomputed_, model.layers.size(), 0);
-    memory.take(bound_checked_, model.layers.size(), 0);
-    memory.take(bound_violated_, model.layers.size(), 0);
+    for (std::vector<int64_t>* count : {&counts_.checked, &counts_.recomputed, &counts_.nonzero_only,
+                                        &counts_.bound_checked, &counts_.bound_violated})
+        memory.take(*count, model.layers.size(), 0);
 }
 
 // Bracket's view of layer li's thresholds and crossing index.
@@ -391,12 +392,12 @@ void CertifiedLayer::check_bounds(size_t li, const LayerInput& in) {
             const float high = v[n] + eps, low = v[n] - eps;
             if (!finite_ends(high, low)) continue;  // undecided: always recomputed
             const float exact_v = exact(li, p, n, in);
-            ++bound_checked_[li];
+            ++counts_.bound_checked[li];
             bool holds = low <= exact_v && exact_v <= high;
             float refined_high, refined_low;  // the second bound must hold too
             if (refined_interval(li, p, n, refined_high, refined_low) && finite_ends(refined_high, refined_low))
                 holds = holds && refined_low <= exact_v && exact_v <= refined_high;
-            bound_violated_[li] += holds ? 0 : 1;
+            counts_.bound_violated[li] += holds ? 0 : 1;
         }
     }
 }
@@ -409,7 +410,7 @@ void CertifiedLayer::fire(size_t li, const LayerInput& in, int32_t* first) {
     const WindowGeometry& g = plan.geometry;
     const int32_t width = plan.bound_stride, padded_c = plan.padded_c, out_c = g.out_c;
     const int32_t positions = g.positions();
-    sums_.form(li, in, certify_);
+    counts_.nonzero_only[li] += sums_.form(li, in, certify_) ? 1 : 0;
     if (certify_ == Certify::kCheck) check_bounds(li, in);
     // The verdicts; the undecided neurons' exact potentials.
     const Bracket decision = bracket_of(li);
@@ -434,8 +435,8 @@ void CertifiedLayer::fire(size_t li, const LayerInput& in, int32_t* first) {
         const int32_t j = reaches(v, plan.lowest_threshold) ? crossing_from_lowest(plan, layer, v) : -1;
         if (j >= 0) first[i] = layer.fire_start + j;
     }
-    checked_[li] += int64_t(positions) * out_c;
-    recomputed_[li] += recomputed;
+    counts_.checked[li] += int64_t(positions) * out_c;
+    counts_.recomputed[li] += recomputed;
 }
 
 // docs/ENGINES.md, "Certified sums": first_crossing() does not increase with the potential, so
@@ -449,7 +450,7 @@ int32_t CertifiedLayer::fire_into_pool(size_t li, const LayerInput& in, int32_t*
     const LayerPlan& plan = plans_[li];
     const WindowGeometry& g = plan.geometry;
     const int32_t padded_c = plan.padded_c, out_c = g.out_c, positions = g.positions();
-    sums_.form(li, in, certify_);
+    counts_.nonzero_only[li] += sums_.form(li, in, certify_) ? 1 : 0;
     if (certify_ == Certify::kCheck) check_bounds(li, in);
     float* high = interval_high_.data();
     float* low = interval_low_.data();
@@ -476,8 +477,8 @@ int32_t CertifiedLayer::fire_into_pool(size_t li, const LayerInput& in, int32_t*
                                       low, recomputed);
         time[unit] = j >= 0 ? layer.fire_start + j : kNever;
     }
-    checked_[li] += int64_t(positions) * out_c;
-    recomputed_[li] += recomputed;
+    counts_.checked[li] += int64_t(positions) * out_c;
+    counts_.recomputed[li] += recomputed;
     return count;
 }
 

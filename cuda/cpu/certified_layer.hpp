@@ -31,6 +31,17 @@ struct LayerInput {
     const int32_t* single;
 };
 
+// What the certified sums did so far, per layer (TTFS_CERTIFY_STATS).
+struct CertifiedCounts {
+    // Neurons decided by certified sums, and those recomputed exactly.
+    std::vector<int64_t> checked, recomputed;
+    // Images whose sums were formed over the nonzero activations only.
+    std::vector<int64_t> nonzero_only;
+    // With TTFS_CERTIFY=check: neurons whose exact potential was compared with their interval,
+    // and those outside it (a bound that does not hold: a bug).
+    std::vector<int64_t> bound_checked, bound_violated;
+};
+
 class CertifiedSums {
 public:
     CertifiedSums(const Model& model, const std::vector<LayerPlan>& plans, Memory& memory);
@@ -38,7 +49,8 @@ public:
     // Layer li's certified sums (sums(): bound_stride floats per position, the neurons' then
     // the bound lanes) and the factor of each position's bound (scale(): -1 where a position
     // cannot be bounded, and everywhere under TTFS_CERTIFY=recompute).
-    void form(size_t li, const LayerInput& in, Certify certify);
+    // Returns whether the sums ran over the nonzero activations only.
+    bool form(size_t li, const LayerInput& in, Certify certify);
     const float* sums() const { return layer_sums_.data(); }
     const float* scale() const { return scale_.data(); }
     // Per unit of the grid, its bin in ExactPotential (single-spike inputs).
@@ -89,13 +101,7 @@ public:
     // (kNever: none); returns layer li's spike count (its first-spike times are not formed).
     int32_t fire_into_pool(size_t li, const LayerInput& in, int32_t* pool_time);
 
-    // Per layer: neurons decided by certified sums so far, and those recomputed exactly.
-    const std::vector<int64_t>& checked() const { return checked_; }
-    const std::vector<int64_t>& recomputed() const { return recomputed_; }
-    // Per layer, with TTFS_CERTIFY=check: neurons whose exact potential was compared with
-    // their interval, and those outside it (a bound that does not hold: a bug).
-    const std::vector<int64_t>& bound_checked() const { return bound_checked_; }
-    const std::vector<int64_t>& bound_violated() const { return bound_violated_; }
+    const CertifiedCounts& counts() const { return counts_; }
 
 private:
     Bracket bracket_of(size_t li) const;
@@ -115,7 +121,7 @@ private:
     LineVector<float> high_, low_;                     // bracket(): one position's ends
     LineVector<float> interval_high_, interval_low_;   // fire_into_pool(): per neuron, padded
     std::vector<int32_t> candidate_;                   // the undecided neurons or pool units
-    std::vector<int64_t> checked_, recomputed_, bound_checked_, bound_violated_;
+    CertifiedCounts counts_;
 };
 
 }  // namespace cpu

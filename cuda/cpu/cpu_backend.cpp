@@ -57,16 +57,20 @@ public:
         if (!report_ || engine_ != TTFS_ENGINE_ANALYTIC) return;
         for (size_t li = 0; li < model_->layers.size(); ++li) {
             if (!plans_[li].certified) continue;
-            int64_t checked = 0, recomputed = 0, bound_checked = 0, bound_violated = 0;
+            int64_t checked = 0, recomputed = 0, nonzero_only = 0, bound_checked = 0, bound_violated = 0;
             for (const auto& ws : workspaces_) {
-                checked += certified_checked(*ws)[li];
-                recomputed += certified_recomputed(*ws)[li];
-                bound_checked += certified_bound_checked(*ws)[li];
-                bound_violated += certified_bound_violated(*ws)[li];
+                const CertifiedCounts& counts = certified_counts(*ws);
+                checked += counts.checked[li];
+                recomputed += counts.recomputed[li];
+                nonzero_only += counts.nonzero_only[li];
+                bound_checked += counts.bound_checked[li];
+                bound_violated += counts.bound_violated[li];
             }
-            std::fprintf(stderr, "ttfs certified sums: layer %s: %lld neurons, %lld recomputed exactly",
+            std::fprintf(stderr,
+                         "ttfs certified sums: layer %s: %lld neurons, %lld recomputed exactly, "
+                         "%lld images summed over nonzero activations only",
                          model_->layers[li].name.c_str(), static_cast<long long>(checked),
-                         static_cast<long long>(recomputed));
+                         static_cast<long long>(recomputed), static_cast<long long>(nonzero_only));
             if (certify_ == Certify::kCheck)
                 std::fprintf(stderr, ", bound checked on %lld, violated by %lld",
                              static_cast<long long>(bound_checked), static_cast<long long>(bound_violated));
