@@ -78,17 +78,21 @@ def _append_pool(rng, layers, activation, name, gate_rng):
     return patches.reshape(n, oh, ow, size_p[0] * size_p[1], shape[2]).max(axis=3)
 
 
-def random_network(seed, overlapping=False, touching=False, relays=False, wide=False):
+def random_network(seed, overlapping=False, touching=False, relays=False, wide=False, sparse=False):
     """overlapping: T_s <= T_d - 2, so that a layer integrates spikes after its first fire step
     (only the stepped engine accepts it). touching: T_s = T_d - 1, the last integrated spike
     arrives exactly at the first fire step, before the fire check: still non-overlapping.
     relays: also a maxpool straight after the input and pools of pools (a relayed unit then
     carries the spikes of several pool windows). wide: convolutions of 97-150 channels (the
     analytic engine's certified sums take rows that wide two registers at a time, over blocks
-    of positions that may span output rows and end short)."""
+    of positions that may span output rows and end short). sparse: two or three convolutions
+    of 40-70 channels, kernels up to 5 wide, of which 5-30 % of neurons fire (the AVX-512
+    variant sums such layers over their nonzero activations only)."""
     key = [seed, 7919 if overlapping else 0, 104729 if touching else 0, 15485863 if relays else 0]
     if wide:
         key.append(32452843)
+    if sparse:
+        key.append(49979687)
     rng = np.random.default_rng(key)
     gate_rng = np.random.default_rng(key + [2])  # which pools are `gated`
     size = int(rng.integers(4, 13))
@@ -112,16 +116,18 @@ def random_network(seed, overlapping=False, touching=False, relays=False, wide=F
     if relays and min(shape[:2]) >= 3:
         activation = _append_pool(rng, layers, activation, "pool0", gate_rng)
         shape = activation.shape[1:]
-    n_conv = int(rng.integers(1, 4))
+    n_conv = int(rng.integers(2 if sparse else 1, 4))
+    widest_kernel = 6 if sparse else 4
     for ci in range(n_conv):
-        k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        k = (int(rng.integers(1, widest_kernel)), int(rng.integers(1, widest_kernel)))
         stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         padding = "same" if (rng.random() < 0.5 or min(shape[:2]) < max(k)) else "valid"
-        filters = int(rng.integers(97, 151)) if wide else int(rng.integers(1, 7))
+        filters = (int(rng.integers(97, 151)) if wide else int(rng.integers(40, 71)) if sparse
+                   else int(rng.integers(1, 7)))
         layer_neuron = _neuron(rng)
         weights, bias, activation = _scaled_weights(
             rng, activation, (k[0], k[1], shape[2], filters), layer_neuron, t_d,
-            lambda a, w: _conv_ann(a, w, stride, padding))
+            lambda a, w: _conv_ann(a, w, stride, padding), firing=(0.05, 0.3) if sparse else (0.2, 0.7))
         layers.append(conv2d(f"conv{ci + 1}", weights, bias, stride=stride, padding=padding,
                              neuron=layer_neuron))
         shape = activation.shape[1:]
@@ -166,11 +172,11 @@ def _decode(value, neuron, t_d):
     return np.where(value >= floor, np.minimum(value, top), 0.0)
 
 
-def _scaled_weights(rng, activation, wshape, neuron, t_d, apply):
-    """Random weights scaled so that a random fraction (20-70 %) of this layer's neurons over
-    the batch would fire; returns (weights, bias, decoded activation of this layer)."""
+def _scaled_weights(rng, activation, wshape, neuron, t_d, apply, firing=(0.2, 0.7)):
+    """Random weights scaled so that a random fraction (in `firing`) of this layer's neurons
+    over the batch would fire; returns (weights, bias, decoded activation of this layer)."""
     fan_in = int(np.prod(wshape[:-1]))
-    fraction = rng.uniform(0.2, 0.7)
+    fraction = rng.uniform(*firing)
     for attempt in range(20):
         w = rng.normal(0.1 + 0.1 * attempt, 1.0, size=wshape) / np.sqrt(fan_in)
         b = rng.normal(0.0, 0.3, size=wshape[-1]) if rng.random() < 0.6 else None

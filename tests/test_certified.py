@@ -99,6 +99,8 @@ N_PLAIN = 110  # random_nets seeds 0.. (plain)
 N_RELAYS = 40  # random_nets seeds 0.. with relays=True
 N_TOUCHING = 20  # random_nets seeds 0.. with touching=True (T_s = T_d - 1)
 N_WIDE = 12  # random_nets seeds 0.. with wide=True (convolutions of 97-150 channels)
+N_SPARSE = 16  # random_nets seeds 0.. with sparse=True (40-70 channels, 5-30 % firing)
+N_SPARSE_SUBPROCESS = 4  # of them also in the subprocess runs
 N_SUBPROCESS = 40  # random nets also run under every TTFS_CERTIFY mode and the portable kernels
 MNIST_IMAGES = 300
 TUNED_SEEDS = (0, 1, 2, 3, 5, 7)  # random nets whose hidden biases are tuned onto thresholds
@@ -109,7 +111,8 @@ MODES = ("on", "off", "recompute", "check")
 UNSET = "unset"  # TTFS_CERTIFY not in the environment: must behave as "on"
 MOST_RECOMPUTED = 0.05  # fraction of a layer's neurons the committed model may recompute
 STATS_LINE = re.compile(
-    r"^ttfs certified sums: layer (.+): (\d+) neurons, (\d+) recomputed exactly"
+    r"^ttfs certified sums: layer (.+): (\d+) neurons, (\d+) recomputed exactly, "
+    r"(\d+) images summed over nonzero activations only"
     r"(?:, bound checked on (\d+), violated by (\d+))?$")
 MARK = "@@ttfs-certified-test"
 
@@ -256,7 +259,7 @@ def all_earliest(spec):
 def random_cases():
     cases = []
     for kind, count in (("", N_PLAIN), ("relays", N_RELAYS), ("touching", N_TOUCHING),
-                        ("wide", N_WIDE)):
+                        ("wide", N_WIDE), ("sparse", N_SPARSE)):
         for seed in range(count):
             spec, images = random_nets.random_network(seed, **({kind: True} if kind else {}))
             name = f"seed {seed} {kind}".rstrip()
@@ -441,13 +444,16 @@ def mnist_case():
 
 
 def subprocess_subset(random_cases):
-    """N_SUBPROCESS random cases: most with a fused pool, some without, some relays."""
-    fused = [c for c in random_cases if fused_layers(c.spec)]
-    other = [c for c in random_cases if not fused_layers(c.spec) and hidden_layers(c.spec)]
+    """N_SUBPROCESS random cases: most with a fused pool, some without, some relays; and the
+    first N_SPARSE_SUBPROCESS sparse ones."""
+    sparse = [c for c in random_cases if c.name.endswith(" sparse")][:N_SPARSE_SUBPROCESS]
+    rest = [c for c in random_cases if c not in sparse]
+    fused = [c for c in rest if fused_layers(c.spec)]
+    other = [c for c in rest if not fused_layers(c.spec) and hidden_layers(c.spec)]
     n_fused = (N_SUBPROCESS * 2) // 3
     chosen = fused[::max(1, len(fused) // n_fused)][:n_fused]
     chosen += other[::max(1, len(other) // (N_SUBPROCESS - len(chosen)))]
-    return chosen[:N_SUBPROCESS]
+    return chosen[:N_SUBPROCESS] + sparse
 
 
 RUNS = [(mode, record) for mode in MODES for record in (False, True)] + [(UNSET, False)]
@@ -483,13 +489,16 @@ class ModeRuns:
     stats: dict = field(default_factory=dict)
     # (portable, case name, "check", record, layer name) -> (neurons checked, violations)
     bounds: dict = field(default_factory=dict)
+    # (portable, case name, mode, record, layer name) -> images summed over nonzero activations
+    nonzero_only: dict = field(default_factory=dict)
 
 
 def parse_stats(stderr):
-    """The TTFS_CERTIFY_STATS lines: per (case, mode, record) {layer: (neurons, recomputed)},
-    and TTFS_CERTIFY=check's bound counts per (case, mode, record, layer): (neurons checked,
-    neurons whose exact potential lay outside their interval)."""
-    stats, bounds, current = {}, {}, None
+    """The TTFS_CERTIFY_STATS lines: per (case, mode, record) {layer: (neurons, recomputed)};
+    TTFS_CERTIFY=check's bound counts per (case, mode, record, layer): (neurons checked,
+    neurons whose exact potential lay outside their interval); and per (case, mode, record,
+    layer) the images whose sums ran over nonzero activations only."""
+    stats, bounds, nonzero_only, current = {}, {}, {}, None
     for line in stderr.splitlines():
         if line.startswith(MARK + " "):
             name, mode, record = line[len(MARK) + 1:].split("|")
@@ -500,9 +509,10 @@ def parse_stats(stderr):
         if match:
             assert current is not None, f"a stats line before any session was freed: {line}"
             stats[current][match.group(1)] = (int(match.group(2)), int(match.group(3)))
-            if match.group(4) is not None:
-                bounds[current + (match.group(1),)] = (int(match.group(4)), int(match.group(5)))
-    return stats, bounds
+            nonzero_only[current + (match.group(1),)] = int(match.group(4))
+            if match.group(5) is not None:
+                bounds[current + (match.group(1),)] = (int(match.group(5)), int(match.group(6)))
+    return stats, bounds, nonzero_only
 
 
 @pytest.fixture(scope="module")
@@ -542,11 +552,13 @@ def mode_runs(tmp_path_factory, random_cases, mnist_case, tie_cases):
     for portable, (out, err) in finished.items():
         assert processes[portable].returncode == 0, \
             f"worker (portable={portable}) failed:\n{out}\n{err[-4000:]}"
-        stats, bounds = parse_stats(err)
+        stats, bounds, nonzero_only = parse_stats(err)
         for key, layers in stats.items():
             runs.stats[(portable,) + key] = layers
         for key, counts in bounds.items():
             runs.bounds[(portable,) + key] = counts
+        for key, images in nonzero_only.items():
+            runs.nonzero_only[(portable,) + key] = images
         for k, case in enumerate(cases):
             with np.load(folder / f"{k}-{int(portable)}.npz") as arrays:
                 arrays = dict(arrays)
@@ -568,7 +580,7 @@ def has_avx512f():
 
 def test_random_nets_exercise_the_fused_path(random_cases):
     fused = [c for c in random_cases if fused_layers(c.spec)]
-    assert len(random_cases) >= N_PLAIN + N_RELAYS + N_TOUCHING + N_WIDE
+    assert len(random_cases) >= N_PLAIN + N_RELAYS + N_TOUCHING + N_WIDE + N_SPARSE
     assert len(fused) >= 0.4 * len(random_cases), \
         f"only {len(fused)} of {len(random_cases)} nets feed an `earliest` pool from a conv"
     # ... and the other paths: a certified layer feeding an `or` pool, a hidden dense layer,
@@ -634,6 +646,27 @@ def test_certify_knobs_reach_the_library(mode_runs, mnist_case):
         assert (mode_runs.stats[(False, "mnist", "on", False)]
                 != mode_runs.stats[(True, "mnist", "on", False)]), \
             "TTFS_CPU_PORTABLE=1 changed nothing on an AVX-512 machine: not reaching the library?"
+
+
+def test_sums_over_nonzero_activations_run_where_few_fire(mode_runs, random_cases):
+    """The AVX-512 variant sums layers whose inputs mostly did not spike over their nonzero
+    activations only (docs/ENGINES.md, "Certified sums"): it must have done so on the sparse
+    random nets and on MNIST's conv2 (whose inputs, conv1's pooled spikes, are about a third
+    nonzero), in every mode that certifies, so that the tests above compare that path with
+    the stepped engine and check its bound; the portable variant never does."""
+    sparse = {c.name for c in subprocess_subset(random_cases) if c.name.endswith(" sparse")}
+    assert len(sparse) == N_SPARSE_SUBPROCESS
+    for portable in (False, True):
+        for mode, record in RUNS:
+            per_case = {}
+            for (p, name, m, r, layer), images in mode_runs.nonzero_only.items():
+                if (p, m, r) == (portable, mode, record):
+                    per_case[name] = per_case.get(name, 0) + images
+            if portable or mode == "off" or not has_avx512f():
+                assert not any(per_case.values()), (portable, mode, record, per_case)
+                continue
+            assert all(per_case.get(name, 0) > 0 for name in sparse), (mode, record, per_case)
+            assert mode_runs.nonzero_only[(False, "mnist", mode, record, "conv2")] > 0
 
 
 def test_every_certified_interval_holds_the_exact_potential(mode_runs):
