@@ -149,7 +149,8 @@ struct GridJob {
     int32_t* per_step;
     int32_t* cell_nonzero;
     bool count_cells;
-    uint64_t* row_bits;  // scratch: one bit per unit of an input row
+    uint64_t* row_bits;     // scratch: one bit per unit of an input row
+    int32_t* spike_steps;   // scratch: in_h * in_w * in_c + kLanes entries
 };
 
 // The kernels (certified_kernels.cpp has each one's contract next to its portable variant).

@@ -445,7 +445,7 @@ void grid_rows_avx512(const GridJob& d) {
     const __m512i turn = _mm512_and_si512(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                           _mm512_set1_epi32(kSpareBins - 1));
     const int32_t run = d.in_w * d.in_c;
-    alignas(64) int32_t ks[kLanes];
+    int32_t spiking_units = 0;  // their steps listed in spike_steps, counted at the end
     for (int32_t h = 0; h < d.in_h; ++h) {
         const int32_t* t = d.single + ptrdiff_t(h) * run;
         const ptrdiff_t offset = (ptrdiff_t(h + d.pad_top) * d.grid_w + d.pad_left) * d.in_c;
@@ -461,14 +461,9 @@ void grid_rows_avx512(const GridJob& d) {
             slot = _mm512_mask_add_epi32(slot, _mm512_cmpeq_epi32_mask(slot, steps), slot, turn);
             _mm512_mask_storeu_ps(x + i, lanes, activation);
             _mm512_mask_storeu_epi32(bin + i, lanes, slot);
-            uint32_t spiking = uint32_t(_mm512_mask_cmplt_epu32_mask(lanes, k, steps));
-            if (spiking != 0) {
-                _mm512_store_si512(ks, k);
-                for (; spiking != 0; spiking &= spiking - 1) {
-                    const int32_t l = __builtin_ctz(spiking);
-                    ++d.per_step[ks[l] * kSpareBins + (l & (kSpareBins - 1))];
-                }
-            }
+            const __mmask16 spiking = _mm512_mask_cmplt_epu32_mask(lanes, k, steps);
+            _mm512_storeu_si512(d.spike_steps + spiking_units, _mm512_maskz_compress_epi32(spiking, k));
+            spiking_units += __builtin_popcount(uint32_t(spiking));
             if (d.count_cells) {
                 const uint64_t nonzero = _mm512_mask_cmp_ps_mask(lanes, activation, _mm512_setzero_ps(), _CMP_NEQ_UQ);
                 d.row_bits[i >> 6] |= nonzero << (i & 63);
@@ -478,6 +473,10 @@ void grid_rows_avx512(const GridJob& d) {
         int32_t* cells = d.cell_nonzero + (h + d.pad_top) * d.grid_w + d.pad_left;
         for (int32_t w = 0; w < d.in_w; ++w) cells[w] = count_bits(d.row_bits, w * d.in_c, d.in_c);
     }
+    // The per-step counts in one pass over the listed steps (no branch per spiking unit; the
+    // kSpareBins copies taken in turn, so that increments of one step do not wait for each
+    // other).
+    for (int32_t s = 0; s < spiking_units; ++s) ++d.per_step[d.spike_steps[s] * kSpareBins + (s & (kSpareBins - 1))];
 }
 
 TTFS_AVX512

@@ -21,7 +21,8 @@ constexpr int32_t kMostOps = 167772;
 // The largest scratch any certified layer of the model needs.
 struct CertifiedSizes {
     size_t grid = 0, cells = 0, sums = 0, positions = 0, neurons = 0, neurons_padded = 0;
-    size_t widest = 0, longest = 0, row_units = 0, stride = 0, cell_entries = 0, listed_cells = 0, list_entries = 0;
+    size_t widest = 0, longest = 0, row_units = 0, stride = 0, cell_entries = 0, listed_cells = 0, list_entries = 0,
+           input_units = 0;
 
     CertifiedSizes(const std::vector<LayerPlan>& plans) {
         for (size_t li = 0; li < plans.size(); ++li) {
@@ -38,6 +39,7 @@ struct CertifiedSizes {
             stride = std::max(stride, size_t(plan.bound_stride));
             longest = std::max(longest, size_t(plans[plans[li - 1].source].window_len));
             row_units = std::max(row_units, size_t(g.in_w) * size_t(g.in_c));
+            input_units = std::max(input_units, size_t(g.in_h) * size_t(g.in_w) * size_t(g.in_c));
             const size_t grid_cells = plan.grid_floats / size_t(g.in_c);
             listed_cells = std::max(listed_cells, grid_cells);
             cell_entries = std::max(cell_entries, grid_cells * size_t(sparse_cell_stride(g.in_c)));
@@ -58,6 +60,7 @@ CertifiedSums::CertifiedSums(const Model& model, const std::vector<LayerPlan>& p
     memory.take(grid_, size.grid, 0.0f);
     memory.take(grid_bin_, size.grid, 0);
     memory.take(row_bits_, size.row_units / 64 + 2, 0);
+    memory.take(spike_steps_, size.input_units + kLanes, 0);
     memory.take(cell_offset_, size.cell_entries, 0);
     memory.take(cell_value_, size.cell_entries, 0.0f);
     memory.take(cell_count_, size.listed_cells, 0);
@@ -117,7 +120,8 @@ bool CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
         if (use_avx512() && steps + 1 <= kGuessTable) {
             grid_rows_avx512(GridJob{single, g.in_h, g.in_w, g.in_c, g.pad_top, g.pad_left,
                                      plan.grid_w, first_step, steps, kernel, slot, grid, grid_bin,
-                                     per_step, cell_nonzero, count_cells, row_bits_.data()});
+                                     per_step, cell_nonzero, count_cells, row_bits_.data(),
+                                     spike_steps_.data()});
             done = true;
         }
 #endif

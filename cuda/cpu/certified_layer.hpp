@@ -65,6 +65,7 @@ private:
     std::vector<int32_t> grid_bin_;   // per grid unit its bin in exact_potential()
     std::vector<int32_t> cell_nonzero_, area_, step_count_;
     std::vector<uint64_t> row_bits_;  // grid_rows_avx512() scratch
+    std::vector<int32_t> spike_steps_;  // grid_rows_avx512() scratch
     // window_sums()' lists of nonzero activations (SparseScratch).
     LineVector<int32_t> cell_offset_, cell_count_, list_offset_;
     LineVector<float> cell_value_, list_value_;
