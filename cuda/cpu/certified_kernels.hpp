@@ -17,19 +17,11 @@
 namespace ttfs {
 namespace cpu {
 
-// The certified sums of every output position of a conv2d/dense layer, dense over each window:
-// out[p * width + l] = start[l] + sum over the window's rows r of a(p, r) * weights[r * width + l]
-// for l in [0, width): the potentials of the position's padded_c neurons, then its kLanes bound
-// lanes. The activations a lie in a grid padded with zeros (SAME padding and the tail of the
-// last block of positions read zeros), HWC, grid_w cells wide. Each kernel row of the window
-// is summed in a chain of its own, then added to the total: a zero activation adds an exact
-// zero, so a lane's value passes through at most per_term * (the most nonzero activations in
-// one kernel row of its window) + kernel_h + 1 roundings, per_term being what window_sums()
-// returns. Order and fused multiply-adds are free here: the caller relies only on that
-// rounding count (docs/ENGINES.md).
-// The AVX-512 window sums over nonzero activations only: each grid cell's nonzero activations
-// listed (value, and the offset of its weight row within a kernel row: c * width, with kLanes
-// entries of slack), cell_stride entries per cell; then one position's kernel row at a time.
+// Scratch for the AVX-512 window sums over nonzero activations only: each grid cell's nonzero
+// activations listed (value, and the offset of its weight row within a kernel row: c * width),
+// cell_stride entries per cell (in_c rounded up to whole registers: each register's entries
+// are stored as a whole register after the cell's earlier ones); then one position's kernel
+// row at a time (list_offset, list_value).
 struct SparseScratch {
     int32_t* cell_offset;
     float* cell_value;
@@ -45,6 +37,16 @@ inline int32_t sparse_list_entries(int32_t in_c, int32_t kernel_w) {
     return kernel_w * ((in_c + 15) / 16 * 16) + 16;
 }
 
+// The certified sums of every output position of a conv2d/dense layer, dense over each window:
+// out[p * width + l] = start[l] + sum over the window's rows r of a(p, r) * weights[r * width + l]
+// for l in [0, width): the potentials of the position's padded_c neurons, then its kLanes bound
+// lanes. The activations a lie in a grid padded with zeros (SAME padding and the tail of the
+// last block of positions read zeros), HWC, grid_w cells wide. Each kernel row of the window
+// is summed in a chain of its own, then added to the total: a zero activation adds an exact
+// zero, so a lane's value passes through at most per_term * (the most nonzero activations in
+// one kernel row of its window) + kernel_h + 1 roundings, per_term being what window_sums()
+// returns. Order and fused multiply-adds are free here: the caller relies only on that
+// rounding count (docs/ENGINES.md).
 struct WindowSums {
     const float* grid;
     int32_t grid_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;

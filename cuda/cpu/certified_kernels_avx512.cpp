@@ -204,7 +204,10 @@ TTFS_AVX512 void sparse_sums(const WindowSums& d) {
 // fewer registers the dense sums win.
 TTFS_AVX512 bool sparse_window_sums(const WindowSums& d) {
     const int32_t registers = d.width / kLanes;
-    if (d.sparse == nullptr || registers < 3 || registers > 12 || d.kernel_w * d.in_c < 40) return false;
+    const int64_t row_len = int64_t(d.kernel_w) * d.in_c;  // weight offsets within a kernel row: int32
+    if (d.sparse == nullptr || registers < 3 || registers > 12 || row_len < 40 ||
+        row_len * d.width > std::numeric_limits<int32_t>::max())
+        return false;
     const int32_t cells = ((d.out_h - 1) * d.stride_h + d.kernel_h) * d.grid_w;
     const double share = registers == 3 ? 0.2 : 0.4;
     if (double(list_cells(d, cells)) > share * double(cells) * d.in_c) return false;
