@@ -51,8 +51,8 @@ bool use_avx512() {
 #endif
 }
 
-// Roundings per nonzero term of window_sums() on this machine: 1 (fused multiply-add) where a
-// width has an AVX-512 variant, else 2.
+// The AVX-512 variants where the CPU has them and they cover the width (1 rounding per nonzero
+// term: fused multiply-adds), else the portable one (2).
 SumsMade window_sums(const WindowSums& d) {
 #if TTFS_HAVE_AVX512_VARIANT
     if (use_avx512()) {

@@ -12,8 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <string>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "cpu/simd.hpp"
@@ -24,11 +24,6 @@
 namespace ttfs {
 namespace cpu {
 
-// Plans and workspaces take their memory through a Memory, so that a session can learn what
-// they will allocate, byte for byte, before anything is allocated (the memory budget of
-// ttfs_session_create_ex): counting, take() only adds up the bytes and leaves the vector
-// empty; the constructors then run the same code either way. (Each vector's own header and
-// the arrays of vectors of vectors, a few dozen bytes per layer, are left out.)
 // An allocator of storage aligned to 64 bytes (a cache line), for the arrays the AVX-512
 // kernels read 16 floats at a time: a row that starts on a line boundary is read without any
 // load that straddles two lines (which costs about a quarter of the window sums' speed).
@@ -49,6 +44,11 @@ struct LineAligned {
 template <typename T>
 using LineVector = std::vector<T, LineAligned<T>>;
 
+// Plans and workspaces take their memory through a Memory, so that a session can learn what
+// they will allocate, byte for byte, before anything is allocated (the memory budget of
+// ttfs_session_create_ex): counting, take() only adds up the bytes and leaves the vector
+// empty; the constructors then run the same code either way. (Each vector's own header and
+// the arrays of vectors of vectors, a few dozen bytes per layer, are left out.)
 class Memory {
 public:
     explicit Memory(bool counting) : counting_(counting) {}
