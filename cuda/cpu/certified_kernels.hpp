@@ -32,9 +32,9 @@ struct SparseScratch {
 };
 
 // The entries SparseScratch needs for a layer: per cell, and for one position's list.
-inline int32_t sparse_cell_stride(int32_t in_c) { return (in_c + 15) / 16 * 16; }
+inline int32_t sparse_cell_stride(int32_t in_c) { return padded_channels(in_c); }
 inline int32_t sparse_list_entries(int32_t in_c, int32_t kernel_w) {
-    return kernel_w * ((in_c + 15) / 16 * 16) + 16;
+    return kernel_w * sparse_cell_stride(in_c) + kLanes;
 }
 
 // The certified sums of every output position of a conv2d/dense layer, dense over each window:

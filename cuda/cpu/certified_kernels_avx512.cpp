@@ -160,7 +160,6 @@ TTFS_AVX512 TTFS_INLINE void sparse_position(const WindowSums& d, int32_t p, int
     const ptrdiff_t width = d.width;
     const int32_t oh = p / d.out_w, ow = p - oh * d.out_w;
     const ptrdiff_t first_cell = (ptrdiff_t(oh) * d.stride_h + kh) * d.grid_w + ptrdiff_t(ow) * d.stride_w;
-    const int32_t padded = (d.in_c + kLanes - 1) / kLanes * kLanes;
     int32_t* offset = s.list_offset;
     float* value = s.list_value;
     int32_t n = 0;
@@ -169,7 +168,7 @@ TTFS_AVX512 TTFS_INLINE void sparse_position(const WindowSums& d, int32_t p, int
         const int32_t* from_offset = s.cell_offset + cell * s.cell_stride;
         const float* from_value = s.cell_value + cell * s.cell_stride;
         const __m512i column = _mm512_set1_epi32(kw * d.in_c * d.width);
-        for (int32_t k = 0; k < padded; k += kLanes) {
+        for (int32_t k = 0; k < s.cell_stride; k += kLanes) {  // the cell's whole registers
             _mm512_storeu_si512(offset + n + k, _mm512_add_epi32(_mm512_loadu_si512(from_offset + k), column));
             _mm512_storeu_ps(value + n + k, _mm512_loadu_ps(from_value + k));
         }

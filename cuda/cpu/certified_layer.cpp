@@ -21,7 +21,7 @@ constexpr int32_t kMostOps = 167772;
 // The largest scratch any certified layer of the model needs.
 struct CertifiedSizes {
     size_t grid = 0, cells = 0, sums = 0, positions = 0, neurons = 0, neurons_padded = 0;
-    size_t widest = 0, longest = 0, row_units = 0, stride = 0, cell_entries = 0, listed_cells = 0, list_entries = 0,
+    size_t widest = 0, longest = 0, row_units = 0, stride = 0, cell_entries = 0, list_entries = 0,
            input_units = 0;
 
     CertifiedSizes(const std::vector<LayerPlan>& plans) {
@@ -40,8 +40,7 @@ struct CertifiedSizes {
             longest = std::max(longest, size_t(plans[plans[li - 1].source].window_len));
             row_units = std::max(row_units, size_t(g.in_w) * size_t(g.in_c));
             input_units = std::max(input_units, size_t(g.in_h) * size_t(g.in_w) * size_t(g.in_c));
-            const size_t grid_cells = plan.grid_floats / size_t(g.in_c);
-            listed_cells = std::max(listed_cells, grid_cells);
+            const size_t grid_cells = size_t(plan.grid_h) * size_t(plan.grid_w);  // the most listed
             cell_entries = std::max(cell_entries, grid_cells * size_t(sparse_cell_stride(g.in_c)));
             list_entries = std::max(list_entries, size_t(sparse_list_entries(g.in_c, g.kernel_w)));
         }
@@ -63,7 +62,7 @@ CertifiedSums::CertifiedSums(const Model& model, const std::vector<LayerPlan>& p
     memory.take(spike_steps_, size.input_units + kLanes, 0);
     memory.take(cell_offset_, size.cell_entries, 0);
     memory.take(cell_value_, size.cell_entries, 0.0f);
-    memory.take(cell_count_, size.listed_cells, 0);
+    memory.take(cell_count_, size.cells, 0);  // (cells: more than the grid's)
     memory.take(list_offset_, size.list_entries, 0);
     memory.take(list_value_, size.list_entries, 0.0f);
     memory.take(cell_nonzero_, size.cells, 0);
