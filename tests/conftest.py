@@ -12,6 +12,8 @@ are the hand-written facts about them that tests compare the library's answers a
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,15 @@ from export.ttfs_format import (NeuronParams, build_model, conv2d, dense, flatte
 
 TINY_SEED = 20240611
 DENSE_SEED = 7
+
+# The line TTFS_CERTIFY_STATS prints per certified layer when a session is freed
+# (cuda/cpu/cpu_backend.cpp): layer name, neurons decided, neurons recomputed exactly, images
+# summed over nonzero activations only, and under TTFS_CERTIFY=check the neurons checked and
+# those outside their interval.
+CERTIFY_STATS_LINE = re.compile(
+    r"^ttfs certified sums: layer (.+): (\d+) neurons, (\d+) recomputed exactly, "
+    r"(\d+) images summed over nonzero activations only"
+    r"(?:, bound checked on (\d+), violated by (\d+))?$")
 
 # Neuron constants per layer (exact in float32). Integration constants chain from the layer
 # below (build_model), so tau_integ(conv) == 15.5 etc.

@@ -78,9 +78,11 @@ if __package__ in (None, ""):
 try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
     import random_nets
     import reference_numpy as ref
+    from conftest import CERTIFY_STATS_LINE
 except ImportError:  # tests imported as a package
     from tests import random_nets
     from tests import reference_numpy as ref
+    from tests.conftest import CERTIFY_STATS_LINE
 
 from export.ttfs_format import (NeuronParams, build_model, conv2d, dense, flatten, from_bytes,
                                 input_layer, maxpool, to_bytes)
@@ -110,10 +112,6 @@ ROUNDING_SEEDS = (1, 2)
 MODES = ("on", "off", "recompute", "check")
 UNSET = "unset"  # TTFS_CERTIFY not in the environment: must behave as "on"
 MOST_RECOMPUTED = 0.05  # fraction of a layer's neurons the committed model may recompute
-STATS_LINE = re.compile(
-    r"^ttfs certified sums: layer (.+): (\d+) neurons, (\d+) recomputed exactly, "
-    r"(\d+) images summed over nonzero activations only"
-    r"(?:, bound checked on (\d+), violated by (\d+))?$")
 MARK = "@@ttfs-certified-test"
 
 
@@ -505,7 +503,7 @@ def parse_stats(stderr):
             current = (name, mode, bool(int(record)))
             stats[current] = {}
             continue
-        match = STATS_LINE.match(line.strip())
+        match = CERTIFY_STATS_LINE.match(line.strip())
         if match:
             assert current is not None, f"a stats line before any session was freed: {line}"
             stats[current][match.group(1)] = (int(match.group(2)), int(match.group(3)))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import pyttfs
+from conftest import CERTIFY_STATS_LINE
 from export import ttfs_format
 from export.datasets import FASHION_MNIST_CLASS_NAMES, read_idx
 
@@ -105,13 +106,12 @@ def test_certified_bound_holds_on_every_neuron_of_the_deep_network(committed, tm
     out = subprocess.run([sys.executable, "-c", script, str(MODEL), str(tmp_path / "images.npy")],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    line = re.compile(r"^ttfs certified sums: layer (\S+): (\d+) neurons, \d+ recomputed "
-                      r"exactly, \d+ images summed over nonzero activations only, "
-                      r"bound checked on (\d+), violated by (\d+)$")
-    found = [m.groups() for m in map(line.match, out.stderr.splitlines()) if m]
+    found = [(m.group(1), m.group(2), m.group(5), m.group(6))
+             for m in map(CERTIFY_STATS_LINE.match, out.stderr.splitlines()) if m]
     hidden = ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1"]
     assert [name for name, *_ in found] == hidden * 2, out.stderr[-3000:]
     for name, neurons, checked, violated in found:
+        assert checked is not None, f"{name}: no bound counts under TTFS_CERTIFY=check"
         assert int(checked) == int(neurons) > 0, (name, neurons, checked)
         assert int(violated) == 0, f"{name}: {violated} of {checked} exact potentials outside"
 
