@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks, for a machine with an NVIDIA GPU. Run from the repository root:
 #
-#     tests/gpu/run_gpu_checks.sh
+#     tests/gpu/run_gpu_checks.sh [--data DIR]
 #
 # 1. configure and build with -DTTFS_CUDA=ON into build-gpu/ (default architectures);
 # 2. make sure python has numpy and pytest (pip install when missing);
@@ -9,10 +9,13 @@
 # 4. tests/test_cuda.py against build-gpu/libttfs.so, with TTFS_REQUIRE_CUDA=1 so that a missing
 #    device fails instead of skipping: CPU == CUDA bit for bit on random networks, both engines;
 # 5. tests/gpu/bench_gpu.py: images/second, CPU analytic vs CUDA analytic and stepped.
+# 6. tests/gpu/check_models.py: the committed MNIST and Fashion-MNIST models, CPU == CUDA bit for
+#    bit on their test images (the full test sets when --data DIR holds them as IDX files, see
+#    that script; else the 100 committed beside each model), accuracy and images/second.
 #
 # Prints a PASS or FAIL line per step and a summary; exits non-zero if any step failed. When
 # $OUT is set, the logs, the pytest report and bench_gpu.json are written there. Takes about
-# 2-4 minutes, most of it the CUDA build.
+# 3-5 minutes, most of it the CUDA build.
 set -u -o pipefail
 
 cd "$(dirname "$0")/../.." || exit 2
@@ -21,6 +24,14 @@ BUILD="$ROOT/build-gpu"
 LIB="$BUILD/libttfs.so"
 PYTHON=${PYTHON:-python3}
 LOGS=${OUT:-$ROOT/build-gpu/logs}
+DATA=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --data) [ $# -ge 2 ] || { echo "--data needs a folder"; exit 2; }
+                DATA=(--data "$2"); shift 2 ;;
+        *) echo "unknown argument: $1 (usage: $0 [--data DIR])"; exit 2 ;;
+    esac
+done
 mkdir -p "$LOGS"
 
 failed=()
@@ -86,6 +97,15 @@ if [ "${PIPESTATUS[0]}" -eq 0 ]; then
     pass "bench_gpu ($((SECONDS - start)) s)"
 else
     fail "bench_gpu ($((SECONDS - start)) s, log: $LOGS/bench_gpu.log)"
+fi
+
+echo "== 6. tests/gpu/check_models.py (the committed models on their test images)"
+start=$SECONDS
+"$PYTHON" tests/gpu/check_models.py "${DATA[@]}" 2>&1 | tee "$LOGS/check_models.log"
+if [ "${PIPESTATUS[0]}" -eq 0 ]; then
+    pass "check_models ($((SECONDS - start)) s)"
+else
+    fail "check_models ($((SECONDS - start)) s, log: $LOGS/check_models.log)"
 fi
 
 if [ ${#failed[@]} -eq 0 ]; then

@@ -1,0 +1,227 @@
+"""The committed models on a GPU: CUDA gives the CPU's bits on real MNIST and Fashion-MNIST.
+
+For models/mnist.ttfs and models/fashion-mnist.ttfs, on their test images:
+
+- CUDA analytic == CPU analytic on every image: predictions, output potentials as bit patterns
+  and the spike count of every neuron layer;
+- CUDA stepped == CPU analytic on the first --stepped-images images, the same three;
+- first-spike times of every neuron layer, CPU analytic == CUDA analytic == CUDA stepped, on the
+  first --times-images images;
+- accuracy against the labels (the same for all three when the above holds) and images per
+  second of each run (images copied in and results out included, session creation not).
+
+    TTFS_LIBRARY=build-gpu/libttfs.so python tests/gpu/check_models.py [--data DIR] [--json PATH]
+
+DIR holds the full test sets as IDX files, gzipped or not: mnist-test-images.idx,
+mnist-test-labels.idx, fashion-mnist-test-images.idx, fashion-mnist-test-labels.idx (each may
+end in .gz). Without it (or for a set it lacks) the 100 test images committed beside each model
+in models/ are used. Writes JSON to --json, or to $OUT/check_models.json when $OUT is set.
+Exit status 1 when a run fails or any result differs; each difference is reported with the
+model, layer and first image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(REPO))
+
+MODELS = ("mnist", "fashion-mnist")  # models/<name>.ttfs and its committed test images
+DEFAULT_BATCH = 2048
+
+
+def test_set(name: str, data: Path | None):
+    """(images path, labels path) of a model's test set: the full one in data, else the
+    committed 100 images."""
+    if data is not None:
+        for suffix in (".idx.gz", ".idx"):
+            images = data / f"{name}-test-images{suffix}"
+            labels = data / f"{name}-test-labels{suffix}"
+            if images.is_file() and labels.is_file():
+                return images, labels
+    return REPO / "models" / f"{name}-test-100-images.idx", REPO / "models" / f"{name}-test-100-labels.idx"
+
+
+def session_batch(model, backend, engine, wanted, record):
+    """The largest batch, wanted or half of it again and again, that the session's memory
+    limit accepts (a deep model's full test set does not fit in one CUDA session)."""
+    import pyttfs
+    batch = wanted
+    while True:
+        try:
+            with model.session(backend=backend, engine=engine, max_batch=batch,
+                               record_spike_times=record):
+                return batch
+        except pyttfs.TtfsError as error:
+            if error.status != "TTFS_ERR_LIMIT" or batch == 1:
+                raise
+            batch //= 2
+
+
+def run_all(model, backend, engine, images, batch, record=False):
+    """Runs images in batches; returns (predictions, potentials, {layer: counts},
+    {layer: times} or None, seconds spent in run() and reading the results)."""
+    neuron_layers = [i for i, info in enumerate(model.layers) if info.has_neurons]
+    predictions, potentials = [], []
+    counts = {i: [] for i in neuron_layers}
+    times = {i: [] for i in neuron_layers} if record else None
+    batch = session_batch(model, backend, engine, min(batch, len(images)), record)
+    with model.session(backend=backend, engine=engine, max_batch=batch,
+                       record_spike_times=record) as session:
+        session.run(images[:min(batch, 64)])  # warm-up: module loading, first touch
+        seconds = 0.0
+        for start in range(0, len(images), batch):
+            began = time.perf_counter()
+            result = session.run(images[start:start + batch])
+            predictions.append(result.predictions.copy())
+            potentials.append(result.potentials.copy())
+            seconds += time.perf_counter() - began
+            for i in neuron_layers:
+                counts[i].append(session.spike_counts(i))
+                if record:
+                    times[i].append(session.spike_times(i))
+    joined = {i: np.concatenate(c) for i, c in counts.items()}
+    joined_times = {i: np.concatenate(t) for i, t in times.items()} if record else None
+    return np.concatenate(predictions), np.concatenate(potentials), joined, joined_times, seconds, batch
+
+
+def differences(model, name, base, other, base_name, other_name):
+    """Human-readable differences between two run_all() results over the images both ran."""
+    problems = []
+    n = len(other[0])
+    if not np.array_equal(base[0][:n], other[0]):
+        first = int(np.argmax(base[0][:n] != other[0]))
+        problems.append(f"{name}: predictions differ on {int((base[0][:n] != other[0]).sum())} "
+                        f"images; first image {first}: {base_name} {base[0][first]}, "
+                        f"{other_name} {other[0][first]}")
+    bits_differ = base[1][:n].view(np.uint32) != other[1].view(np.uint32)
+    if bits_differ.any():
+        image, cls = np.argwhere(bits_differ)[0]
+        problems.append(f"{name}: {int(bits_differ.sum())} output potentials differ in their bits; "
+                        f"first image {image}, class {cls}: {base_name} {base[1][image, cls]!r}, "
+                        f"{other_name} {other[1][image, cls]!r}")
+    for layer, counts in other[2].items():
+        differ = base[2][layer][:n] != counts
+        if differ.any():
+            image = int(np.argmax(differ))
+            problems.append(f"{name}: layer {layer} '{model.layers[layer].name}': spike counts "
+                            f"differ on {int(differ.sum())} images; first image {image}: "
+                            f"{base_name} {base[2][layer][image]}, {other_name} {counts[image]}")
+    if base[3] is not None and other[3] is not None:
+        for layer, times in other[3].items():
+            differ = base[3][layer][:n] != times
+            if differ.any():
+                image, h, w, c = np.argwhere(differ)[0]
+                problems.append(
+                    f"{name}: layer {layer} '{model.layers[layer].name}': {int(differ.sum())} "
+                    f"first-spike times differ; first image {image}, neuron (h={h}, w={w}, "
+                    f"c={c}): {base_name} step {base[3][layer][image, h, w, c]}, {other_name} "
+                    f"step {times[image, h, w, c]} (-1 = never fired)")
+    return problems
+
+
+def check_model(name, data, batch, stepped_images, times_images):
+    import pyttfs
+    from pyttfs.images import read_images, read_labels
+
+    model_path = REPO / "models" / f"{name}.ttfs"
+    images_path, labels_path = test_set(name, data)
+    model = pyttfs.Model(model_path)
+    images = read_images(images_path, model)
+    labels = read_labels(labels_path)
+    if len(labels) != len(images):
+        raise ValueError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}")
+    n = len(images)
+    print(f"\n== {model_path.relative_to(REPO)}: {n} images from {images_path.name}")
+
+    runs, problems, rows = {}, [], []
+
+    def measure(label, backend, engine, count, record=False):
+        result = run_all(model, backend, engine, images[:count], batch, record)
+        seconds, used_batch = result[4], result[5]
+        accuracy = float((result[0] == labels[:count]).mean())
+        rows.append(dict(model=name, run=label, images=count, batch=used_batch, seconds=seconds,
+                         images_per_second=count / seconds, accuracy=accuracy))
+        print(f"  {label:28} {count:>6} images  batch {used_batch:>5}  {count / seconds:>12.1f} "
+              f"images/s  accuracy {100 * accuracy:.2f} %")
+        return result
+
+    runs["cpu analytic"] = measure("cpu analytic", "cpu", "analytic", n)
+    runs["cuda analytic"] = measure("cuda analytic", "cuda", "analytic", n)
+    problems += differences(model, name, runs["cpu analytic"], runs["cuda analytic"],
+                            "cpu analytic", "cuda analytic")
+    stepped = min(n, stepped_images)
+    runs["cuda stepped"] = measure("cuda stepped", "cuda", "stepped", stepped)
+    problems += differences(model, name, runs["cpu analytic"], runs["cuda stepped"],
+                            "cpu analytic", "cuda stepped")
+    timed = min(n, times_images)
+    with_times = {label: measure(f"{label} (spike times)", *label.split(), timed, record=True)
+                  for label in ("cpu analytic", "cuda analytic", "cuda stepped")}
+    for label in ("cuda analytic", "cuda stepped"):
+        problems += differences(model, name, with_times["cpu analytic"], with_times[label],
+                                "cpu analytic", label)
+    print(f"  {'PASS' if not problems else 'FAIL'} {name}: CUDA analytic == CPU on {n} images, "
+          f"CUDA stepped == CPU on {stepped}, spike times equal on {timed}")
+    for problem in problems:
+        print(f"    {problem}")
+    return rows, problems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None,
+                        help="folder with the full test sets as IDX files (see above)")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                        help=f"images per run (default {DEFAULT_BATCH}; halved while a session "
+                             "would exceed its memory limit)")
+    parser.add_argument("--stepped-images", type=int, default=2000,
+                        help="images the CUDA stepped engine runs (default 2000)")
+    parser.add_argument("--times-images", type=int, default=256,
+                        help="images whose first-spike times are compared (default 256)")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    args = parser.parse_args(argv)
+    json_path = args.json
+    if json_path is None and os.environ.get("OUT"):
+        json_path = Path(os.environ["OUT"]) / "check_models.json"
+    if args.data is not None and not args.data.is_dir():
+        print(f"FAIL check_models: --data {args.data}: not a folder")
+        return 1
+
+    import pyttfs  # after argparse, so --help works without the library
+
+    print(f"library: {pyttfs.library_path}\n{pyttfs.build_info()}")
+    if pyttfs.cuda_device_count() < 1:
+        print("FAIL check_models: no CUDA device (these checks need one)")
+        return 1
+    rows, failures = [], []
+    for name in MODELS:
+        try:
+            model_rows, problems = check_model(name, args.data, args.batch, args.stepped_images,
+                                               args.times_images)
+        except Exception as error:  # report and go on with the other model
+            failures.append(f"{name}: {type(error).__name__}: {error}")
+            print(f"  FAILED: {failures[-1]}")
+            continue
+        rows += model_rows
+        failures += problems
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(dict(build_info=pyttfs.build_info(), results=rows,
+                                             failures=failures), indent=2) + "\n")
+        print(f"wrote {json_path}")
+    if failures:
+        print(f"FAIL check_models: {len(failures)} problem(s)")
+        return 1
+    print("PASS check_models")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
