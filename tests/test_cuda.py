@@ -427,8 +427,12 @@ def test_fuzzed_models_agree_between_cpu_and_cuda(device):
     seeds = list(range(2_000_000, 2_000_000 + FUZZ_CASES))
     cases = fuzz_models.generate_many(seeds)
     on_cpu, _ = fuzz_models.run_fuzz(seeds, program, cases=cases, extra_args=("--backend", "cpu"))
+    # No address-space limit for the CUDA runs: the CUDA driver reserves far more virtual
+    # address space than the 3 GiB the CPU runs are held to, and under that limit it finds no
+    # device (seen on an H200: every session refused as TTFS_ERR_BACKEND_UNAVAILABLE). The
+    # sessions' own limits (fuzz_models.CASE_MAX_MEMORY) still hold.
     on_cuda, _ = fuzz_models.run_fuzz(seeds, program, cases=cases, extra_args=("--backend", "cuda"),
-                                      case_timeout=120)
+                                      case_timeout=120, address_space=None)
     for outcomes, name in ((on_cpu, "cpu"), (on_cuda, "cuda")):
         problems = fuzz_models.check_outcomes(outcomes, cases)
         assert not problems, f"{name}: " + "\n".join(problems[:20])

@@ -3,7 +3,8 @@
 For models/mnist.ttfs and models/fashion-mnist.ttfs, on their test images:
 
 - CUDA analytic == CPU analytic on every image: predictions, output potentials as bit patterns
-  and the spike count of every neuron layer;
+  and the spike count of every neuron layer; the same for CUDA analytic with its weights read
+  from global memory instead of staged in shared memory (TTFS_CUDA_STAGE_WEIGHTS=0);
 - CUDA stepped == CPU analytic on the first --stepped-images images, the same three;
 - first-spike times of every neuron layer, CPU analytic == CUDA analytic == CUDA stepped, on the
   first --times-images images;
@@ -46,7 +47,8 @@ def test_set(name: str, data: Path | None):
             labels = data / f"{name}-test-labels{suffix}"
             if images.is_file() and labels.is_file():
                 return images, labels
-    return REPO / "models" / f"{name}-test-100-images.idx", REPO / "models" / f"{name}-test-100-labels.idx"
+    committed = REPO / "models"
+    return committed / f"{name}-test-100-images.idx", committed / f"{name}-test-100-labels.idx"
 
 
 def session_batch(model, backend, engine, wanted, record):
@@ -65,16 +67,27 @@ def session_batch(model, backend, engine, wanted, record):
             batch //= 2
 
 
-def run_all(model, backend, engine, images, batch, record=False):
+def run_all(model, backend, engine, images, batch, record=False, environment=None):
     """Runs images in batches; returns (predictions, potentials, {layer: counts},
-    {layer: times} or None, seconds spent in run() and reading the results)."""
+    {layer: times} or None, seconds spent in run() and reading the results, batch).
+    environment: variables set while the session is created (where the library reads them)."""
     neuron_layers = [i for i, info in enumerate(model.layers) if info.has_neurons]
     predictions, potentials = [], []
     counts = {i: [] for i in neuron_layers}
     times = {i: [] for i in neuron_layers} if record else None
     batch = session_batch(model, backend, engine, min(batch, len(images)), record)
-    with model.session(backend=backend, engine=engine, max_batch=batch,
-                       record_spike_times=record) as session:
+    saved = {name: os.environ.get(name) for name in environment or {}}
+    os.environ.update(environment or {})
+    try:
+        session = model.session(backend=backend, engine=engine, max_batch=batch,
+                                record_spike_times=record)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    with session:
         session.run(images[:min(batch, 64)])  # warm-up: module loading, first touch
         seconds = 0.0
         for start in range(0, len(images), batch):
@@ -89,7 +102,8 @@ def run_all(model, backend, engine, images, batch, record=False):
                     times[i].append(session.spike_times(i))
     joined = {i: np.concatenate(c) for i, c in counts.items()}
     joined_times = {i: np.concatenate(t) for i, t in times.items()} if record else None
-    return np.concatenate(predictions), np.concatenate(potentials), joined, joined_times, seconds, batch
+    return (np.concatenate(predictions), np.concatenate(potentials), joined, joined_times,
+            seconds, batch)
 
 
 def differences(model, name, base, other, base_name, other_name):
@@ -137,14 +151,15 @@ def check_model(name, data, batch, stepped_images, times_images):
     images = read_images(images_path, model)
     labels = read_labels(labels_path)
     if len(labels) != len(images):
-        raise ValueError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}")
+        raise ValueError(f"{labels_path}: {len(labels)} labels for {len(images)} images in "
+                         f"{images_path}")
     n = len(images)
     print(f"\n== {model_path.relative_to(REPO)}: {n} images from {images_path.name}")
 
     runs, problems, rows = {}, [], []
 
-    def measure(label, backend, engine, count, record=False):
-        result = run_all(model, backend, engine, images[:count], batch, record)
+    def measure(label, backend, engine, count, record=False, environment=None):
+        result = run_all(model, backend, engine, images[:count], batch, record, environment)
         seconds, used_batch = result[4], result[5]
         accuracy = float((result[0] == labels[:count]).mean())
         rows.append(dict(model=name, run=label, images=count, batch=used_batch, seconds=seconds,
@@ -157,6 +172,10 @@ def check_model(name, data, batch, stepped_images, times_images):
     runs["cuda analytic"] = measure("cuda analytic", "cuda", "analytic", n)
     problems += differences(model, name, runs["cpu analytic"], runs["cuda analytic"],
                             "cpu analytic", "cuda analytic")
+    runs["cuda analytic unstaged"] = measure("cuda analytic, unstaged", "cuda", "analytic", n,
+                                             environment={"TTFS_CUDA_STAGE_WEIGHTS": "0"})
+    problems += differences(model, name, runs["cpu analytic"], runs["cuda analytic unstaged"],
+                            "cpu analytic", "cuda analytic unstaged")
     stepped = min(n, stepped_images)
     runs["cuda stepped"] = measure("cuda stepped", "cuda", "stepped", stepped)
     problems += differences(model, name, runs["cpu analytic"], runs["cuda stepped"],
@@ -167,8 +186,8 @@ def check_model(name, data, batch, stepped_images, times_images):
     for label in ("cuda analytic", "cuda stepped"):
         problems += differences(model, name, with_times["cpu analytic"], with_times[label],
                                 "cpu analytic", label)
-    print(f"  {'PASS' if not problems else 'FAIL'} {name}: CUDA analytic == CPU on {n} images, "
-          f"CUDA stepped == CPU on {stepped}, spike times equal on {timed}")
+    print(f"  {'PASS' if not problems else 'FAIL'} {name}: CUDA analytic (staged and unstaged) == "
+          f"CPU on {n} images, CUDA stepped == CPU on {stepped}, spike times equal on {timed}")
     for problem in problems:
         print(f"    {problem}")
     return rows, problems
