@@ -2,8 +2,6 @@
 // per-unit functions of engine_units.cuh.
 #include "analytic_kernels.cuh"
 
-#include <algorithm>
-
 #include "engine_units.cuh"
 
 namespace ttfs {
@@ -33,25 +31,6 @@ __global__ void neuron_layer_analytic_kernel(DeviceLayer layer, SpikeSteps below
         analytic_neuron_unit(layer, below, idx, first_spike, potential, trace);
 }
 
-// The same with the layer's `weight_count` weights copied into dynamic shared memory first;
-// the units then read them from there (the same values, so the same bits).
-__global__ void neuron_layer_analytic_staged_kernel(DeviceLayer layer, SpikeSteps below,
-                                                    int64_t total, int64_t weight_count,
-                                                    int32_t* __restrict__ first_spike,
-                                                    float* __restrict__ potential, TraceRows trace) {
-    extern __shared__ float staged_weights[];
-    for (int64_t i = threadIdx.x; i < weight_count; i += blockDim.x) staged_weights[i] = layer.weights[i];
-    __syncthreads();
-    DeviceLayer local = layer;
-    local.weights = staged_weights;
-    for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-         idx += int64_t(gridDim.x) * blockDim.x)
-        analytic_neuron_unit(local, below, idx, first_spike, potential, trace);
-}
-
-// Without opting in, a block may use this much dynamic shared memory.
-constexpr size_t kDefaultSharedBytes = 48 * 1024;
-
 }  // namespace
 
 cudaError_t launch_input_first_spikes(const DeviceLayer& input, const float* images,
@@ -75,26 +54,8 @@ cudaError_t launch_pool_spike_steps(const DeviceLayer& pool, SpikeSteps below,
 cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps below,
                                          int32_t images_count, int32_t* first_spike,
                                          float* potential, const TraceRows& trace,
-                                         const WeightStaging& staging, cudaStream_t stream) {
+                                         cudaStream_t stream) {
     const int64_t total = int64_t(images_count) * layer.out_size();
-    const int64_t weight_count = int64_t(layer.kernel_h) * layer.kernel_w * layer.in_c * layer.out_c;
-    const size_t bytes = size_t(weight_count) * sizeof(float);
-    if (bytes > 0 && bytes <= staging.most_bytes_per_block && staging.multiprocessors > 0) {
-        if (bytes > kDefaultSharedBytes) {
-            const cudaError_t opted = cudaFuncSetAttribute(
-                neuron_layer_analytic_staged_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-            if (opted != cudaSuccess) return opted;
-        }
-        // Enough blocks to fill every multiprocessor as far as shared memory allows (at most
-        // 8 per multiprocessor), each staging the weights once; fewer if the layer is small.
-        const int64_t per_multiprocessor =
-            std::max<int64_t>(1, std::min<int64_t>(8, int64_t(staging.bytes_per_multiprocessor / bytes)));
-        const int64_t blocks = std::min<int64_t>(int64_t(grid_for(total)),
-                                                 per_multiprocessor * staging.multiprocessors);
-        neuron_layer_analytic_staged_kernel<<<unsigned(blocks), kThreadsPerBlock, bytes, stream>>>(
-            layer, below, total, weight_count, first_spike, potential, trace);
-        return cudaGetLastError();
-    }
     neuron_layer_analytic_kernel<<<grid_for(total), kThreadsPerBlock, 0, stream>>>(
         layer, below, total, first_spike, potential, trace);
     return cudaGetLastError();

@@ -22,23 +22,17 @@ cudaError_t launch_pool_spike_steps(const DeviceLayer& pool, SpikeSteps below,
                                     int32_t images_count, int32_t* out_steps,
                                     int32_t out_capacity, cudaStream_t stream);
 
-// Shared memory the conv2d/dense kernel may stage a layer's weights in (queried once per
-// session; all zero: never stage).
-struct WeightStaging {
-    size_t most_bytes_per_block = 0;  // cudaDevAttrMaxSharedMemoryPerBlockOptin
-    size_t bytes_per_multiprocessor = 0;  // cudaDevAttrMaxSharedMemoryPerMultiprocessor
-    int32_t multiprocessors = 0;
-};
-
 // conv2d / dense: the closed-form potential of every neuron and its first-spike time (-1 =
 // none). potential may be nullptr (only the output layer's is needed); a neuron that fired
-// reports 0. trace: the output trace's rows (the output layer), or none (count 0). When the layer's weights fit in `staging`, each block first copies them into
-// shared memory and then works through many neurons (a grid of about as many blocks as fit on
-// the device at once); otherwise the threads read them from global memory.
+// reports 0. trace: the output trace's rows (the output layer), or none (count 0). The threads
+// read the weights from global memory: consecutive threads are consecutive output channels,
+// so a warp's reads of one weight row are coalesced. (Copying a layer's weights into shared
+// memory first was measured slower on an H200, 0.7-0.87x: it limits the blocks per
+// multiprocessor; docs/BENCHMARKS.md, "CUDA".)
 cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps below,
                                          int32_t images_count, int32_t* first_spike,
                                          float* potential, const TraceRows& trace,
-                                         const WeightStaging& staging, cudaStream_t stream);
+                                         cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace ttfs

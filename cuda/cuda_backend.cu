@@ -140,7 +140,6 @@ private:
     int32_t max_batch_;
     int device_ = -1;
     cudaStream_t stream_ = nullptr;
-    gpu::WeightStaging staging_;  // all zero: conv2d/dense weights are read from global memory
     DeviceBuffer images_;      // [max_batch * input size]
     DeviceBuffer potentials_;  // analytic: output layer [max_batch * classes]
     std::vector<LayerState> layers_;
@@ -204,24 +203,6 @@ ttfs_status CudaBackend::init(std::string& error) {
                  "creating the session's stream", error)) {
         device_ = -1;
         return TTFS_ERR_CUDA;
-    }
-
-    // How much shared memory the analytic conv2d/dense kernel may stage weights in. The
-    // environment variable TTFS_CUDA_STAGE_WEIGHTS=0 turns staging off (to compare).
-    const char* stage = std::getenv("TTFS_CUDA_STAGE_WEIGHTS");
-    if (stage == nullptr || std::string(stage) != "0") {
-        int per_block = 0, per_multiprocessor = 0, multiprocessors = 0;
-        if (!cuda_ok(cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_),
-                     "cudaDeviceGetAttribute", "reading the device's shared memory per block", error) ||
-            !cuda_ok(cudaDeviceGetAttribute(&per_multiprocessor, cudaDevAttrMaxSharedMemoryPerMultiprocessor,
-                                            device_),
-                     "cudaDeviceGetAttribute", "reading the device's shared memory per multiprocessor", error) ||
-            !cuda_ok(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device_),
-                     "cudaDeviceGetAttribute", "reading the device's multiprocessor count", error))
-            return TTFS_ERR_CUDA;
-        staging_.most_bytes_per_block = size_t(std::max(0, per_block));
-        staging_.bytes_per_multiprocessor = size_t(std::max(0, per_multiprocessor));
-        staging_.multiprocessors = std::max(0, multiprocessors);
     }
 
     const Model& model = *model_;
@@ -364,7 +345,7 @@ ttfs_status CudaBackend::enqueue_analytic(int32_t n, std::string& error) {
                          int64_t(n) * layer.out.size()};
             launched = gpu::launch_neuron_layer_analytic(
                 state.desc, layers_[i - 1].steps_view, n, state.first_spike.as<int32_t>(),
-                i == last ? potentials_.as<float>() : nullptr, trace, staging_, stream_);
+                i == last ? potentials_.as<float>() : nullptr, trace, stream_);
             break;
         }
         }

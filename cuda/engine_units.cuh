@@ -18,14 +18,19 @@ namespace gpu {
 // presynaptic units once per chunk that holds an arrival (chunks without arrivals are skipped),
 // so the chunk size trades per-thread memory for passes; it does not limit how many steps or
 // spikes a neuron can receive.
-constexpr int32_t kStepChunk = 32;
+// TTFS_ANALYTIC_STEP_CHUNK overrides it at build time (1 to 64), for measuring.
+#ifndef TTFS_ANALYTIC_STEP_CHUNK
+#define TTFS_ANALYTIC_STEP_CHUNK 32
+#endif
+constexpr int32_t kStepChunk = TTFS_ANALYTIC_STEP_CHUNK;
+static_assert(kStepChunk >= 1 && kStepChunk <= 64, "a chunk's arrivals are one 64-bit mask");
 
 // Index of the lowest set bit of a non-zero word.
-TTFS_HD int32_t lowest_set_bit(uint32_t word) {
+TTFS_HD int32_t lowest_set_bit(uint64_t word) {
 #if defined(__CUDA_ARCH__)
-    return __ffs(int(word)) - 1;
+    return __ffsll((long long)word) - 1;
 #else
-    return __builtin_ctz(word);
+    return __builtin_ctzll(word);
 #endif
 }
 
@@ -134,7 +139,7 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
         const int32_t chunk_end = chunk_start + kStepChunk;
         float bins[kStepChunk];
         for (int32_t i = 0; i < kStepChunk; ++i) bins[i] = 0.0f;
-        uint32_t arrived = 0;          // bit i: some unit spikes at chunk_start + i
+        uint64_t arrived = 0;          // bit i: some unit spikes at chunk_start + i
         int32_t next_start = INT_MAX;  // earliest integrated arrival after this chunk
 
         for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
@@ -155,7 +160,7 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
                         }
                         const int32_t bin = s - chunk_start;
                         bins[bin] = add_rn(bins[bin], weight_row[int64_t(ic) * layer.out_c]);
-                        arrived |= 1u << bin;
+                        arrived |= uint64_t(1) << bin;
                     }
                 }
             }
@@ -163,7 +168,7 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
 
         if (chunk_start == 0) {  // t == 0: the bias, with weight exactly 1, spikes or not
             membrane = integrate(membrane, add_rn(bins[0], layer.bias[at.oc]), 1.0f);
-            arrived &= ~1u;
+            arrived &= ~uint64_t(1);
         }
         while (arrived != 0) {  // the remaining bins, ascending
             const int32_t bin = lowest_set_bit(arrived);

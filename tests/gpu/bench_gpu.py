@@ -3,9 +3,7 @@
     model: 28x28x1 -> conv 5x5x12 -> pool 2 `or` -> conv 5x5x64 -> pool 2 `or` -> flatten
            -> dense 10; T_s = T_d = 80, T = 400 (tests/gpu/mnist_like.py, weights scaled so
            that a realistic share of neurons fires)
-    runs:  CPU analytic (all cores), CUDA analytic (batch 1 .. 65536), CUDA analytic with
-           weights read from global memory (TTFS_CUDA_STAGE_WEIGHTS=0, the engine before
-           shared-memory staging), CUDA stepped
+    runs:  CPU analytic (all cores), CUDA analytic (batch 1 .. 65536), CUDA stepped
 
 Each configuration gets one untimed warm-up run, then timed runs of the same batch until at
 least --seconds have passed (at least two runs). Throughput includes copying images in and
@@ -42,33 +40,17 @@ from export.ttfs_format import to_bytes  # noqa: E402
 
 FULL_PLAN = [("cpu", "analytic", (256, 1024)),
              ("cuda", "analytic", (1, 64, 1024, 8192, 65536)),
-             ("cuda", "analytic-unstaged", (1024, 65536)),
              ("cuda", "stepped", (64, 1024))]
 QUICK_PLAN = [("cpu", "analytic", (16,)),
               ("cuda", "analytic", (1, 16, 64)),
-              ("cuda", "analytic-unstaged", (64,)),
               ("cuda", "stepped", (4,))]
-# Engine names of the plan that are the analytic engine under an environment setting, read
-# when the session is created.
-VARIANTS = {"analytic-unstaged": ("analytic", {"TTFS_CUDA_STAGE_WEIGHTS": "0"})}
 PARITY_IMAGES = 1024
 
 
 def measure(model, backend, engine, images, seconds):
     """Runs one configuration; returns (row dict, the last result)."""
     batch = len(images)
-    library_engine, environment = VARIANTS.get(engine, (engine, {}))
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        session = model.session(backend=backend, engine=library_engine, max_batch=batch)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    with session:
+    with model.session(backend=backend, engine=engine, max_batch=batch) as session:
         if session.backend != backend:
             raise RuntimeError(f"asked for backend {backend!r}, the session runs on {session.backend!r}")
         result = session.run(images)  # warm-up: first-touch of buffers, module loading
@@ -165,10 +147,6 @@ def main(argv=None):
     if stepped and throughput("cuda", "analytic", stepped):
         ratios[f"cuda analytic / cuda stepped at batch {stepped}"] = \
             throughput("cuda", "analytic", stepped) / throughput("cuda", "stepped", stepped)
-    for batch in sorted({r["batch"] for r in rows if r["engine"] == "analytic-unstaged"}):
-        if throughput("cuda", "analytic", batch) and throughput("cuda", "analytic-unstaged", batch):
-            ratios[f"cuda analytic staged / unstaged weights at batch {batch}"] = \
-                throughput("cuda", "analytic", batch) / throughput("cuda", "analytic-unstaged", batch)
     for name, value in ratios.items():
         print(f"ratio {name}: {value:.1f}x")
 

@@ -3,8 +3,7 @@
 For models/mnist.ttfs and models/fashion-mnist.ttfs, on their test images:
 
 - CUDA analytic == CPU analytic on every image: predictions, output potentials as bit patterns
-  and the spike count of every neuron layer; the same for CUDA analytic with its weights read
-  from global memory instead of staged in shared memory (TTFS_CUDA_STAGE_WEIGHTS=0);
+  and the spike count of every neuron layer;
 - CUDA stepped == CPU analytic on the first --stepped-images images, the same three;
 - first-spike times of every neuron layer, CPU analytic == CUDA analytic == CUDA stepped, on the
   first --times-images images;
@@ -67,27 +66,16 @@ def session_batch(model, backend, engine, wanted, record):
             batch //= 2
 
 
-def run_all(model, backend, engine, images, batch, record=False, environment=None):
+def run_all(model, backend, engine, images, batch, record=False):
     """Runs images in batches; returns (predictions, potentials, {layer: counts},
-    {layer: times} or None, seconds spent in run() and reading the results, batch).
-    environment: variables set while the session is created (where the library reads them)."""
+    {layer: times} or None, seconds spent in run() and reading the results, batch)."""
     neuron_layers = [i for i, info in enumerate(model.layers) if info.has_neurons]
     predictions, potentials = [], []
     counts = {i: [] for i in neuron_layers}
     times = {i: [] for i in neuron_layers} if record else None
     batch = session_batch(model, backend, engine, min(batch, len(images)), record)
-    saved = {name: os.environ.get(name) for name in environment or {}}
-    os.environ.update(environment or {})
-    try:
-        session = model.session(backend=backend, engine=engine, max_batch=batch,
-                                record_spike_times=record)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    with session:
+    with model.session(backend=backend, engine=engine, max_batch=batch,
+                       record_spike_times=record) as session:
         session.run(images[:min(batch, 64)])  # warm-up: module loading, first touch
         seconds = 0.0
         for start in range(0, len(images), batch):
@@ -158,8 +146,8 @@ def check_model(name, data, batch, stepped_images, times_images):
 
     runs, problems, rows = {}, [], []
 
-    def measure(label, backend, engine, count, record=False, environment=None):
-        result = run_all(model, backend, engine, images[:count], batch, record, environment)
+    def measure(label, backend, engine, count, record=False):
+        result = run_all(model, backend, engine, images[:count], batch, record)
         seconds, used_batch = result[4], result[5]
         accuracy = float((result[0] == labels[:count]).mean())
         rows.append(dict(model=name, run=label, images=count, batch=used_batch, seconds=seconds,
@@ -172,10 +160,6 @@ def check_model(name, data, batch, stepped_images, times_images):
     runs["cuda analytic"] = measure("cuda analytic", "cuda", "analytic", n)
     problems += differences(model, name, runs["cpu analytic"], runs["cuda analytic"],
                             "cpu analytic", "cuda analytic")
-    runs["cuda analytic unstaged"] = measure("cuda analytic, unstaged", "cuda", "analytic", n,
-                                             environment={"TTFS_CUDA_STAGE_WEIGHTS": "0"})
-    problems += differences(model, name, runs["cpu analytic"], runs["cuda analytic unstaged"],
-                            "cpu analytic", "cuda analytic unstaged")
     stepped = min(n, stepped_images)
     runs["cuda stepped"] = measure("cuda stepped", "cuda", "stepped", stepped)
     problems += differences(model, name, runs["cpu analytic"], runs["cuda stepped"],
@@ -186,8 +170,8 @@ def check_model(name, data, batch, stepped_images, times_images):
     for label in ("cuda analytic", "cuda stepped"):
         problems += differences(model, name, with_times["cpu analytic"], with_times[label],
                                 "cpu analytic", label)
-    print(f"  {'PASS' if not problems else 'FAIL'} {name}: CUDA analytic (staged and unstaged) == "
-          f"CPU on {n} images, CUDA stepped == CPU on {stepped}, spike times equal on {timed}")
+    print(f"  {'PASS' if not problems else 'FAIL'} {name}: CUDA analytic == CPU on {n} "
+          f"images, CUDA stepped == CPU on {stepped}, spike times equal on {timed}")
     for problem in problems:
         print(f"    {problem}")
     return rows, problems

@@ -119,18 +119,6 @@ cudaError_t cudaGetDevice(int* device) {
     return cudaSuccess;
 }
 
-// An H100-like device, so that the backend's staging decisions run (the emulated launchers
-// themselves ignore shared memory).
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
-    if (device < 0 || device >= emulated_devices()) return fail(cudaErrorInvalidDevice);
-    switch (attribute) {
-        case cudaDevAttrMultiProcessorCount: *value = 132; return cudaSuccess;
-        case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = 228 * 1024; return cudaSuccess;
-        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; return cudaSuccess;
-    }
-    return fail(cudaErrorInvalidValue);
-}
-
 cudaError_t cudaSetDevice(int device) {
     if (device < 0 || device >= emulated_devices()) return fail(cudaErrorInvalidDevice);
     current_device = device;
@@ -274,7 +262,6 @@ cudaError_t launch_pool_spike_steps(const DeviceLayer& pool, SpikeSteps below, i
 
 cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps below, int32_t images_count,
                                          int32_t* first_spike, float* potential, const TraceRows& trace,
-                                         const WeightStaging& /*staging: shared memory is not emulated*/,
                                          cudaStream_t stream) {
     const int64_t total = int64_t(images_count) * layer.out_size();
     if (!known_stream(stream)) return cudaErrorInvalidResourceHandle;
