@@ -18,12 +18,14 @@ namespace gpu {
 // presynaptic units once per chunk that holds an arrival (chunks without arrivals are skipped),
 // so the chunk size trades per-thread memory for passes; it does not limit how many steps or
 // spikes a neuron can receive.
-// TTFS_ANALYTIC_STEP_CHUNK overrides it at build time (1 to 64), for measuring.
+// TTFS_ANALYTIC_STEP_CHUNK overrides it at build time (1 to 256), for measuring.
 #ifndef TTFS_ANALYTIC_STEP_CHUNK
-#define TTFS_ANALYTIC_STEP_CHUNK 32
+#define TTFS_ANALYTIC_STEP_CHUNK 64
 #endif
 constexpr int32_t kStepChunk = TTFS_ANALYTIC_STEP_CHUNK;
-static_assert(kStepChunk >= 1 && kStepChunk <= 64, "a chunk's arrivals are one 64-bit mask");
+static_assert(kStepChunk >= 1 && kStepChunk <= 256, "kStepChunk: 1 to 256 steps");
+// A chunk's arrivals: one bit per step, in 64-bit words.
+constexpr int32_t kChunkWords = (kStepChunk + 63) / 64;
 
 // Index of the lowest set bit of a non-zero word.
 TTFS_HD int32_t lowest_set_bit(uint64_t word) {
@@ -122,6 +124,8 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
 // row, kernel column, input channel) and each spiking unit's weight is added to the bin of its
 // step, so every bin is S(t) formed exactly as the stepped engine forms it (from +0.0f, in
 // canonical order). Bins are applied in ascending t; t == 0 carries the bias with weight 1.
+// The first chunk starts where the layer's integration window does (steps before it, other
+// than 0, are not integrated); its pass also sums S(0), in the same order.
 // potential may be nullptr; a neuron that fired reports 0. With an output trace (trace.count >
 // 0), the potential as it stands is written for every chosen step before each bin is applied,
 // the complete one for the steps left, and 0 from the fire step on (the reset).
@@ -134,12 +138,15 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
 
     float membrane = 0.0f;
     int32_t traced = 0;  // the output trace's rows written
-    int32_t chunk_start = 0;  // the first chunk always starts at 0: the bias enters there
+    bool first_pass = true;  // it applies S(0) and the bias
+    int32_t chunk_start = layer.integ_start > 0 ? layer.integ_start : 0;
+    float sum_at_zero = 0.0f;  // S(0), while the first chunk starts after step 0
     for (;;) {
         const int32_t chunk_end = chunk_start + kStepChunk;
         float bins[kStepChunk];
         for (int32_t i = 0; i < kStepChunk; ++i) bins[i] = 0.0f;
-        uint64_t arrived = 0;          // bit i: some unit spikes at chunk_start + i
+        uint64_t arrived[kChunkWords];  // bit i: some unit spikes at chunk_start + i
+        for (int32_t w = 0; w < kChunkWords; ++w) arrived[w] = 0;
         int32_t next_start = INT_MAX;  // earliest integrated arrival after this chunk
 
         for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
@@ -153,29 +160,38 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
                     for (int32_t e = 0; e < capacity; ++e) {
                         const int32_t s = unit_steps[e];
                         if (s < 0) break;
-                        if (s < chunk_start || !integrates_at(layer, s)) continue;
+                        if (s < chunk_start) {  // S(0) when the first chunk starts later
+                            if (s == 0 && first_pass)
+                                sum_at_zero = add_rn(sum_at_zero, weight_row[int64_t(ic) * layer.out_c]);
+                            continue;
+                        }
+                        if (!integrates_at(layer, s)) continue;
                         if (s >= chunk_end) {  // ascending list: the rest come later too
                             if (s < next_start) next_start = s;
                             break;
                         }
                         const int32_t bin = s - chunk_start;
                         bins[bin] = add_rn(bins[bin], weight_row[int64_t(ic) * layer.out_c]);
-                        arrived |= uint64_t(1) << bin;
+                        arrived[bin >> 6] |= uint64_t(1) << (bin & 63);
                     }
                 }
             }
         }
 
-        if (chunk_start == 0) {  // t == 0: the bias, with weight exactly 1, spikes or not
-            membrane = integrate(membrane, add_rn(bins[0], layer.bias[at.oc]), 1.0f);
-            arrived &= ~uint64_t(1);
+        if (first_pass) {  // t == 0: the bias, with weight exactly 1, spikes or not
+            const float at_zero = chunk_start == 0 ? bins[0] : sum_at_zero;
+            membrane = integrate(membrane, add_rn(at_zero, layer.bias[at.oc]), 1.0f);
+            if (chunk_start == 0) arrived[0] &= ~uint64_t(1);
+            first_pass = false;
         }
-        while (arrived != 0) {  // the remaining bins, ascending
-            const int32_t bin = lowest_set_bit(arrived);
-            arrived &= arrived - 1;
-            for (; traced < trace.count && trace.steps[traced] < chunk_start + bin; ++traced)
-                trace.rows[traced * trace.row_stride + idx] = membrane;
-            membrane = integrate(membrane, bins[bin], kernel_at(layer, chunk_start + bin));
+        for (int32_t w = 0; w < kChunkWords; ++w) {
+            while (arrived[w] != 0) {  // the remaining bins, ascending
+                const int32_t bin = w * 64 + lowest_set_bit(arrived[w]);
+                arrived[w] &= arrived[w] - 1;
+                for (; traced < trace.count && trace.steps[traced] < chunk_start + bin; ++traced)
+                    trace.rows[traced * trace.row_stride + idx] = membrane;
+                membrane = integrate(membrane, bins[bin], kernel_at(layer, chunk_start + bin));
+            }
         }
         if (next_start == INT_MAX) break;
         chunk_start = next_start;

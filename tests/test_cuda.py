@@ -149,6 +149,22 @@ def long_window_net():
     return pyttfs.Model.from_bytes(to_bytes(spec)), images, "long-window MNIST-shaped net"
 
 
+def step_zero_net():
+    """input (1x1x4, fires [0, 10)) -> dense 4->3 integrating [5, 15) (vmem readout): pixels
+    fire at step 0 (integrated, with the bias), at steps 1-4 (before the window: not integrated)
+    and inside the window, so the first chunk of arrivals starts after step 0 and still
+    carries S(0)."""
+    from export.ttfs_format import NeuronParams, build_model, dense, input_layer
+    rng = np.random.default_rng(5)
+    layers = [input_layer((1, 1, 4), neuron=NeuronParams(tau_fire=4.0, vth0=0.5, fire_window=(0, 10))),
+              dense("out", rng.normal(0.0, 0.7, size=(4, 3)).astype(np.float32),
+                    np.array([0.25, -0.125, 0.0625], np.float32),
+                    neuron=NeuronParams(tau_fire=6.0, integ_window=(5, 15), fire_window=(15, 25)))]
+    spec = build_model(layers, time_steps=25, readout="vmem")
+    images = rng.choice(np.array([0, 20, 40, 90, 200, 255], np.uint8), size=(32, 1, 1, 4))
+    return pyttfs.Model.from_bytes(to_bytes(spec)), images, "step-zero net"
+
+
 # ---- no device -----------------------------------------------------------------------------
 
 @pytest.mark.skipif(HAS_DEVICE, reason="a CUDA device is present")
@@ -347,6 +363,19 @@ def test_batches_are_independent(device, engine):
             assert_same(model, want, got, "cpu", f"cuda batch of {size}", label)
     not_recorded = run(model, "cuda", engine, images, record=False)
     assert_same(model, expected, not_recorded, "cpu", "cuda without spike times", label)
+
+
+def test_arrivals_at_step_zero_before_a_later_window(device):
+    """S(0) enters with the bias even when the layer's window starts later (the analytic kernel
+    then starts its first chunk at the window): CUDA == CPU stepped, both engines."""
+    model, images, label = step_zero_net()
+    expected = run(model, "cpu", "stepped", images)
+    fired = expected["times 0"]
+    assert (fired == 0).any() and ((fired > 0) & (fired < 5)).any() and (fired >= 5).any(), \
+        f"{label}: the images must fire at step 0, before the window and inside it"
+    for engine in ENGINES:
+        assert_same(model, expected, run(model, "cuda", engine, images), "cpu stepped",
+                    f"cuda {engine}", label)
 
 
 def test_uint8_input_matches_float_input(device):
