@@ -20,7 +20,7 @@ namespace gpu {
 // spikes a neuron can receive.
 // TTFS_ANALYTIC_STEP_CHUNK overrides it at build time (1 to 256), for measuring.
 #ifndef TTFS_ANALYTIC_STEP_CHUNK
-#define TTFS_ANALYTIC_STEP_CHUNK 64
+#define TTFS_ANALYTIC_STEP_CHUNK 128
 #endif
 constexpr int32_t kStepChunk = TTFS_ANALYTIC_STEP_CHUNK;
 static_assert(kStepChunk >= 1 && kStepChunk <= 256, "kStepChunk: 1 to 256 steps");

@@ -141,12 +141,28 @@ def random_net(seed, **kind):
 
 
 def long_window_net():
-    """A small MNIST-shaped net with the reference's 80-step windows: more than one 32-step
-    chunk of arrivals per neuron, `or` pools relaying up to four spikes per unit."""
+    """A small MNIST-shaped net with the reference's 80-step windows: arrivals spread over
+    tens of steps, `or` pools relaying up to four spikes per unit."""
     spec, _ = mnist_like_model(seed=3, size=14, kernel=3, filters=(4, 8), t_window=80,
                                time_steps=320, calibration_images=32)
     images = mnist_like_images(12, size=14, seed=11)
     return pyttfs.Model.from_bytes(to_bytes(spec)), images, "long-window MNIST-shaped net"
+
+
+def many_chunks_net():
+    """input (1x1x48, fires [0, 400), tau_fire 80: pixel values 3-255 fire all over the window)
+    -> dense 48->5 integrating [0, 400) (vmem readout): a neuron's arrivals span several of the
+    analytic kernel's chunks (cuda/engine_units.cuh kStepChunk, at most 256 steps)."""
+    from export.ttfs_format import NeuronParams, build_model, dense, input_layer
+    rng = np.random.default_rng(8)
+    layers = [input_layer((1, 1, 48), neuron=NeuronParams(tau_fire=80.0, vth0=1.0)),
+              dense("out", rng.normal(0.05, 0.3, size=(48, 5)).astype(np.float32),
+                    rng.normal(0.0, 0.2, size=5).astype(np.float32))]
+    spec = build_model(layers, time_steps=800, readout="vmem", time_fire_start=400,
+                       time_fire_duration=400)
+    images = rng.integers(3, 256, size=(16, 1, 1, 48)).astype(np.uint8)  # 3/255 fires at 355
+    images[:, 0, 0, 0] = 255  # fires at step 0
+    return pyttfs.Model.from_bytes(to_bytes(spec)), images, "many-chunks net"
 
 
 def step_zero_net():
@@ -219,7 +235,7 @@ def test_parity_long_windows(device):
     model, images, label = long_window_net()
     results = check_parity(model, images, label)
     # The net must exercise what it is here for: spikes in every hidden layer, arrivals spread
-    # over more than one 32-step chunk.
+    # over more than 32 steps.
     for i in neuron_layers(model)[:-1]:
         times = results["cuda", "analytic"][f"times {i}"]
         assert (times >= 0).mean() > 0.05, f"layer {model.layers[i].name} almost silent"
@@ -301,15 +317,32 @@ def test_output_trace_parity(device, seed):
 
 
 def test_output_trace_parity_long_windows(device):
-    """Arrivals over more than one 32-step chunk of the analytic kernel (the output layer
-    integrates over [160, 240)), trace steps inside the chunks and at their edges, and a batch
-    of 12 (the trace's [step][image] rows on the device)."""
+    """Arrivals spread over the output layer's window [160, 240), trace steps inside it and at
+    its edges, and a batch of 12 (the trace's [step][image] rows on the device)."""
     model, images, label = long_window_net()
     steps = [0, 31, 100, 159, 160, 161, 175, 191, 192, 200, 223, 224, 239, 240, 319]
     out = traces(model, images, steps)
     expected, _ = out["cpu", "stepped"]
     for early, late in ((3, 6), (6, 9), (9, 12)):  # 159 / 175 / 200 / 239
         assert np.any(expected[:, early] != expected[:, late]), "the trace does not move"
+    for key, (trace, _) in out.items():
+        np.testing.assert_array_equal(trace.view(np.uint32), expected.view(np.uint32),
+                                      err_msg=f"{label}: {key}")
+
+
+def test_parity_and_trace_over_many_chunks(device):
+    """Arrivals over a 400-step window: the analytic kernel bins them in several chunks (at
+    most 256 steps each) and must equal the stepped engines, and the output trace at the
+    chunk edges of every chunk size up to 256 must be the CPU's."""
+    model, images, label = many_chunks_net()
+    results = check_parity(model, images, label)
+    fired = results["cpu", "stepped"]["times 0"]
+    assert fired.min() == 0 and fired.max() > 300 and (fired >= 0).all(), \
+        f"{label}: the pixels must fire all over [0, 400), from step 0"
+    steps = [0, 1, 31, 32, 63, 64, 65, 127, 128, 129, 200, 255, 256, 257, 383, 384, 399, 400, 799]
+    out = traces(model, images, steps)
+    expected, _ = out["cpu", "stepped"]
+    assert np.any(expected[:, 3] != expected[:, 13]), "the trace does not move"
     for key, (trace, _) in out.items():
         np.testing.assert_array_equal(trace.view(np.uint32), expected.view(np.uint32),
                                       err_msg=f"{label}: {key}")
