@@ -28,7 +28,7 @@ cudaError_t launch_pool_spike_steps(const DeviceLayer& pool, SpikeSteps below,
 // read the weights from global memory: consecutive threads are consecutive output channels,
 // so a warp's reads of one weight row are coalesced. (Copying a layer's weights into shared
 // memory first was measured slower on an H200, 0.7-0.87x: it limits the blocks per
-// multiprocessor; docs/BENCHMARKS.md, "CUDA".)
+// multiprocessor; docs/GPU.md.)
 cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps below,
                                          int32_t images_count, int32_t* first_spike,
                                          float* potential, const TraceRows& trace,
