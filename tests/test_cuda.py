@@ -24,6 +24,7 @@ Where the device tests run:
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -548,9 +549,9 @@ EMULATOR_SOURCE = REPO / "tests" / "gpu" / "emulator"
 EMULATOR_BUILD = REPO / "build-cuda-emu"
 
 
-def test_emulated_cuda_backend(tmp_path):
-    """Builds the CUDA emulator and runs this file against it: the device tests above then run
-    the real backend code on the host (see the module docstring)."""
+@pytest.fixture(scope="module")
+def emulator_library():
+    """build-cuda-emu/libttfs.so: the CUDA emulator (see the module docstring), built once."""
     if EMULATED:
         pytest.skip("this is the emulator run itself")
     if HAS_DEVICE:
@@ -563,9 +564,14 @@ def test_emulated_cuda_backend(tmp_path):
         built = subprocess.run(command, capture_output=True, text=True)
         assert built.returncode == 0, (f"building the CUDA emulator failed: {' '.join(command)}\n"
                                        f"{built.stdout[-4000:]}\n{built.stderr[-4000:]}")
+    return EMULATOR_BUILD / "libttfs.so"
 
+
+def test_emulated_cuda_backend(tmp_path, emulator_library):
+    """Builds the CUDA emulator and runs this file against it: the device tests above then run
+    the real backend code on the host (see the module docstring)."""
     report = tmp_path / "emulated.xml"
-    env = dict(os.environ, TTFS_LIBRARY=str(EMULATOR_BUILD / "libttfs.so"), TTFS_REQUIRE_CUDA="1")
+    env = dict(os.environ, TTFS_LIBRARY=str(emulator_library), TTFS_REQUIRE_CUDA="1")
     env.pop("TTFS_EMULATED_DEVICES", None)
     env.pop("TTFS_EMULATED_MALLOC_LIMIT", None)
     tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -592,3 +598,20 @@ def test_emulated_cuda_backend(tmp_path):
                  "test_fuzzed_models_agree_between_cpu_and_cuda", "test_output_trace_parity",
                  "test_output_trace_parity_long_windows"):
         assert name in ran, f"{name} did not pass in the emulator run:\n{output}"
+
+
+def test_gpu_scripts_run_on_the_emulator(tmp_path, emulator_library):
+    """tests/gpu/bench_gpu.py --quick and tests/gpu/check_models.py on a few images, against the
+    emulator: the scripts a GPU run depends on (tests/gpu/run_gpu_checks.sh) work and report
+    PASS, so that device time is not spent finding a broken script."""
+    env = dict(os.environ, TTFS_LIBRARY=str(emulator_library), OUT=str(tmp_path))
+    for script, arguments, report in (
+            ("bench_gpu.py", ["--quick", "--seconds", "0.01"], "bench_gpu.json"),
+            ("check_models.py", ["--images", "3", "--stepped-images", "1", "--times-images", "1"],
+             "check_models.json")):
+        done = subprocess.run([sys.executable, str(REPO / "tests" / "gpu" / script), *arguments],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        output = done.stdout[-4000:] + done.stderr[-2000:]
+        assert done.returncode == 0, f"{script} failed:\n{output}"
+        assert f"PASS {script[:-3]}" in done.stdout, output
+        assert not json.loads((tmp_path / report).read_text())["failures"], output

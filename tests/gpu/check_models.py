@@ -129,7 +129,7 @@ def differences(model, name, base, other, base_name, other_name):
     return problems
 
 
-def check_model(name, data, batch, stepped_images, times_images):
+def check_model(name, data, batch, stepped_images, times_images, most_images=None):
     import pyttfs
     from pyttfs.images import read_images, read_labels
 
@@ -141,6 +141,7 @@ def check_model(name, data, batch, stepped_images, times_images):
     if len(labels) != len(images):
         raise ValueError(f"{labels_path}: {len(labels)} labels for {len(images)} images in "
                          f"{images_path}")
+    images, labels = images[:most_images], labels[:most_images]
     n = len(images)
     print(f"\n== {model_path.relative_to(REPO)}: {n} images from {images_path.name}")
 
@@ -181,6 +182,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None,
                         help="folder with the full test sets as IDX files (see above)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="only the first this many test images (default: all)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"images per run (default {DEFAULT_BATCH}; halved while a session "
                              "would exceed its memory limit)")
@@ -207,7 +210,7 @@ def main(argv=None):
     for name in MODELS:
         try:
             model_rows, problems = check_model(name, args.data, args.batch, args.stepped_images,
-                                               args.times_images)
+                                               args.times_images, args.images)
         except Exception as error:  # report and go on with the other model
             failures.append(f"{name}: {type(error).__name__}: {error}")
             print(f"  FAILED: {failures[-1]}")
