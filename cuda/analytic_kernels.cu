@@ -23,12 +23,13 @@ __global__ void pool_spike_steps_kernel(DeviceLayer pool, SpikeSteps below, int6
         analytic_pool_unit(pool, below, idx, out_steps, out_capacity);
 }
 
+template <int32_t CHUNK>
 __global__ void neuron_layer_analytic_kernel(DeviceLayer layer, SpikeSteps below, int64_t total,
                                              int32_t* __restrict__ first_spike,
                                              float* __restrict__ potential, TraceRows trace) {
     for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
          idx += int64_t(gridDim.x) * blockDim.x)
-        analytic_neuron_unit(layer, below, idx, first_spike, potential, trace);
+        analytic_neuron_unit<CHUNK>(layer, below, idx, first_spike, potential, trace);
 }
 
 }  // namespace
@@ -56,8 +57,10 @@ cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps be
                                          float* potential, const TraceRows& trace,
                                          cudaStream_t stream) {
     const int64_t total = int64_t(images_count) * layer.out_size();
-    neuron_layer_analytic_kernel<<<grid_for(total), kThreadsPerBlock, 0, stream>>>(
-        layer, below, total, first_spike, potential, trace);
+    with_step_chunk(layer, [&](auto chunk) {
+        neuron_layer_analytic_kernel<decltype(chunk)::value><<<grid_for(total), kThreadsPerBlock, 0, stream>>>(
+            layer, below, total, first_spike, potential, trace);
+    });
     return cudaGetLastError();
 }
 

@@ -19,7 +19,7 @@
 #include "backend.hpp"
 #include "build_config.h"
 #include "device_layer.cuh"
-#include "engine_units.cuh"  // kStepChunk, for the work bound
+#include "engine_units.cuh"  // kSmallestStepChunk, for the work bound
 #include "readout_kernels.cuh"
 #include "stepped_kernels.cuh"
 
@@ -632,7 +632,7 @@ ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, in
                 const int64_t last = std::min<int64_t>(int64_t(in.window_start) + in.window_len, layer.integ_end);
                 work.add_product(uint64_t(std::max<int64_t>(0, last - first) + 1), units, fan_in);
             } else {
-                work.add_product(units, fan_in, in_capacity, uint64_t(in.window_len) / gpu::kStepChunk + 2);
+                work.add_product(units, fan_in, in_capacity, uint64_t(in.window_len) / gpu::kSmallestStepChunk + 2);
             }
         }
         if (stepped) work.add_product(uint64_t(model.time_steps), uint64_t(model.layers.size()));

@@ -8,24 +8,39 @@
 
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 #include "device_layer.cuh"
 
 namespace ttfs {
 namespace gpu {
 
-// Arrival steps are binned in chunks of this many consecutive steps. A neuron walks its
-// presynaptic units once per chunk that holds an arrival (chunks without arrivals are skipped),
-// so the chunk size trades per-thread memory for passes; it does not limit how many steps or
-// spikes a neuron can receive.
-// TTFS_ANALYTIC_STEP_CHUNK overrides it at build time (1 to 256), for measuring.
-#ifndef TTFS_ANALYTIC_STEP_CHUNK
-#define TTFS_ANALYTIC_STEP_CHUNK 128
+// The analytic engine bins a neuron's arrival steps in chunks of consecutive steps and walks
+// its presynaptic units once per chunk that holds an arrival (chunks without arrivals are
+// skipped). A bigger chunk means fewer passes and more bins per thread to clear and keep; it
+// does not limit how many steps or spikes a neuron can receive. On an H200 (docs/GPU.md)
+// 128-step chunks ran fastest for 80-step windows and 256-step ones for 240-step windows, so a
+// layer whose integration window fits in 128 steps uses 128, any other 256.
+// TTFS_ANALYTIC_STEP_CHUNK (1 to 256) sets one size for every layer at build time, for measuring.
+#ifdef TTFS_ANALYTIC_STEP_CHUNK
+constexpr int32_t kSmallestStepChunk = TTFS_ANALYTIC_STEP_CHUNK;
+static_assert(kSmallestStepChunk >= 1 && kSmallestStepChunk <= 256, "TTFS_ANALYTIC_STEP_CHUNK: 1 to 256");
+#else
+constexpr int32_t kSmallestStepChunk = 128;
 #endif
-constexpr int32_t kStepChunk = TTFS_ANALYTIC_STEP_CHUNK;
-static_assert(kStepChunk >= 1 && kStepChunk <= 256, "kStepChunk: 1 to 256 steps");
-// A chunk's arrivals: one bit per step, in 64-bit words.
-constexpr int32_t kChunkWords = (kStepChunk + 63) / 64;
+
+// Calls f(std::integral_constant<int32_t, chunk>{}) with the chunk size of the layer's neurons
+// (host code: the launcher picks the kernel, the emulator the unit function).
+template <typename F>
+void with_step_chunk(const DeviceLayer& layer, F&& f) {
+#ifdef TTFS_ANALYTIC_STEP_CHUNK
+    (void)layer;
+    f(std::integral_constant<int32_t, TTFS_ANALYTIC_STEP_CHUNK>{});
+#else
+    if (layer.integ_end - layer.integ_start <= 128) f(std::integral_constant<int32_t, 128>{});
+    else f(std::integral_constant<int32_t, 256>{});
+#endif
+}
 
 // Index of the lowest set bit of a non-zero word.
 TTFS_HD int32_t lowest_set_bit(uint64_t word) {
@@ -128,9 +143,13 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
 // than 0, are not integrated); its pass also sums S(0), in the same order.
 // potential may be nullptr; a neuron that fired reports 0. With an output trace (trace.count >
 // 0), the potential as it stands is written for every chosen step before each bin is applied,
-// the complete one for the steps left, and 0 from the fire step on (the reset).
+// the complete one for the steps left, and 0 from the fire step on (the reset). CHUNK: the
+// chunk size, with_step_chunk()'s choice for the layer (any size gives the same bits).
+template <int32_t CHUNK>
 TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, int64_t idx,
                                   int32_t* first_spike, float* potential, const TraceRows& trace) {
+    static_assert(CHUNK >= 1 && CHUNK <= 256, "a chunk of 1 to 256 steps");
+    constexpr int32_t kWords = (CHUNK + 63) / 64;  // a chunk's arrivals: one bit per step
     const NeuronIndex at = split_neuron_index(layer, idx);
     const int32_t capacity = below.capacity;
     const int32_t* image_steps = below.steps + at.image * layer.in_size() * capacity;
@@ -142,11 +161,11 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
     int32_t chunk_start = layer.integ_start > 0 ? layer.integ_start : 0;
     float sum_at_zero = 0.0f;  // S(0), while the first chunk starts after step 0
     for (;;) {
-        const int32_t chunk_end = chunk_start + kStepChunk;
-        float bins[kStepChunk];
-        for (int32_t i = 0; i < kStepChunk; ++i) bins[i] = 0.0f;
-        uint64_t arrived[kChunkWords];  // bit i: some unit spikes at chunk_start + i
-        for (int32_t w = 0; w < kChunkWords; ++w) arrived[w] = 0;
+        const int32_t chunk_end = chunk_start + CHUNK;
+        float bins[CHUNK];
+        for (int32_t i = 0; i < CHUNK; ++i) bins[i] = 0.0f;
+        uint64_t arrived[kWords];  // bit i: some unit spikes at chunk_start + i
+        for (int32_t w = 0; w < kWords; ++w) arrived[w] = 0;
         int32_t next_start = INT_MAX;  // earliest integrated arrival after this chunk
 
         for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
@@ -184,7 +203,7 @@ TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, in
             if (chunk_start == 0) arrived[0] &= ~uint64_t(1);
             first_pass = false;
         }
-        for (int32_t w = 0; w < kChunkWords; ++w) {
+        for (int32_t w = 0; w < kWords; ++w) {
             while (arrived[w] != 0) {  // the remaining bins, ascending
                 const int32_t bin = w * 64 + lowest_set_bit(arrived[w]);
                 arrived[w] &= arrived[w] - 1;

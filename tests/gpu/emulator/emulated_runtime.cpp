@@ -275,8 +275,10 @@ cudaError_t launch_neuron_layer_analytic(const DeviceLayer& layer, SpikeSteps be
           !launch_ranges_ok("neuron_layer_analytic", {{trace.steps, size_t(trace.count) * sizeof(int32_t)},
                                                       {trace.rows, size_t(trace.count) * total * sizeof(float)}}))))
         return cudaErrorInvalidValue;
-    for (int64_t idx = total - 1; idx >= 0; --idx)
-        analytic_neuron_unit(layer, below, idx, first_spike, potential, trace);
+    with_step_chunk(layer, [&](auto chunk) {
+        for (int64_t idx = total - 1; idx >= 0; --idx)
+            analytic_neuron_unit<decltype(chunk)::value>(layer, below, idx, first_spike, potential, trace);
+    });
     return cudaSuccess;
 }
 
