@@ -50,6 +50,17 @@ def test_set(name: str, data: Path | None):
     return committed / f"{name}-test-100-images.idx", committed / f"{name}-test-100-labels.idx"
 
 
+def cpu_name() -> str:
+    """The host's processor, for reading the CPU-vs-GPU ratios ('unknown' where not said)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
+    except OSError:
+        pass
+    return f"unknown, {os.cpu_count()} logical CPUs"
+
+
 def session_batch(model, backend, engine, wanted, record):
     """The largest batch, wanted or half of it again and again, that the session's memory
     limit accepts (a deep model's full test set does not fit in one CUDA session)."""
@@ -202,7 +213,7 @@ def main(argv=None):
 
     import pyttfs  # after argparse, so --help works without the library
 
-    print(f"library: {pyttfs.library_path}\n{pyttfs.build_info()}")
+    print(f"library: {pyttfs.library_path}\n{pyttfs.build_info()}\nCPU: {cpu_name()}")
     if pyttfs.cuda_device_count() < 1:
         print("FAIL check_models: no CUDA device (these checks need one)")
         return 1
@@ -219,8 +230,9 @@ def main(argv=None):
         failures += problems
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(dict(build_info=pyttfs.build_info(), results=rows,
-                                             failures=failures), indent=2) + "\n")
+        report = dict(build_info=pyttfs.build_info(), cpu=cpu_name(), results=rows,
+                      failures=failures)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {json_path}")
     if failures:
         print(f"FAIL check_models: {len(failures)} problem(s)")
