@@ -575,7 +575,7 @@ ttfs_status CudaBackend::run(const float* images, int32_t n, const RunOutputs& o
 // What a CUDA session allocates (device buffers, host copies) and an upper bound on the basic
 // operations per image (docs/C_API.md, "Limits"), before anything is allocated. The work
 // follows the kernels: an analytic neuron walks its receptive field (fan-in x the spike steps
-// each unit keeps) once per 32-step chunk of arrivals; an analytic pool unit walks its window
+// each unit keeps) once per chunk of arrivals (at least 128 steps); an analytic pool unit walks its window
 // once per step it relays; the stepped engine runs every layer over all its units at every
 // step it may act.
 ttfs_status cuda_backend_requirements(const Model& model, ttfs_engine engine, int32_t max_batch,

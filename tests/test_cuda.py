@@ -153,7 +153,7 @@ def long_window_net():
 def many_chunks_net():
     """input (1x1x48, fires [0, 400), tau_fire 80: pixel values 3-255 fire all over the window)
     -> dense 48->5 integrating [0, 400) (vmem readout): a neuron's arrivals span several of the
-    analytic kernel's chunks (cuda/engine_units.cuh kStepChunk, at most 256 steps)."""
+    analytic kernel's chunks (cuda/engine_units.cuh with_step_chunk(): 256 steps here)."""
     from export.ttfs_format import NeuronParams, build_model, dense, input_layer
     rng = np.random.default_rng(8)
     layers = [input_layer((1, 1, 48), neuron=NeuronParams(tau_fire=80.0, vth0=1.0)),

@@ -7,8 +7,8 @@ The default sizes are those of docs/ALGORITHM.md section 1 (28x28x1, 5x5x12, 5x5
 random, then scaled per layer through a rough ANN model of the spiking net (a receiver decodes a
 spike into the sender's V / vth0, clipped to the sender's threshold range) so that a realistic
 share of each layer's neurons fires, spread over the fire window: the benchmark then does the
-work a trained network would make it do, and the parity tests see long windows (more than one
-32-step chunk of arrivals per neuron) and `or` pools relaying several spikes.
+work a trained network would make it do, and the parity tests see long windows (arrivals
+spread over tens of steps) and `or` pools relaying several spikes.
 
 Used by tests/gpu/bench_gpu.py and tests/test_cuda.py. numpy only.
 """
