@@ -601,9 +601,9 @@ def test_emulated_cuda_backend(tmp_path, emulator_library):
 
 
 def test_gpu_scripts_run_on_the_emulator(tmp_path, emulator_library):
-    """tests/gpu/bench_gpu.py --quick and tests/gpu/check_models.py on a few images, against the
-    emulator: the scripts a GPU run depends on (tests/gpu/run_gpu_checks.sh) work and report
-    PASS, so that device time is not spent finding a broken script."""
+    """tests/gpu/bench_gpu.py --quick, tests/gpu/check_models.py and tests/bench/compare_builds.py
+    --backend cuda on a few images, against the emulator: the scripts a GPU run depends on work
+    and report PASS, so that device time is not spent finding a broken script."""
     env = dict(os.environ, TTFS_LIBRARY=str(emulator_library), OUT=str(tmp_path))
     for script, arguments, report in (
             ("bench_gpu.py", ["--quick", "--seconds", "0.01"], "bench_gpu.json"),
@@ -615,3 +615,12 @@ def test_gpu_scripts_run_on_the_emulator(tmp_path, emulator_library):
         assert done.returncode == 0, f"{script} failed:\n{output}"
         assert f"PASS {script[:-3]}" in done.stdout, output
         assert not json.loads((tmp_path / report).read_text())["failures"], output
+    # tests/bench/compare_builds.py --backend cuda: two CUDA builds' bits and speed, taking turns
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "bench" / "compare_builds.py"),
+                           str(emulator_library), str(emulator_library), "--backend", "cuda",
+                           "--rounds", "1", "--images", "3", "--stepped-images", "1",
+                           "--images-file", str(REPO / "models" / "mnist-test-100-images.idx")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0 and done.stdout.count("results identical") == 2, output
+    assert "cuda backend" in done.stdout, output

@@ -1,12 +1,15 @@
-"""Two builds of libttfs against each other, taking turns: images/s of both CPU engines, and
+"""Two builds of libttfs against each other, taking turns: images/s of both engines, and
 whether they give the same bits. For changes that must not change results or speed (a
 refactor, a compiler flag):
 
     .venv/bin/python tests/bench/compare_builds.py OLD/libttfs.so NEW/libttfs.so \\
-        [--rounds 7] [--images 10000] [--stepped-images 2000] [--threads 0]
+        [--rounds 7] [--images 10000] [--stepped-images 2000] [--threads 0] \\
+        [--backend cpu|cuda] [--model M.ttfs] [--images-file IMAGES]
 
 Each build runs in a worker process of its own (pyttfs loads one library per process), with
-the same sessions (models/mnist.ttfs, or --model) and the same MNIST test images as uint8. The
+the same sessions (models/mnist.ttfs, or --model; on the CPU backend, or --backend cuda for two
+CUDA builds on a GPU) and the same test images as uint8 (MNIST's, or --images-file: IDX, .npy,
+a folder of PNG/JPEG, whatever pyttfs.images.read_images reads). The
 workers take turns round by round, engine by engine (old, new, old, new, ...), so that other
 jobs on a shared machine slow both alike; the table shows the median images/s of each, the
 median of the per-round ratios new/old and their range (--cpu-time: per second of the
@@ -48,26 +51,34 @@ ENGINES = ("analytic", "stepped")
 # ---- the worker (one per build) ---------------------------------------------------------------
 
 def worker(model_path: str, images_count: int, stepped_images: int, threads: int,
-           root: str) -> None:
+           root: str, backend: str, images_file: str) -> None:
     """Answers one line of JSON per command read from stdin: `digest ENGINE`, `time ENGINE`.
-    root: the checkout whose pyttfs (and export.datasets) it imports."""
+    root: the checkout whose pyttfs (and export.datasets) it imports; images_file: "" for the
+    MNIST test images."""
     sys.path.insert(0, root)
     import numpy as np
 
     import pyttfs
-    from export.datasets import load_mnist
 
-    images = np.ascontiguousarray(load_mnist().test.images[:images_count]).reshape(-1, 28, 28, 1)
-    counts = {"analytic": len(images), "stepped": min(stepped_images, len(images))}
     model = pyttfs.Model(model_path)
-    sessions = {engine: model.session(backend="cpu", engine=engine, max_batch=counts[engine],
-                                      threads=threads) for engine in ENGINES}
+    if images_file:
+        from pyttfs.images import read_images
+        images = read_images(images_file, model)[:images_count]
+    else:
+        from export.datasets import load_mnist
+        images = load_mnist().test.images[:images_count].reshape(-1, 28, 28, 1)
+    images = np.ascontiguousarray(images)
+    counts = {"analytic": len(images), "stepped": min(stepped_images, len(images))}
+    # threads: CPU worker threads (the CUDA backend takes none)
+    options = dict(backend=backend, threads=threads if backend == "cpu" else 0)
+    sessions = {engine: model.session(engine=engine, max_batch=counts[engine], **options)
+                for engine in ENGINES}
     for line in sys.stdin:
         command, engine = line.split()
         batch = images[:counts[engine]]
         if command == "digest":
-            with model.session(backend="cpu", engine=engine, max_batch=len(batch),
-                               record_spike_times=True, threads=threads) as session:
+            with model.session(engine=engine, max_batch=len(batch), record_spike_times=True,
+                               **options) as session:
                 result = session.run(batch)
                 digest = hashlib.sha256(result.predictions.tobytes())
                 digest.update(np.ascontiguousarray(result.potentials).view(np.uint32).tobytes())
@@ -101,7 +112,8 @@ class Build:
 
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", str(options.model), str(options.images),
-             str(options.stepped_images), str(options.threads), str(root)],
+             str(options.stepped_images), str(options.threads), str(root), options.backend,
+             str(options.images_file.resolve()) if options.images_file else ""],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=pin)
 
     def ask(self, command: str, engine: str) -> dict:
@@ -124,7 +136,12 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--images", type=int, default=10_000,
-                        help="MNIST test images per analytic run (default: %(default)s)")
+                        help="test images per analytic run (default: %(default)s)")
+    parser.add_argument("--images-file", type=Path, default=None, metavar="PATH",
+                        help="the images (IDX, .npy, a folder of PNG/JPEG; default: the MNIST "
+                             "test set)")
+    parser.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu (default), or cuda: two CUDA builds on a GPU")
     parser.add_argument("--stepped-images", type=int, default=2_000,
                         help="images per stepped run (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="0: one per hardware thread")
@@ -148,6 +165,8 @@ def main() -> int:
     for library in (options.old, options.new):
         if not library.is_file():
             parser.error(f"{library} is not a file")
+    if options.images_file is not None and not options.images_file.exists():
+        parser.error(f"--images-file {options.images_file}: no such file or folder")
 
     builds = {"old": Build(options.old.resolve(), options, options.old_root.resolve()),
               "new": Build(options.new.resolve(), options, ROOT)}
@@ -168,7 +187,7 @@ def main() -> int:
                     rates[name, engine].append(answer["cpu" if options.cpu_time else "wall"])
         clock = "CPU" if options.cpu_time else "wall"
         print(f"\nimages per {clock} second, {options.rounds} rounds taking turns ({options.images} images analytic, "
-              f"{options.stepped_images} stepped; {options.model.name}; "
+              f"{options.stepped_images} stepped; {options.model.name}, {options.backend} backend; "
               f"{'CPU ' + str(options.cpu) if options.cpu >= 0 else 'any CPU'}, heap {options.heap})")
         print(f"{'engine':10} {'old':>10} {'new':>10} {'new/old':>8}  per-round ratio range")
         for engine in ENGINES:
@@ -184,6 +203,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6],
+               sys.argv[7], sys.argv[8])
     else:
         sys.exit(main())
