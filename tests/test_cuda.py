@@ -42,6 +42,7 @@ for entry in (REPO, REPO / "tests", REPO / "tests" / "gpu"):
 
 import random_nets  # noqa: E402
 from mnist_like import mnist_like_images, mnist_like_model  # noqa: E402
+from parity import differences, neuron_layers  # noqa: E402
 
 from export.ttfs_format import to_bytes  # noqa: E402
 
@@ -76,10 +77,6 @@ def device():
 
 # ---- running and comparing -----------------------------------------------------------------
 
-def neuron_layers(model):
-    return [i for i, info in enumerate(model.layers) if info.has_neurons]
-
-
 def run(model, backend, engine, images, max_batch=None, record=True, runs_on=None):
     """Everything a session reports for one batch, as numpy arrays. runs_on: the backend the
     session must report (default: backend itself)."""
@@ -93,41 +90,6 @@ def run(model, backend, engine, images, max_batch=None, record=True, runs_on=Non
             if record:
                 out[f"times {i}"] = session.spike_times(i)
     return out
-
-
-def differences(model, expected, actual, expected_name, actual_name):
-    """Human-readable differences between two run() results (empty when bit-identical)."""
-    problems = []
-    for i in neuron_layers(model):
-        key = f"times {i}"
-        if key not in expected or key not in actual:
-            continue
-        a, b = expected[key], actual[key]
-        bad = np.argwhere(a != b)
-        if len(bad):
-            n, h, w, c = bad[0]
-            problems.append(
-                f"layer {i} '{model.layers[i].name}': {len(bad)} first-spike times differ; first at "
-                f"image {n}, neuron (h={h}, w={w}, c={c}): {expected_name} step {a[n, h, w, c]}, "
-                f"{actual_name} step {b[n, h, w, c]} (-1 = never fired)")
-    for i in neuron_layers(model):
-        a, b = expected[f"counts {i}"], actual[f"counts {i}"]
-        if not np.array_equal(a, b):
-            n = int(np.argmax(a != b))
-            problems.append(f"layer {i} '{model.layers[i].name}': spike count of image {n}: "
-                            f"{expected_name} {a[n]}, {actual_name} {b[n]}")
-    a, b = expected["potentials"], actual["potentials"]
-    bad = np.argwhere(a.view(np.uint32) != b.view(np.uint32))
-    if len(bad):
-        n, c = bad[0]
-        problems.append(f"output potentials: {len(bad)} differ in their bits; first at image {n}, "
-                        f"class {c}: {expected_name} {a[n, c]!r}, {actual_name} {b[n, c]!r}")
-    a, b = expected["predictions"], actual["predictions"]
-    if not np.array_equal(a, b):
-        n = int(np.argmax(a != b))
-        problems.append(f"predictions differ; first at image {n}: {expected_name} {a[n]}, "
-                        f"{actual_name} {b[n]}")
-    return problems
 
 
 def assert_same(model, expected, actual, expected_name, actual_name, label):

@@ -30,8 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
+
+from parity import differences, neuron_layers  # noqa: E402
 
 MODELS = ("mnist", "fashion-mnist")  # models/<name>.ttfs and its committed test images
 DEFAULT_BATCH = 2048
@@ -78,12 +82,14 @@ def session_batch(model, backend, engine, wanted, record):
 
 
 def run_all(model, backend, engine, images, batch, record=False):
-    """Runs images in batches; returns (predictions, potentials, {layer: counts},
-    {layer: times} or None, seconds spent in run() and reading the results, batch)."""
-    neuron_layers = [i for i, info in enumerate(model.layers) if info.has_neurons]
-    predictions, potentials = [], []
-    counts = {i: [] for i in neuron_layers}
-    times = {i: [] for i in neuron_layers} if record else None
+    """Runs images in batches through one session; returns (results, seconds spent in run()
+    and copying its outputs, the batch used). results: "predictions", "potentials" and per
+    neuron layer i "counts i" (and with record, "times i"), as parity.differences() reads them."""
+    parts = {}
+
+    def keep(key, array):
+        parts.setdefault(key, []).append(array)
+
     batch = session_batch(model, backend, engine, min(batch, len(images)), record)
     with model.session(backend=backend, engine=engine, max_batch=batch,
                        record_spike_times=record) as session:
@@ -92,52 +98,14 @@ def run_all(model, backend, engine, images, batch, record=False):
         for start in range(0, len(images), batch):
             began = time.perf_counter()
             result = session.run(images[start:start + batch])
-            predictions.append(result.predictions.copy())
-            potentials.append(result.potentials.copy())
+            keep("predictions", result.predictions.copy())
+            keep("potentials", result.potentials.copy())
             seconds += time.perf_counter() - began
-            for i in neuron_layers:
-                counts[i].append(session.spike_counts(i))
+            for i in neuron_layers(model):
+                keep(f"counts {i}", session.spike_counts(i))
                 if record:
-                    times[i].append(session.spike_times(i))
-    joined = {i: np.concatenate(c) for i, c in counts.items()}
-    joined_times = {i: np.concatenate(t) for i, t in times.items()} if record else None
-    return (np.concatenate(predictions), np.concatenate(potentials), joined, joined_times,
-            seconds, batch)
-
-
-def differences(model, name, base, other, base_name, other_name):
-    """Human-readable differences between two run_all() results over the images both ran."""
-    problems = []
-    n = len(other[0])
-    if not np.array_equal(base[0][:n], other[0]):
-        first = int(np.argmax(base[0][:n] != other[0]))
-        problems.append(f"{name}: predictions differ on {int((base[0][:n] != other[0]).sum())} "
-                        f"images; first image {first}: {base_name} {base[0][first]}, "
-                        f"{other_name} {other[0][first]}")
-    bits_differ = base[1][:n].view(np.uint32) != other[1].view(np.uint32)
-    if bits_differ.any():
-        image, cls = np.argwhere(bits_differ)[0]
-        problems.append(f"{name}: {int(bits_differ.sum())} output potentials differ in their bits; "
-                        f"first image {image}, class {cls}: {base_name} {base[1][image, cls]!r}, "
-                        f"{other_name} {other[1][image, cls]!r}")
-    for layer, counts in other[2].items():
-        differ = base[2][layer][:n] != counts
-        if differ.any():
-            image = int(np.argmax(differ))
-            problems.append(f"{name}: layer {layer} '{model.layers[layer].name}': spike counts "
-                            f"differ on {int(differ.sum())} images; first image {image}: "
-                            f"{base_name} {base[2][layer][image]}, {other_name} {counts[image]}")
-    if base[3] is not None and other[3] is not None:
-        for layer, times in other[3].items():
-            differ = base[3][layer][:n] != times
-            if differ.any():
-                image, h, w, c = np.argwhere(differ)[0]
-                problems.append(
-                    f"{name}: layer {layer} '{model.layers[layer].name}': {int(differ.sum())} "
-                    f"first-spike times differ; first image {image}, neuron (h={h}, w={w}, "
-                    f"c={c}): {base_name} step {base[3][layer][image, h, w, c]}, {other_name} "
-                    f"step {times[image, h, w, c]} (-1 = never fired)")
-    return problems
+                    keep(f"times {i}", session.spike_times(i))
+    return {key: np.concatenate(arrays) for key, arrays in parts.items()}, seconds, batch
 
 
 def check_model(name, data, batch, stepped_images, times_images, most_images=None):
@@ -156,32 +124,33 @@ def check_model(name, data, batch, stepped_images, times_images, most_images=Non
     n = len(images)
     print(f"\n== {model_path.relative_to(REPO)}: {n} images from {images_path.name}")
 
-    runs, problems, rows = {}, [], []
+    problems, rows = [], []
 
     def measure(label, backend, engine, count, record=False):
-        result = run_all(model, backend, engine, images[:count], batch, record)
-        seconds, used_batch = result[4], result[5]
-        accuracy = float((result[0] == labels[:count]).mean())
+        result, seconds, used_batch = run_all(model, backend, engine, images[:count], batch, record)
+        accuracy = float((result["predictions"] == labels[:count]).mean())
         rows.append(dict(model=name, run=label, images=count, batch=used_batch, seconds=seconds,
                          images_per_second=count / seconds, accuracy=accuracy))
         print(f"  {label:28} {count:>6} images  batch {used_batch:>5}  {count / seconds:>12.1f} "
               f"images/s  accuracy {100 * accuracy:.2f} %")
         return result
 
-    runs["cpu analytic"] = measure("cpu analytic", "cpu", "analytic", n)
-    runs["cuda analytic"] = measure("cuda analytic", "cuda", "analytic", n)
-    problems += differences(model, name, runs["cpu analytic"], runs["cuda analytic"],
-                            "cpu analytic", "cuda analytic")
+    def compare(base, other, base_name, other_name):
+        """parity.differences() over the images `other` ran, each line naming the model."""
+        first = {key: value[:len(other["predictions"])] for key, value in base.items()}
+        problems.extend(f"{name}: {problem}"
+                        for problem in differences(model, first, other, base_name, other_name))
+
+    cpu = measure("cpu analytic", "cpu", "analytic", n)
+    compare(cpu, measure("cuda analytic", "cuda", "analytic", n), "cpu analytic", "cuda analytic")
     stepped = min(n, stepped_images)
-    runs["cuda stepped"] = measure("cuda stepped", "cuda", "stepped", stepped)
-    problems += differences(model, name, runs["cpu analytic"], runs["cuda stepped"],
-                            "cpu analytic", "cuda stepped")
+    compare(cpu, measure("cuda stepped", "cuda", "stepped", stepped), "cpu analytic",
+            "cuda stepped")
     timed = min(n, times_images)
     with_times = {label: measure(f"{label} (spike times)", *label.split(), timed, record=True)
                   for label in ("cpu analytic", "cuda analytic", "cuda stepped")}
     for label in ("cuda analytic", "cuda stepped"):
-        problems += differences(model, name, with_times["cpu analytic"], with_times[label],
-                                "cpu analytic", label)
+        compare(with_times["cpu analytic"], with_times[label], "cpu analytic", label)
     print(f"  {'PASS' if not problems else 'FAIL'} {name}: CUDA analytic == CPU on {n} "
           f"images, CUDA stepped == CPU on {stepped}, spike times equal on {timed}")
     for problem in problems:
