@@ -22,9 +22,9 @@ namespace gpu {
 // 128-step chunks ran fastest for 80-step windows and 256-step ones for 240-step windows, so a
 // layer whose integration window fits in 128 steps uses 128, any other 256.
 // TTFS_ANALYTIC_STEP_CHUNK (1 to 256) sets one size for every layer at build time, for measuring.
+constexpr int32_t kLargestStepChunk = 256;  // analytic_neuron_unit()'s bins and mask words
 #ifdef TTFS_ANALYTIC_STEP_CHUNK
 constexpr int32_t kSmallestStepChunk = TTFS_ANALYTIC_STEP_CHUNK;
-static_assert(kSmallestStepChunk >= 1 && kSmallestStepChunk <= 256, "TTFS_ANALYTIC_STEP_CHUNK: 1 to 256");
 #else
 constexpr int32_t kSmallestStepChunk = 128;
 #endif
@@ -37,8 +37,10 @@ void with_step_chunk(const DeviceLayer& layer, F&& f) {
     (void)layer;
     f(std::integral_constant<int32_t, TTFS_ANALYTIC_STEP_CHUNK>{});
 #else
-    if (layer.integ_end - layer.integ_start <= 128) f(std::integral_constant<int32_t, 128>{});
-    else f(std::integral_constant<int32_t, 256>{});
+    if (layer.integ_end - layer.integ_start <= kSmallestStepChunk)
+        f(std::integral_constant<int32_t, kSmallestStepChunk>{});
+    else
+        f(std::integral_constant<int32_t, kLargestStepChunk>{});
 #endif
 }
 
@@ -148,7 +150,7 @@ TTFS_HD void analytic_pool_unit(const DeviceLayer& pool, SpikeSteps below, int64
 template <int32_t CHUNK>
 TTFS_HD void analytic_neuron_unit(const DeviceLayer& layer, SpikeSteps below, int64_t idx,
                                   int32_t* first_spike, float* potential, const TraceRows& trace) {
-    static_assert(CHUNK >= 1 && CHUNK <= 256, "a chunk of 1 to 256 steps");
+    static_assert(CHUNK >= 1 && CHUNK <= kLargestStepChunk, "a chunk of 1 to 256 steps");
     constexpr int32_t kWords = (CHUNK + 63) / 64;  // a chunk's arrivals: one bit per step
     const NeuronIndex at = split_neuron_index(layer, idx);
     const int32_t capacity = below.capacity;
