@@ -17,25 +17,19 @@
 namespace ttfs {
 namespace cpu {
 
-// Scratch for the AVX-512 window sums over nonzero activations only: each grid cell's nonzero
-// activations listed (value, and the offset of its weight row within a kernel row: c * width),
-// cell_stride entries per cell (in_c rounded up to whole registers: each register's entries
-// are stored as a whole register after the cell's earlier ones); then one position's kernel
-// row at a time (list_offset, list_value).
+// Scratch for the AVX-512 window sums over nonzero activations only: the grid's nonzero
+// activations listed cell after cell (value, and the offset of its weight row: (column * in_c
+// + c) * width, column the cell's grid column), cell_start[cell] the first entry of each cell
+// and cell_start[cells] their number. The lists take up to the grid's units + kLanes entries
+// (whole registers are stored), cell_start the grid's cells + 1.
 struct SparseScratch {
-    int32_t* cell_offset;
-    float* cell_value;
-    int32_t* cell_count;
-    int32_t* list_offset;
-    float* list_value;
-    int32_t cell_stride;
+    int32_t* offset;
+    float* value;
+    int32_t* cell_start;
 };
 
-// The entries SparseScratch needs for a layer: per cell, and for one position's list.
-inline int32_t sparse_cell_stride(int32_t in_c) { return padded_channels(in_c); }
-inline int32_t sparse_list_entries(int32_t in_c, int32_t kernel_w) {
-    return kernel_w * sparse_cell_stride(in_c) + kLanes;
-}
+// The entries SparseScratch needs for a grid of `units` activations.
+inline size_t sparse_list_entries(size_t units) { return units + kLanes; }
 
 // The certified sums of every output position of a conv2d/dense layer, dense over each window:
 // out[p * width + l] = start[l] + sum over the window's rows r of a(p, r) * weights[r * width + l]

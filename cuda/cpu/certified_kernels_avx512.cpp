@@ -118,68 +118,60 @@ TTFS_AVX512 void window_columns(const WindowSums& d, int32_t q0, int32_t nb) {
 
 // ---- Window sums over the nonzero activations only ---------------------------------------
 // Where most activations are zero (a layer whose inputs mostly did not spike), the dense sums
-// above spend most of their multiply-adds on zeros. Here each grid cell's nonzero activations
-// are listed once (value and weight-row offset); per position and kernel row, the lists of the
-// kernel_w cells of its window are put together and summed, one weight row per entry. Each
-// lane's chain per kernel row holds that row's nonzero terms, one fused multiply-add each, as
-// in the dense sums, so the rounding count of the bound is the same. Kernel row by kernel row
-// over all positions, so that one kernel row's weights stay in the first-level cache.
+// above spend most of their multiply-adds on zeros. Here the grid's nonzero activations are
+// listed once, cell after cell in grid order (value, and the offset of its weight row as if
+// the kernel's left column sat at the grid's column 0), so that the cells of one kernel row of
+// a window are one stretch of the list; per position and kernel row that stretch is summed,
+// one weight row per entry, its offsets shifted to the window's left column. Each lane's chain
+// per kernel row holds that row's nonzero terms, one fused multiply-add each, as in the dense
+// sums, so the rounding count of the bound is the same. Kernel row by kernel row over all
+// positions, so that one kernel row's weights stay in the first-level cache.
 
-// Lists the nonzero activations of cells [0, cells); returns how many there are.
+// Lists the nonzero activations of cells [0, cells), cell_start[cell] the first entry of each
+// and cell_start[cells] their number, which it returns.
 TTFS_AVX512 int64_t list_cells(const WindowSums& d, int32_t cells) {
     const SparseScratch& s = *d.sparse;
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i row_offsets = _mm512_mullo_epi32(iota, _mm512_set1_epi32(d.width));
-    int64_t nonzero = 0;
+    int32_t n = 0;
     for (int32_t cell = 0; cell < cells; ++cell) {
         const float* a = d.grid + ptrdiff_t(cell) * d.in_c;
-        int32_t* offset = s.cell_offset + ptrdiff_t(cell) * s.cell_stride;
-        float* value = s.cell_value + ptrdiff_t(cell) * s.cell_stride;
-        int32_t n = 0;
+        const int32_t column = cell % d.grid_w;
+        s.cell_start[cell] = n;
         for (int32_t c0 = 0; c0 < d.in_c; c0 += kLanes) {
             const __mmask16 lanes = __mmask16((1u << std::min(kLanes, d.in_c - c0)) - 1u);
             const __m512 x = _mm512_maskz_loadu_ps(lanes, a + c0);
             const __mmask16 nonzero_lanes = _mm512_mask_cmp_ps_mask(lanes, x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-            const __m512i rows = _mm512_add_epi32(row_offsets, _mm512_set1_epi32(c0 * d.width));
-            _mm512_storeu_si512(offset + n, _mm512_maskz_compress_epi32(nonzero_lanes, rows));
-            _mm512_storeu_ps(value + n, _mm512_maskz_compress_ps(nonzero_lanes, x));
+            const __m512i rows =
+                _mm512_add_epi32(row_offsets, _mm512_set1_epi32((column * d.in_c + c0) * d.width));
+            _mm512_storeu_si512(s.offset + n, _mm512_maskz_compress_epi32(nonzero_lanes, rows));
+            _mm512_storeu_ps(s.value + n, _mm512_maskz_compress_ps(nonzero_lanes, x));
             n += __builtin_popcount(uint32_t(nonzero_lanes));
         }
-        s.cell_count[cell] = n;
-        nonzero += n;
     }
-    return nonzero;
+    s.cell_start[cells] = n;
+    return n;
 }
 
-// Position p's sums for kernel row kh, CH registers (all of the position's row): its list (the
-// cells of the kernel row, each cell's weight offsets moved to its column kw), then a multiply-
-// add per entry, the row's chain added to the total (to the start values at the first row).
+// Position p's sums for kernel row kh, CH registers (all of the position's row): the list's
+// stretch of the kernel row's cells, a multiply-add per entry, the row's chain added to the
+// total (to the start values at the first row).
 template <int CH>
 TTFS_AVX512 TTFS_INLINE void sparse_position(const WindowSums& d, int32_t p, int32_t kh) {
     const SparseScratch& s = *d.sparse;
     const ptrdiff_t width = d.width;
     const int32_t oh = p / d.out_w, ow = p - oh * d.out_w;
-    const ptrdiff_t first_cell = (ptrdiff_t(oh) * d.stride_h + kh) * d.grid_w + ptrdiff_t(ow) * d.stride_w;
-    int32_t* offset = s.list_offset;
-    float* value = s.list_value;
-    int32_t n = 0;
-    for (int32_t kw = 0; kw < d.kernel_w; ++kw) {
-        const ptrdiff_t cell = first_cell + kw;
-        const int32_t* from_offset = s.cell_offset + cell * s.cell_stride;
-        const float* from_value = s.cell_value + cell * s.cell_stride;
-        const __m512i column = _mm512_set1_epi32(kw * d.in_c * d.width);
-        for (int32_t k = 0; k < s.cell_stride; k += kLanes) {  // the cell's whole registers
-            _mm512_storeu_si512(offset + n + k, _mm512_add_epi32(_mm512_loadu_si512(from_offset + k), column));
-            _mm512_storeu_ps(value + n + k, _mm512_loadu_ps(from_value + k));
-        }
-        n += s.cell_count[cell];
-    }
+    const int32_t left = ow * d.stride_w;
+    const int32_t first_cell = (oh * d.stride_h + kh) * d.grid_w + left;
+    const int32_t begin = s.cell_start[first_cell], end = s.cell_start[first_cell + d.kernel_w];
+    // An entry's offset less the window's left column: its weight row in kernel row kh.
+    const int32_t shift = left * d.in_c * d.width;
     const float* w = d.weights + ptrdiff_t(kh) * d.kernel_w * d.in_c * width;
     __m512 acc[CH];
     for (int q = 0; q < CH; ++q) acc[q] = _mm512_setzero_ps();
-    for (int32_t i = 0; i < n; ++i) {
-        const __m512 x = _mm512_set1_ps(value[i]);
-        const float* row = w + offset[i];
+    for (int32_t i = begin; i < end; ++i) {
+        const __m512 x = _mm512_set1_ps(s.value[i]);
+        const float* row = w + (s.offset[i] - shift);
         for (int q = 0; q < CH; ++q) acc[q] = _mm512_fmadd_ps(x, _mm512_loadu_ps(row + q * kLanes), acc[q]);
     }
     float* out = d.out + ptrdiff_t(p) * width;
@@ -203,9 +195,10 @@ TTFS_AVX512 void sparse_sums(const WindowSums& d) {
 // fewer registers the dense sums win.
 TTFS_AVX512 bool sparse_window_sums(const WindowSums& d) {
     const int32_t registers = d.width / kLanes;
-    const int64_t row_len = int64_t(d.kernel_w) * d.in_c;  // weight offsets within a kernel row: int32
+    const int64_t row_len = int64_t(d.kernel_w) * d.in_c;
+    // The listed offsets span a grid row's cells: int32.
     if (d.sparse == nullptr || registers < 3 || registers > 12 || row_len < 40 ||
-        row_len * d.width > std::numeric_limits<int32_t>::max())
+        int64_t(d.grid_w) * d.in_c * d.width > std::numeric_limits<int32_t>::max())
         return false;
     const int32_t cells = ((d.out_h - 1) * d.stride_h + d.kernel_h) * d.grid_w;
     const double share = registers == 3 ? 0.2 : 0.4;

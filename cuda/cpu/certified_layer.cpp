@@ -21,7 +21,7 @@ constexpr int32_t kMostOps = 167772;
 // The largest scratch any certified layer of the model needs.
 struct CertifiedSizes {
     size_t grid = 0, cells = 0, sums = 0, positions = 0, neurons = 0, neurons_padded = 0;
-    size_t widest = 0, longest = 0, row_units = 0, stride = 0, cell_entries = 0, list_entries = 0,
+    size_t widest = 0, longest = 0, row_units = 0, stride = 0, list_entries = 0,
            input_units = 0;
 
     CertifiedSizes(const std::vector<LayerPlan>& plans) {
@@ -41,8 +41,7 @@ struct CertifiedSizes {
             row_units = std::max(row_units, size_t(g.in_w) * size_t(g.in_c));
             input_units = std::max(input_units, size_t(g.in_h) * size_t(g.in_w) * size_t(g.in_c));
             const size_t grid_cells = size_t(plan.grid_h) * size_t(plan.grid_w);  // the most listed
-            cell_entries = std::max(cell_entries, grid_cells * size_t(sparse_cell_stride(g.in_c)));
-            list_entries = std::max(list_entries, size_t(sparse_list_entries(g.in_c, g.kernel_w)));
+            list_entries = std::max(list_entries, sparse_list_entries(grid_cells * size_t(g.in_c)));
         }
     }
 };
@@ -60,11 +59,9 @@ CertifiedSums::CertifiedSums(const Model& model, const std::vector<LayerPlan>& p
     memory.take(grid_bin_, size.grid, 0);
     memory.take(row_bits_, size.row_units / 64 + 2, 0);
     memory.take(spike_steps_, size.input_units + kLanes, 0);
-    memory.take(cell_offset_, size.cell_entries, 0);
-    memory.take(cell_value_, size.cell_entries, 0.0f);
-    memory.take(cell_count_, size.cells, 0);  // (cells: more than the grid's)
     memory.take(list_offset_, size.list_entries, 0);
     memory.take(list_value_, size.list_entries, 0.0f);
+    memory.take(cell_start_, size.cells, 0);  // (cells: more than the grid's + 1)
     memory.take(cell_nonzero_, size.cells, 0);
     memory.take(area_, size.cells, 0);
     memory.take(layer_sums_, size.sums, 0.0f);
@@ -173,8 +170,7 @@ bool CertifiedSums::form(size_t li, const LayerInput& in, Certify certify) {
     // The certified sums of every position.
     const int32_t width = plan.bound_stride;
     float* sums = layer_sums_.data();
-    const SparseScratch sparse{cell_offset_.data(), cell_value_.data(), cell_count_.data(),
-                               list_offset_.data(), list_value_.data(), sparse_cell_stride(g.in_c)};
+    const SparseScratch sparse{list_offset_.data(), list_value_.data(), cell_start_.data()};
     const WindowSums job{grid, plan.grid_w, g.in_c, g.out_h, g.out_w, g.kernel_h, g.kernel_w,
                          g.stride_h, g.stride_w, plan.bound_weights.data(),
                          plan.bound_bias.data(), width, sums, row_.data(), &sparse};

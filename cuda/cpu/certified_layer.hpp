@@ -67,8 +67,8 @@ private:
     std::vector<uint64_t> row_bits_;  // grid_rows_avx512() scratch
     std::vector<int32_t> spike_steps_;  // grid_rows_avx512() scratch
     // window_sums()' lists of nonzero activations (SparseScratch).
-    LineVector<int32_t> cell_offset_, cell_count_, list_offset_;
-    LineVector<float> cell_value_, list_value_;
+    LineVector<int32_t> list_offset_, cell_start_;
+    LineVector<float> list_value_;
     // Per output column of one output row: the most nonzero activations in one kernel row of
     // its window, then (from index positions on) those in the whole window.
     std::vector<int32_t> most_;
