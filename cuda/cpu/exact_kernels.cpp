@@ -177,34 +177,36 @@ void earliest_of_window(const WindowGeometry& g, const int32_t* child, int32_t o
 // The potentials of a dense layer of at most kLanes neurons from its input's spikes listed by
 // step: per step with spikes, S = +0 plus each spiking unit's weights (units ascending), then
 // V = V + S * kernel_at(t); step 0 also carries the bias (V = +0 + (S + bias) * 1). The
-// operations of docs/ENGINES.md, lane by lane, with the sums held in registers.
+// operations of docs/ENGINES.md, lane by lane, with the sums held in registers: the kLanes
+// neurons as one vector (GCC/Clang vector extension, lane-wise IEEE operations; one AVX-512
+// register, two AVX2 or four SSE ones in the other clones), so that each spike is one add.
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+
+// sum += the kLanes floats at `from`.
+TTFS_INLINE void add_lanes(Lanes& sum, const float* from) {
+    Lanes x;
+    std::memcpy(&x, from, sizeof x);
+    sum = sum + x;
+}
+
 TTFS_VECTOR_CLONES
 void dense_by_step(const Layer& layer, const int32_t* begin, const int32_t* unit, int32_t steps,
                    int32_t first_step, const float* weights, float* potential) {
     const int32_t out_c = layer.out.c;
-    float sum[kLanes], v[kLanes], bias[kLanes];
-    for (int32_t l = 0; l < kLanes; ++l) bias[l] = l < out_c ? layer.bias[size_t(l)] : 0.0f;
-    auto step_sum = [&](int32_t k) {
-        for (int32_t l = 0; l < kLanes; ++l) sum[l] = 0.0f;
-        for (int32_t s = begin[k]; s < begin[k + 1]; ++s) {
-            const float* w = weights + ptrdiff_t(unit[s]) * kLanes;
-            for (int32_t l = 0; l < kLanes; ++l) sum[l] = add_rn(sum[l], w[l]);
-        }
-    };
+    Lanes bias = {};
+    for (int32_t l = 0; l < out_c; ++l) bias[l] = layer.bias[size_t(l)];
     const int32_t zero = -first_step;  // step 0's index in the list, if inside
-    if (zero >= 0 && zero < steps) {
-        step_sum(zero);
-    } else {
-        for (int32_t l = 0; l < kLanes; ++l) sum[l] = 0.0f;
-    }
-    const float first_kernel = layer.kernel_at(0);
-    for (int32_t l = 0; l < kLanes; ++l) v[l] = integrate(0.0f, add_rn(sum[l], bias[l]), first_kernel);
+    Lanes sum = {};
+    if (zero >= 0 && zero < steps)
+        for (int32_t s = begin[zero]; s < begin[zero + 1]; ++s) add_lanes(sum, weights + ptrdiff_t(unit[s]) * kLanes);
+    const Lanes nothing = {};
+    Lanes v = nothing + (sum + bias) * layer.kernel_at(0);
     for (int32_t k = 0; k < steps; ++k) {
         const int32_t t = first_step + k;
         if (t == 0 || begin[k + 1] == begin[k] || !layer.integrates_at(t)) continue;
-        step_sum(k);
-        const float kernel = layer.kernel_at(t);
-        for (int32_t l = 0; l < kLanes; ++l) v[l] = integrate(v[l], sum[l], kernel);
+        sum = nothing;
+        for (int32_t s = begin[k]; s < begin[k + 1]; ++s) add_lanes(sum, weights + ptrdiff_t(unit[s]) * kLanes);
+        v = v + sum * layer.kernel_at(t);
     }
     for (int32_t l = 0; l < out_c; ++l) potential[l] = v[l];
 }
