@@ -78,7 +78,8 @@ def _append_pool(rng, layers, activation, name, gate_rng):
     return patches.reshape(n, oh, ow, size_p[0] * size_p[1], shape[2]).max(axis=3)
 
 
-def random_network(seed, overlapping=False, touching=False, relays=False, wide=False, sparse=False):
+def random_network(seed, overlapping=False, touching=False, relays=False, wide=False, sparse=False,
+                   gray=False):
     """overlapping: T_s <= T_d - 2, so that a layer integrates spikes after its first fire step
     (only the stepped engine accepts it). touching: T_s = T_d - 1, the last integrated spike
     arrives exactly at the first fire step, before the fire check: still non-overlapping.
@@ -87,16 +88,21 @@ def random_network(seed, overlapping=False, touching=False, relays=False, wide=F
     analytic engine's certified sums take rows that wide two registers at a time, over blocks
     of positions that may span output rows and end short). sparse: two or three convolutions
     of 40-70 channels, kernels up to 5 wide, of which 5-30 % of neurons fire (the AVX-512
-    variant sums such layers over their nonzero activations only)."""
+    variant sums such layers over their nonzero activations only). gray: a single-channel input
+    16-30 pixels wide whose first convolution has 2-15 filters, kernels 3 or 5 wide and column
+    stride 1 (the AVX-512 variant sums such a layer's blocks of positions in one output row
+    with each activation broadcast once)."""
     key = [seed, 7919 if overlapping else 0, 104729 if touching else 0, 15485863 if relays else 0]
     if wide:
         key.append(32452843)
     if sparse:
         key.append(49979687)
+    if gray:
+        key.append(67867967)
     rng = np.random.default_rng(key)
     gate_rng = np.random.default_rng(key + [2])  # which pools are `gated`
-    size = int(rng.integers(4, 13))
-    channels = int(rng.integers(1, 4))
+    size = int(rng.integers(16, 31)) if gray else int(rng.integers(4, 13))
+    channels = 1 if gray else int(rng.integers(1, 4))
     t_d = int(rng.integers(5, 31))
     if overlapping:
         t_s = int(rng.integers(max(2, t_d // 4), t_d - 1))
@@ -121,9 +127,11 @@ def random_network(seed, overlapping=False, touching=False, relays=False, wide=F
     for ci in range(n_conv):
         k = (int(rng.integers(1, widest_kernel)), int(rng.integers(1, widest_kernel)))
         stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        if gray and ci == 0:
+            k, stride = (int(rng.integers(1, 6)), int(rng.choice([3, 5]))), (stride[0], 1)
         padding = "same" if (rng.random() < 0.5 or min(shape[:2]) < max(k)) else "valid"
         filters = (int(rng.integers(97, 151)) if wide else int(rng.integers(40, 71)) if sparse
-                   else int(rng.integers(1, 7)))
+                   else int(rng.integers(2, 16)) if gray and ci == 0 else int(rng.integers(1, 7)))
         layer_neuron = _neuron(rng)
         weights, bias, activation = _scaled_weights(
             rng, activation, (k[0], k[1], shape[2], filters), layer_neuron, t_d,

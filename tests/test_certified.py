@@ -103,6 +103,7 @@ N_TOUCHING = 20  # random_nets seeds 0.. with touching=True (T_s = T_d - 1)
 N_WIDE = 12  # random_nets seeds 0.. with wide=True (convolutions of 97-150 channels)
 N_SPARSE = 16  # random_nets seeds 0.. with sparse=True (40-70 channels, 5-30 % firing)
 N_SPARSE_SUBPROCESS = 4  # of them also in the subprocess runs
+N_GRAY = 12  # random_nets seeds 0.. with gray=True (one input channel, kernels 3 or 5 wide)
 N_SUBPROCESS = 40  # random nets also run under every TTFS_CERTIFY mode and the portable kernels
 MNIST_IMAGES = 300
 TUNED_SEEDS = (0, 1, 2, 3, 5, 7)  # random nets whose hidden biases are tuned onto thresholds
@@ -257,7 +258,7 @@ def all_earliest(spec):
 def random_cases():
     cases = []
     for kind, count in (("", N_PLAIN), ("relays", N_RELAYS), ("touching", N_TOUCHING),
-                        ("wide", N_WIDE), ("sparse", N_SPARSE)):
+                        ("wide", N_WIDE), ("sparse", N_SPARSE), ("gray", N_GRAY)):
         for seed in range(count):
             spec, images = random_nets.random_network(seed, **({kind: True} if kind else {}))
             name = f"seed {seed} {kind}".rstrip()
@@ -595,6 +596,24 @@ def test_random_nets_exercise_the_fused_path(random_cases):
     # the fused layers really fire (else the pools carry nothing to get wrong)
     fired = [bool(np.any(c.stepped.counts[i] > 0)) for c in fused for i in fused_layers(c.spec)]
     assert sum(fired) >= 0.8 * len(fired), f"{sum(fired)} of {len(fired)} fused layers fired"
+
+
+def test_gray_nets_exercise_single_channel_blocks(random_cases):
+    """The gray nets' first convolution has the shape the AVX-512 variant sums block by block
+    with each activation broadcast once (one input channel, kernels 3 and 5 wide, column stride
+    1, at most 15 filters: potentials and bound lanes in one register) over output rows of at
+    least 8 positions, and it fires, so that the bit-for-bit comparisons below cover it."""
+    gray = [c for c in random_cases if c.name.endswith(" gray")]
+    assert len(gray) == N_GRAY
+    widths = set()
+    for case in gray:
+        conv = case.spec.layers[1]
+        assert conv.kind == "conv2d" and case.spec.layers[0].out_shape[2] == 1
+        assert tuple(conv.stride)[1] == 1 and conv.weights.shape[-1] < 16
+        assert conv.out_shape[1] >= 8, f"{case.label}: output rows of {conv.out_shape[1]}"
+        widths.add(int(conv.weights.shape[1]))
+        assert np.any(case.stepped.counts[1] > 0), f"{case.label}: the first convolution never fired"
+    assert widths == {3, 5}
 
 
 def test_analytic_equals_stepped_on_random_nets(random_cases):

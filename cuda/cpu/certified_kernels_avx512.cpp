@@ -116,6 +116,63 @@ TTFS_AVX512 void window_columns(const WindowSums& d, int32_t q0, int32_t nb) {
     else window_columns<CH, 6>(d, q0);
 }
 
+// window_block<1, NB>() for a block of NB positions in one output row of a layer with one
+// input channel and column stride 1 (a grayscale first layer) whose row is one register:
+// position b's term r of a kernel row reads the grid row's cell b + r, so a kernel row of the
+// block has NB + KW - 1 distinct activations. Each is broadcast once and multiplied by the
+// weight rows of every (position, column) pair that reads it, the KW weight rows held in
+// registers: a third of window_block()'s loads for KW = 5. Activation k reaches position b's
+// chain as its term k - b, so every chain still takes its terms in column order: the same
+// operations as window_block<1, NB>().
+template <int KW, int NB>
+TTFS_AVX512 TTFS_INLINE void gray_block(const WindowSums& d, int32_t p0) {
+    const ptrdiff_t width = d.width;
+    const int32_t oh = p0 / d.out_w, ow = p0 - oh * d.out_w;
+    const float* corner = d.grid + ptrdiff_t(oh) * d.stride_h * d.grid_w + ow;
+    __m512 total[NB];
+    for (int b = 0; b < NB; ++b) total[b] = _mm512_loadu_ps(d.start);
+    // As window_block(): a kernel row whose activations are all zero is skipped.
+    constexpr int kSpan = NB + KW - 1;
+    static_assert(kSpan <= 2 * kLanes, "the block's kernel row must span at most two registers");
+    const __mmask16 first_lanes = __mmask16(kSpan >= kLanes ? 0xffffu : (1u << kSpan) - 1u);
+    const __mmask16 second_lanes = __mmask16(kSpan > kLanes ? (1u << (kSpan - kLanes)) - 1u : 0u);
+    for (int32_t kh = 0; kh < d.kernel_h; ++kh) {
+        const float* a = corner + ptrdiff_t(kh) * d.grid_w;
+        const __m512 zero = _mm512_setzero_ps();
+        const __mmask16 nonzero =
+            _mm512_mask_cmp_ps_mask(first_lanes, _mm512_maskz_loadu_ps(first_lanes, a), zero, _CMP_NEQ_UQ) |
+            _mm512_mask_cmp_ps_mask(second_lanes, _mm512_maskz_loadu_ps(second_lanes, a + kLanes), zero, _CMP_NEQ_UQ);
+        if (nonzero == 0) continue;
+        const float* w = d.weights + ptrdiff_t(kh) * KW * width;
+        __m512 wv[KW], acc[NB];
+        for (int r = 0; r < KW; ++r) wv[r] = _mm512_loadu_ps(w + r * width);
+        for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+#pragma GCC unroll 32
+        for (int k = 0; k < kSpan; ++k) {
+            const __m512 x = _mm512_set1_ps(a[k]);
+#pragma GCC unroll 8
+            for (int r = (k - NB + 1 > 0 ? k - NB + 1 : 0); r <= (k < KW - 1 ? k : KW - 1); ++r)
+                acc[k - r] = _mm512_fmadd_ps(x, wv[r], acc[k - r]);
+        }
+        for (int b = 0; b < NB; ++b) total[b] = _mm512_add_ps(total[b], acc[b]);
+    }
+    float* out = d.out + ptrdiff_t(p0) * width;
+    for (int b = 0; b < NB; ++b) _mm512_storeu_ps(out + b * width, total[b]);
+}
+
+// window_columns<1, 8>() where gray_block() applies: every block of 8 positions that lies in
+// one output row takes it, the others window_block().
+template <int KW>
+TTFS_AVX512 void gray_columns(const WindowSums& d) {
+    constexpr int kBlock = 8;
+    const int32_t positions = d.out_h * d.out_w;
+    for (int32_t p0 = 0; p0 < positions; p0 += kBlock) {
+        const bool one_row = p0 + kBlock <= positions && p0 % d.out_w + kBlock <= d.out_w;
+        if (one_row) gray_block<KW, kBlock>(d, p0);
+        else window_block<1, kBlock>(d, p0, 0);
+    }
+}
+
 // ---- Window sums over the nonzero activations only ---------------------------------------
 // Where most activations are zero (a layer whose inputs mostly did not spike), the dense sums
 // above spend most of their multiply-adds on zeros. Here the grid's nonzero activations are
@@ -238,7 +295,11 @@ AvxSums window_sums_avx512(const WindowSums& d) {
     }
     // Narrower rows: all their registers at once, in blocks of 2-8 positions.
     switch (registers) {
-        case 1: window_columns<1, 8>(d, 0); return AvxSums::kDense;
+        case 1:
+            if (d.in_c == 1 && d.stride_w == 1 && d.kernel_w == 5) gray_columns<5>(d);
+            else if (d.in_c == 1 && d.stride_w == 1 && d.kernel_w == 3) gray_columns<3>(d);
+            else window_columns<1, 8>(d, 0);
+            return AvxSums::kDense;
         case 2: window_columns<2, 8>(d, 0); return AvxSums::kDense;
         case 3: window_columns<3, 6>(d, 0); return AvxSums::kDense;
         case 4: window_columns<4, 5>(d, 0); return AvxSums::kDense;
