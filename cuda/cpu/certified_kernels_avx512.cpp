@@ -15,6 +15,22 @@ namespace cpu {
 
 #if TTFS_HAVE_AVX512_VARIANT
 
+// The first `span` (at most 2 * kLanes) floats of a grid row, as two lane masks, for
+// all_zero().
+struct SpanLanes {
+    __mmask16 first, second;
+    explicit SpanLanes(ptrdiff_t span)
+        : first(__mmask16(span >= kLanes ? 0xffffu : (1u << span) - 1u)),
+          second(__mmask16(span >= 2 * kLanes ? 0xffffu : span > kLanes ? (1u << (span - kLanes)) - 1u : 0u)) {}
+};
+
+// Whether those floats from a on are all zero (a kernel row that adds exact zeros only).
+TTFS_AVX512 TTFS_INLINE bool all_zero(const float* a, const SpanLanes& span) {
+    const __m512 zero = _mm512_setzero_ps();
+    return (_mm512_mask_cmp_ps_mask(span.first, _mm512_maskz_loadu_ps(span.first, a), zero, _CMP_NEQ_UQ) |
+            _mm512_mask_cmp_ps_mask(span.second, _mm512_maskz_loadu_ps(span.second, a + kLanes), zero, _CMP_NEQ_UQ)) == 0;
+}
+
 // The window sums of NB consecutive positions p0 .. p0 + NB - 1 (row-major over out_h x out_w;
 // a block may run past the end of an output row into the next), for CH registers of each
 // position's row, from register q0 on: all accumulators in registers, one fused multiply-add
@@ -49,24 +65,17 @@ TTFS_AVX512 TTFS_INLINE void window_block(const WindowSums& d, int32_t p0, int32
     // is skipped (images with blank borders have many).
     const ptrdiff_t span = corner[valid - 1] - corner[0] + row_len;
     const bool skippable = span <= 2 * kLanes && oh == p0 / d.out_w;
-    const __mmask16 first_lanes = __mmask16(span >= kLanes ? 0xffffu : (1u << span) - 1u);
-    const __mmask16 second_lanes = __mmask16(span >= 2 * kLanes ? 0xffffu : span > kLanes ? (1u << (span - kLanes)) - 1u : 0u);
+    const SpanLanes span_lanes(span);
     for (int32_t kh = 0; kh < d.kernel_h; ++kh) {
         const float* a[NB];
         for (int b = 0; b < NB; ++b) a[b] = corner[b] + kh * grid_row;
-        if (skippable) {
-            const __m512 zero = _mm512_setzero_ps();
-            const __mmask16 nonzero =
-                _mm512_mask_cmp_ps_mask(first_lanes, _mm512_maskz_loadu_ps(first_lanes, a[0]), zero, _CMP_NEQ_UQ) |
-                _mm512_mask_cmp_ps_mask(second_lanes, _mm512_maskz_loadu_ps(second_lanes, a[0] + kLanes), zero, _CMP_NEQ_UQ);
-            if (nonzero == 0) {
-                if constexpr (!kTotalsInRegisters)
-                    if (kh == 0)
-                        for (int b = 0; b < valid; ++b)
-                            for (int q = 0; q < CH; ++q)
-                                _mm512_storeu_ps(out + b * width + q * kLanes, _mm512_loadu_ps(start + q * kLanes));
-                continue;
-            }
+        if (skippable && all_zero(a[0], span_lanes)) {
+            if constexpr (!kTotalsInRegisters)
+                if (kh == 0)
+                    for (int b = 0; b < valid; ++b)
+                        for (int q = 0; q < CH; ++q)
+                            _mm512_storeu_ps(out + b * width + q * kLanes, _mm512_loadu_ps(start + q * kLanes));
+            continue;
         }
         const float* w = d.weights + ptrdiff_t(kh) * row_len * width + q0 * kLanes;
         __m512 acc[NB][CH];
@@ -134,15 +143,10 @@ TTFS_AVX512 TTFS_INLINE void gray_block(const WindowSums& d, int32_t p0) {
     // As window_block(): a kernel row whose activations are all zero is skipped.
     constexpr int kSpan = NB + KW - 1;
     static_assert(kSpan <= 2 * kLanes, "the block's kernel row must span at most two registers");
-    const __mmask16 first_lanes = __mmask16(kSpan >= kLanes ? 0xffffu : (1u << kSpan) - 1u);
-    const __mmask16 second_lanes = __mmask16(kSpan > kLanes ? (1u << (kSpan - kLanes)) - 1u : 0u);
+    const SpanLanes span_lanes(kSpan);
     for (int32_t kh = 0; kh < d.kernel_h; ++kh) {
         const float* a = corner + ptrdiff_t(kh) * d.grid_w;
-        const __m512 zero = _mm512_setzero_ps();
-        const __mmask16 nonzero =
-            _mm512_mask_cmp_ps_mask(first_lanes, _mm512_maskz_loadu_ps(first_lanes, a), zero, _CMP_NEQ_UQ) |
-            _mm512_mask_cmp_ps_mask(second_lanes, _mm512_maskz_loadu_ps(second_lanes, a + kLanes), zero, _CMP_NEQ_UQ);
-        if (nonzero == 0) continue;
+        if (all_zero(a, span_lanes)) continue;
         const float* w = d.weights + ptrdiff_t(kh) * KW * width;
         __m512 wv[KW], acc[NB];
         for (int r = 0; r < KW; ++r) wv[r] = _mm512_loadu_ps(w + r * width);
