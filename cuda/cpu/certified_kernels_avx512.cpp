@@ -539,32 +539,50 @@ void grid_rows_avx512(const GridJob& d) {
     for (int32_t s = 0; s < spiking_units; ++s) ++d.per_step[d.spike_steps[s] * kSpareBins + (s & (kSpareBins - 1))];
 }
 
+// A pool child's interval ends into the largest so far: raised only by a larger value (a NaN
+// never), as std::max(most, x) in the portable variant.
+TTFS_AVX512 TTFS_INLINE void raise_ends(const float* high, const float* low, __m512& most_high, __m512& most_low) {
+    const __m512 h = _mm512_loadu_ps(high), lo = _mm512_loadu_ps(low);
+    most_high = _mm512_mask_mov_ps(most_high, _mm512_cmp_ps_mask(h, most_high, _CMP_GT_OQ), h);
+    most_low = _mm512_mask_mov_ps(most_low, _mm512_cmp_ps_mask(lo, most_low, _CMP_GT_OQ), lo);
+}
+
 TTFS_AVX512
 int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
-                             const WindowGeometry& pg, int32_t padded_c, const float* high,
+                             const WindowGeometry& pool, int32_t padded_c, const float* high,
                              const float* low, int32_t* time, int32_t* undecided) {
+    const WindowGeometry pg = pool;  // a copy: the stores to `time` cannot alias it
     const __m512 floor = _mm512_set1_ps(b.lowest);
     const __m512i never = _mm512_set1_epi32(kNever);
     __m512 t[kGuessTable / kLanes];
     alignas(64) float padded[kGuessTable];
     if (b.guessable) load_table16(b, padded, t);
+    const ptrdiff_t row = ptrdiff_t(pg.in_w) * padded_c;  // one input row's floats
     int32_t count = 0;
     for (int32_t oh = 0; oh < pg.out_h; ++oh) {
         for (int32_t ow = 0; ow < pg.out_w; ++ow) {
             int32_t* unit_time = time + (oh * pg.out_w + ow) * pg.out_c;
+            const WindowInside win = window_inside(pg, oh, ow);
+            // The usual 2x2 window, all inside: its four children unrolled.
+            const bool whole_2x2 = pg.kernel_h == 2 && pg.kernel_w == 2 && win.kh_first == 0 &&
+                                   win.kh_end == 2 && win.kw_first == 0 && win.kw_end == 2;
+            const ptrdiff_t corner = (ptrdiff_t(win.ih0) * pg.in_w + win.iw0) * padded_c;
             for (int32_t q = 0; q < padded_c; q += kLanes) {
                 __m512 most_high = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
                 __m512 most_low = most_high;
-                const WindowInside win = window_inside(pg, oh, ow);
-                for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh) {
-                    for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
-                        const ptrdiff_t i = ptrdiff_t((win.ih0 + kh) * pg.in_w + win.iw0 + kw) * padded_c + q;
-                        // Raised only by a larger value (a NaN never), as std::max(most, x)
-                        // in the portable variant.
-                        const __m512 h = _mm512_loadu_ps(high + i), lo = _mm512_loadu_ps(low + i);
-                        most_high = _mm512_mask_mov_ps(most_high, _mm512_cmp_ps_mask(h, most_high, _CMP_GT_OQ), h);
-                        most_low = _mm512_mask_mov_ps(most_low, _mm512_cmp_ps_mask(lo, most_low, _CMP_GT_OQ), lo);
-                    }
+                // Children in row-major order either way.
+                if (whole_2x2) {
+                    const ptrdiff_t i = corner + q;
+                    raise_ends(high + i, low + i, most_high, most_low);
+                    raise_ends(high + i + padded_c, low + i + padded_c, most_high, most_low);
+                    raise_ends(high + i + row, low + i + row, most_high, most_low);
+                    raise_ends(high + i + row + padded_c, low + i + row + padded_c, most_high, most_low);
+                } else {
+                    for (int32_t kh = win.kh_first; kh < win.kh_end; ++kh)
+                        for (int32_t kw = win.kw_first; kw < win.kw_end; ++kw) {
+                            const ptrdiff_t i = ptrdiff_t((win.ih0 + kh) * pg.in_w + win.iw0 + kw) * padded_c + q;
+                            raise_ends(high + i, low + i, most_high, most_low);
+                        }
                 }
                 const int32_t valid = std::min(kLanes, pg.out_c - q);
                 const __mmask16 lanes = __mmask16((1u << valid) - 1u);
