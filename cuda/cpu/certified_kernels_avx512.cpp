@@ -400,10 +400,12 @@ TTFS_AVX512 TTFS_INLINE __m512 interval_eps16(__m512 e, __m512 x) {
 }
 
 TTFS_AVX512
-int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& bracket,
                        const float* sums, int32_t width, int32_t positions, int32_t padded_c,
                        int32_t out_c, const float* scale, float* high, float* low,
                        int32_t* first, int32_t* undecided) {
+    const Bracket b = bracket;  // local copies: the stores below cannot alias them
+    const int32_t bound_base = plan.bound_base;
     const __m512 tiny = _mm512_set1_ps(0x1p-100f), floor = _mm512_set1_ps(b.lowest);
     const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
     __m512 t[kGuessTable / kLanes];
@@ -417,7 +419,7 @@ int32_t bracket_avx512(const LayerPlan& plan, const Layer& layer, const Bracket&
             for (int32_t n = 0; n < out_c; ++n) undecided[count++] = p * out_c + n;
             continue;
         }
-        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
+        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + bound_base));
         const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale[p]), bound), tiny);
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             const __m512 x = _mm512_loadu_ps(v + q), eps = interval_eps16(e, x);
@@ -448,11 +450,12 @@ int32_t intervals_avx512(const LayerPlan& plan, const float* sums, int32_t width
                          int32_t* undecided) {
     const __m512i bound_lane = _mm512_loadu_si512(plan.bound_lane.data());
     const __m512 tiny = _mm512_set1_ps(0x1p-100f), floor = _mm512_set1_ps(lowest);
+    const int32_t bound_base = plan.bound_base;  // a local copy: the stores below cannot alias it
     int32_t count = 0, fired = 0;
     for (int32_t p = 0; p < positions; ++p) {
         const float* v = sums + ptrdiff_t(p) * width;
         const float factor = scale[p] >= 0.0f ? scale[p] : std::numeric_limits<float>::infinity();
-        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + plan.bound_base));
+        const __m512 bound = _mm512_maskz_permutexvar_ps(__mmask16(0xffff), bound_lane, _mm512_loadu_ps(v + bound_base));
         const __m512 e = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(factor), bound), tiny);
         for (int32_t q = 0; q < padded_c; q += kLanes) {
             const __m512 x = _mm512_loadu_ps(v + q), eps = interval_eps16(e, x);
@@ -548,10 +551,12 @@ TTFS_AVX512 TTFS_INLINE void raise_ends(const float* high, const float* low, __m
 }
 
 TTFS_AVX512
-int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& b,
+int32_t pool_verdicts_avx512(const LayerPlan& plan, const Layer& layer, const Bracket& bracket,
                              const WindowGeometry& pool, int32_t padded_c, const float* high,
                              const float* low, int32_t* time, int32_t* undecided) {
-    const WindowGeometry pg = pool;  // a copy: the stores to `time` cannot alias it
+    // Local copies: the stores of the units' steps cannot alias them.
+    const WindowGeometry pg = pool;
+    const Bracket b = bracket;
     const __m512 floor = _mm512_set1_ps(b.lowest);
     const __m512i never = _mm512_set1_epi32(kNever);
     __m512 t[kGuessTable / kLanes];
