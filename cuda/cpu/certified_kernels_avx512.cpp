@@ -190,8 +190,10 @@ TTFS_AVX512 void gray_columns(const WindowSums& d) {
 
 // Lists the nonzero activations of cells [0, cells), cell_start[cell] the first entry of each
 // and cell_start[cells] their number, which it returns.
-TTFS_AVX512 int64_t list_cells(const WindowSums& d, int32_t cells) {
-    const SparseScratch& s = *d.sparse;
+TTFS_AVX512 int64_t list_cells(const WindowSums& sums, int32_t cells) {
+    // Local copies: the stores of offsets and cell starts cannot alias them.
+    const WindowSums d = sums;
+    const SparseScratch s = *d.sparse;
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i row_offsets = _mm512_mullo_epi32(iota, _mm512_set1_epi32(d.width));
     int32_t n = 0;
@@ -492,7 +494,8 @@ inline int32_t count_bits(const uint64_t* bits, int32_t first, int32_t count) {
 // 16 units at a time along each input row (a row's units are consecutive in the steps and in
 // the grid); the tables are looked up with register permutes (steps + 1 <= kGuessTable).
 TTFS_AVX512
-void grid_rows_avx512(const GridJob& d) {
+void grid_rows_avx512(const GridJob& job) {
+    const GridJob d = job;  // a local copy: the stores of bins and steps cannot alias it
     alignas(64) float kernel_table[kGuessTable], slot_table[kGuessTable];
     for (int32_t k = 0; k < kGuessTable; ++k) {
         kernel_table[k] = k <= d.steps ? d.kernel[k] : 0.0f;
