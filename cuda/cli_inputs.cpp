@@ -33,12 +33,107 @@ struct Checks {
     bool allow_unscaled = false;
 };
 
+// How the elements of an IDX, .npy or raw .bin file become pixels: integers as bytes
+// 0..255, floats as float32 in [0, 1] (any finite value with --allow-unscaled). A refusal
+// names the file, the image and the pixel.
+class ArrayValues {
+public:
+    ArrayValues(std::string file, Element element, bool big_endian, const int32_t shape[3],
+                const Checks& checks)
+        : file_(std::move(file)), element_(element), big_endian_(big_endian), checks_(checks) {
+        for (int d = 0; d < 3; ++d) shape_[d] = shape[d];
+    }
+
+    // `values` elements from `raw`, the first of image first_image (for messages), into out.
+    void to_u8(const uint8_t* raw, size_t values, uint64_t first_image, uint8_t* out) const {
+        switch (element_) {
+            case Element::U8: std::memcpy(out, raw, values); break;
+            case Element::I8: integers_as_pixels<int8_t>(raw, values, first_image, out); break;
+            case Element::I16: integers_as_pixels<int16_t>(raw, values, first_image, out); break;
+            case Element::U16: integers_as_pixels<uint16_t>(raw, values, first_image, out); break;
+            case Element::I32: integers_as_pixels<int32_t>(raw, values, first_image, out); break;
+            case Element::U32: integers_as_pixels<uint32_t>(raw, values, first_image, out); break;
+            case Element::I64: integers_as_pixels<int64_t>(raw, values, first_image, out); break;
+            case Element::U64: integers_as_pixels<uint64_t>(raw, values, first_image, out); break;
+            default: break;
+        }
+    }
+
+    void to_f32(const uint8_t* raw, size_t values, uint64_t first_image, float* out) const {
+        for (size_t i = 0; i < values; ++i) {
+            const double value = element_ == Element::F32 ? double(load<float>(raw, i)) : load<double>(raw, i);
+            out[i] = float(value);
+            const bool finite = std::isfinite(value) && std::isfinite(out[i]);
+            if (!finite || (!checks_.allow_unscaled && !(out[i] >= 0.0f && out[i] <= 1.0f))) {
+                const std::string what = "images file " + file_ + ": " + place(first_image, i) + " = " +
+                                         format("%.9g", value);
+                if (!finite)
+                    fail(what + "; every input value must be a finite number (check how the images "
+                                "were decoded or normalised)");
+                fail(what + "; float images must be scaled to [0, 1] (for 8-bit pixels: divide by "
+                            "255, or store them as uint8): scale them, or pass --allow-unscaled to "
+                            "run them as they are");
+            }
+        }
+    }
+
+private:
+    // Where value i of a batch starting at first_image sits, for messages: image, h, w, c.
+    std::string place(uint64_t first_image, size_t i) const {
+        const size_t per_image = size_t(shape_[0]) * size_t(shape_[1]) * size_t(shape_[2]);
+        const uint64_t image = first_image + i / per_image;
+        const size_t within = i % per_image;
+        const size_t c = within % size_t(shape_[2]);
+        const size_t x = within / size_t(shape_[2]) % size_t(shape_[1]);
+        const size_t y = within / (size_t(shape_[2]) * size_t(shape_[1]));
+        return format("image %" PRIu64 ", pixel (h %zu, w %zu, c %zu)", image, y, x, c);
+    }
+
+    template <typename T>
+    T load(const uint8_t* raw, size_t i) const {
+        const uint8_t* p = raw + i * sizeof(T);
+        uint8_t bytes[sizeof(T)];
+        if (big_endian_) {
+            for (size_t b = 0; b < sizeof(T); ++b) bytes[b] = p[sizeof(T) - 1 - b];
+        } else {
+            std::memcpy(bytes, p, sizeof(T));
+        }
+        T value;
+        std::memcpy(&value, bytes, sizeof(T));
+        return value;
+    }
+
+    template <typename T>
+    void integers_as_pixels(const uint8_t* raw, size_t values, uint64_t first_image, uint8_t* out) const {
+        for (size_t i = 0; i < values; ++i) {
+            const T value = load<T>(raw, i);
+            bool outside;  // compared in 64 bits: T(255) would wrap for int8
+            if constexpr (std::is_signed<T>::value) outside = int64_t(value) < 0 || int64_t(value) > 255;
+            else outside = uint64_t(value) > 255;
+            if (outside) {
+                const std::string shown = std::is_signed<T>::value ? format("%lld", (long long)value)
+                                                                   : format("%llu", (unsigned long long)value);
+                fail("images file " + file_ + ": " + place(first_image, i) + " = " + shown + "; " +
+                     element_name(element_) + " images must hold pixels 0..255 (scale them, or store "
+                     "floats in [0, 1])");
+            }
+            out[i] = uint8_t(value);
+        }
+    }
+
+    std::string file_;
+    Element element_;
+    bool big_endian_;
+    int32_t shape_[3];
+    Checks checks_;
+};
+
 // An IDX, .npy or raw .bin file: a header, then n images of h x w x c elements.
 class ArraySource : public ImageSource {
 public:
     ArraySource(std::unique_ptr<Stream> stream, const int32_t model_shape[3], const std::string& model_path,
                 const Checks& checks, bool raw_bin)
-        : stream_(std::move(stream)), checks_(checks) {
+        : stream_(std::move(stream)) {
         for (int d = 0; d < 3; ++d) shape_[d] = model_shape[d];
         uint8_t magic[8] = {0};
         if (raw_bin) {
@@ -59,6 +154,7 @@ public:
             }
         }
         pixels_ = is_float(element_) ? Pixels::F32 : Pixels::U8;
+        values_ = std::make_unique<ArrayValues>(stream_->name(), element_, big_endian_, shape_, checks);
     }
 
     std::string description() const override {
@@ -80,10 +176,10 @@ public:
                                    : format("images %" PRIu64 "..%" PRIu64, next_, next_ + uint64_t(n) - 1));
         if (pixels_ == Pixels::U8) {
             u8.resize(values);
-            convert_integers(values, u8);
+            values_->to_u8(raw_.data(), values, next_, u8.data());
         } else {
             f32.resize(values);
-            convert_floats(values, f32);
+            values_->to_f32(raw_.data(), values, next_, f32.data());
         }
         next_ += uint64_t(n);
     }
@@ -97,81 +193,6 @@ public:
 private:
     size_t values_per_image() const { return size_t(shape_[0]) * size_t(shape_[1]) * size_t(shape_[2]); }
     uint64_t bytes_per_image() const { return uint64_t(values_per_image()) * element_size(element_); }
-
-    // Where a value of this batch sits, for messages: image, h, w, c.
-    std::string place(size_t value_index) const {
-        const size_t per_image = values_per_image();
-        const uint64_t image = next_ + value_index / per_image;
-        const size_t within = value_index % per_image;
-        const size_t c = within % size_t(shape_[2]);
-        const size_t x = within / size_t(shape_[2]) % size_t(shape_[1]);
-        const size_t y = within / (size_t(shape_[2]) * size_t(shape_[1]));
-        return format("image %" PRIu64 ", pixel (h %zu, w %zu, c %zu)", image, y, x, c);
-    }
-
-    template <typename T>
-    T load(size_t i) const {
-        const uint8_t* p = raw_.data() + i * sizeof(T);
-        uint8_t bytes[sizeof(T)];
-        if (big_endian_) {
-            for (size_t b = 0; b < sizeof(T); ++b) bytes[b] = p[sizeof(T) - 1 - b];
-        } else {
-            std::memcpy(bytes, p, sizeof(T));
-        }
-        T value;
-        std::memcpy(&value, bytes, sizeof(T));
-        return value;
-    }
-
-    template <typename T>
-    void integers_as_pixels(size_t values, std::vector<uint8_t>& out) const {
-        for (size_t i = 0; i < values; ++i) {
-            const T value = load<T>(i);
-            bool outside;  // compared in 64 bits: T(255) would wrap for int8
-            if constexpr (std::is_signed<T>::value) outside = int64_t(value) < 0 || int64_t(value) > 255;
-            else outside = uint64_t(value) > 255;
-            if (outside) {
-                const std::string shown = std::is_signed<T>::value ? format("%lld", (long long)value)
-                                                                   : format("%llu", (unsigned long long)value);
-                fail("images file " + stream_->name() + ": " + place(i) + " = " + shown + "; " +
-                     element_name(element_) + " images must hold pixels 0..255 (scale them, or store "
-                     "floats in [0, 1])");
-            }
-            out[i] = uint8_t(value);
-        }
-    }
-
-    void convert_integers(size_t values, std::vector<uint8_t>& out) const {
-        switch (element_) {
-            case Element::U8: std::memcpy(out.data(), raw_.data(), values); break;
-            case Element::I8: integers_as_pixels<int8_t>(values, out); break;
-            case Element::I16: integers_as_pixels<int16_t>(values, out); break;
-            case Element::U16: integers_as_pixels<uint16_t>(values, out); break;
-            case Element::I32: integers_as_pixels<int32_t>(values, out); break;
-            case Element::U32: integers_as_pixels<uint32_t>(values, out); break;
-            case Element::I64: integers_as_pixels<int64_t>(values, out); break;
-            case Element::U64: integers_as_pixels<uint64_t>(values, out); break;
-            default: break;
-        }
-    }
-
-    void convert_floats(size_t values, std::vector<float>& out) const {
-        for (size_t i = 0; i < values; ++i) {
-            const double value = element_ == Element::F32 ? double(load<float>(i)) : load<double>(i);
-            out[i] = float(value);
-            const bool finite = std::isfinite(value) && std::isfinite(out[i]);
-            if (!finite || (!checks_.allow_unscaled && !(out[i] >= 0.0f && out[i] <= 1.0f))) {
-                const std::string what = "images file " + stream_->name() + ": " + place(i) + " = " +
-                                         format("%.9g", value);
-                if (!finite)
-                    fail(what + "; every input value must be a finite number (check how the images "
-                                "were decoded or normalised)");
-                fail(what + "; float images must be scaled to [0, 1] (for 8-bit pixels: divide by "
-                            "255, or store them as uint8): scale them, or pass --allow-unscaled to "
-                            "run them as they are");
-            }
-        }
-    }
 
     void open_raw() {
         // A raw .bin has no header: exactly one image of the model's shape.
@@ -286,10 +307,10 @@ private:
     }
 
     std::unique_ptr<Stream> stream_;
-    Checks checks_;
     int32_t shape_[3];
     Element element_ = Element::U8;
     bool big_endian_ = false;
+    std::unique_ptr<ArrayValues> values_;  // made once the header is read
     uint64_t next_ = 0;  // index of the next image to read
     std::vector<uint8_t> raw_;
 };
