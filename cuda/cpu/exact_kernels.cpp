@@ -178,13 +178,11 @@ void earliest_of_window(const WindowGeometry& g, const int32_t* child, int32_t o
 // step: per step with spikes, S = +0 plus each spiking unit's weights (units ascending), then
 // V = V + S * kernel_at(t); step 0 also carries the bias (V = +0 + (S + bias) * 1). The
 // operations of docs/ENGINES.md, lane by lane, with the sums held in registers: the kLanes
-// neurons as one vector (GCC/Clang vector extension, lane-wise IEEE operations; one AVX-512
-// register, two AVX2 or four SSE ones in the other clones), so that each spike is one add.
-typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+// neurons as one Chunk, so that each spike is one add.
 
 // sum += the kLanes floats at `from`.
-TTFS_INLINE void add_lanes(Lanes& sum, const float* from) {
-    Lanes x;
+TTFS_INLINE void add_lanes(Chunk& sum, const float* from) {
+    Chunk x;
     std::memcpy(&x, from, sizeof x);
     sum = sum + x;
 }
@@ -193,14 +191,14 @@ TTFS_VECTOR_CLONES
 void dense_by_step(const Layer& layer, const int32_t* begin, const int32_t* unit, int32_t steps,
                    int32_t first_step, const float* weights, float* potential) {
     const int32_t out_c = layer.out.c;
-    Lanes bias = {};
+    Chunk bias = {};
     for (int32_t l = 0; l < out_c; ++l) bias[l] = layer.bias[size_t(l)];
     const int32_t zero = -first_step;  // step 0's index in the list, if inside
-    Lanes sum = {};
+    Chunk sum = {};
     if (zero >= 0 && zero < steps)
         for (int32_t s = begin[zero]; s < begin[zero + 1]; ++s) add_lanes(sum, weights + ptrdiff_t(unit[s]) * kLanes);
-    const Lanes nothing = {};
-    Lanes v = nothing + (sum + bias) * layer.kernel_at(0);
+    const Chunk nothing = {};
+    Chunk v = nothing + (sum + bias) * layer.kernel_at(0);
     for (int32_t k = 0; k < steps; ++k) {
         const int32_t t = first_step + k;
         if (t == 0 || begin[k + 1] == begin[k] || !layer.integrates_at(t)) continue;

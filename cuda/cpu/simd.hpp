@@ -67,11 +67,9 @@ constexpr int32_t kMostBlock = 8;
 
 inline int32_t padded_channels(int32_t channels) { return (channels + kLanes - 1) / kLanes * kLanes; }
 
-#if TTFS_HAVE_AVX512_VARIANT
-// kLanes floats as one value (GCC/Clang vector extension): lane-wise IEEE adds. Only used in
-// the AVX-512 variant, where it is one register.
+// kLanes floats as one value (GCC/Clang vector extension): lane-wise IEEE operations. One
+// AVX-512 register; two AVX2 or four SSE registers in the other clones.
 typedef float Chunk __attribute__((vector_size(kLanes * sizeof(float))));
-#endif
 
 inline uint32_t float_bits(float value) {
     uint32_t bits;
